@@ -1,0 +1,622 @@
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::time::{Duration, Instant};
+
+use backon::Retryable;
+use futures_util::FutureExt;
+use futures_util::future::{BoxFuture, Shared};
+use tokio::sync::broadcast;
+use tracing::Instrument;
+
+use super::builder::SecretCacheBuilder;
+use super::policy::Policy;
+use super::watch::{Sink, Watchers};
+use crate::error::{Error, Result};
+use crate::events::{CacheStats, Hook, SecretEvent};
+use crate::provider::SecretProvider;
+use crate::value::{SecretValue, Selector, Versioned};
+
+/// A TTL-cached, version-aware view of one [`SecretProvider`].
+///
+/// - A **fresh hit** makes no provider call and costs an `Arc` clone.
+/// - Past its **refresh-ahead point** (jittered per entry), a hit still returns at once and starts
+///   exactly one background refresh.
+/// - An **expired or missing** key is fetched once however many tasks wait for it.
+/// - When the store fails with a retryable error (throttled, unreachable, 5xx), the last-known-good
+///   value is served for up to `max_stale` past its TTL, and the store is asked again only after a
+///   jittered, growing backoff. A missing or denied secret is never served stale and never retried
+///   in a loop.
+/// - When the store has a cheap version probe (AWS `DescribeSecret`, Vault KV metadata), a refresh
+///   that finds the version unchanged extends the entry without fetching the value.
+///
+/// Cloning a cache is cheap; clones share everything. It needs a Tokio runtime: loads run as
+/// spawned tasks, so a caller that gives up waiting does not cancel the fetch for the others.
+///
+/// ```
+/// use std::sync::Arc;
+/// use credswap::{MemoryProvider, SecretCache};
+///
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// let store = Arc::new(MemoryProvider::new());
+/// store.set("api-key", "k-1");
+/// let cache = SecretCache::builder(store.clone()).build().unwrap();
+///
+/// let value = cache.get("api-key").await.unwrap();
+/// assert_eq!(value.value.expose_str(), Some("k-1"));
+/// let _ = cache.get("api-key").await.unwrap(); // a hit: no provider call
+/// assert_eq!(store.fetch_calls(), 1);
+/// # });
+/// ```
+#[derive(Clone)]
+pub struct SecretCache {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for SecretCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SecretCache")
+            .field("provider", &self.inner.provider.name())
+            .field("entries", &self.inner.store.entry_count())
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+/// What a cached value is keyed by.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct Key {
+    pub(crate) id: Arc<str>,
+    pub(crate) selector: Selector,
+    /// `id` for the current version (so a hit needs no allocation), `id` NUL selector otherwise.
+    pub(crate) cache_key: Arc<str>,
+}
+
+impl Key {
+    pub(crate) fn new(id: &str, selector: &Selector) -> Result<Key> {
+        if id.contains('\0') {
+            return Err(Error::invalid_request(
+                id.replace('\0', "\\0"),
+                "a secret id must not contain NUL",
+            ));
+        }
+        let cache_key = cache_key(id, selector);
+        Ok(Key {
+            id: Arc::from(id),
+            selector: selector.clone(),
+            cache_key: Arc::from(cache_key.as_ref()),
+        })
+    }
+}
+
+fn cache_key<'a>(id: &'a str, selector: &Selector) -> Cow<'a, str> {
+    if matches!(selector, Selector::Current) {
+        Cow::Borrowed(id)
+    } else {
+        Cow::Owned(format!("{id}\0{selector}"))
+    }
+}
+
+/// One cached value and the timing around it.
+pub(crate) struct Entry {
+    pub(crate) key: Key,
+    pub(crate) value: Arc<Versioned<SecretValue>>,
+    /// When the store last confirmed this version (a fetch, or a probe that found it unchanged).
+    pub(crate) checked_at: Instant,
+    pub(crate) refresh_at: Instant,
+    pub(crate) expires_at: Instant,
+    /// Set while a background refresh of this entry runs, so only one starts.
+    refreshing: AtomicBool,
+    failures: AtomicU32,
+    /// No store call before this instant (nanoseconds since the cache's epoch; 0: none).
+    retry_at: AtomicU64,
+    last_error: Mutex<Option<Error>>,
+}
+
+impl Entry {
+    fn stale_until(&self, policy: &Policy) -> Instant {
+        self.expires_at + policy.max_stale
+    }
+}
+
+type LoadFuture = Shared<BoxFuture<'static, Result<Arc<Entry>>>>;
+
+#[derive(Default)]
+struct Counters {
+    hits: AtomicU64,
+    misses: AtomicU64,
+    fetches: AtomicU64,
+    probes: AtomicU64,
+    refresh_failures: AtomicU64,
+    stale_serves: AtomicU64,
+    rotations: AtomicU64,
+}
+
+fn bump(counter: &AtomicU64) {
+    let _ = counter.fetch_add(1, Ordering::Relaxed);
+}
+
+pub(crate) struct Inner {
+    pub(crate) provider: Arc<dyn SecretProvider>,
+    pub(crate) policy: Policy,
+    store: moka::sync::Cache<Arc<str>, Arc<Entry>>,
+    inflight: Mutex<HashMap<Arc<str>, LoadFuture>>,
+    counters: Counters,
+    events: broadcast::Sender<SecretEvent>,
+    hooks: RwLock<Vec<Hook>>,
+    pub(crate) watchers: Watchers,
+    epoch: Instant,
+    /// Bumped by every invalidation: a load that started before one does not store its result.
+    generation: AtomicU64,
+}
+
+/// How a read should treat the store.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Serve from the cache when it can.
+    Read,
+    /// Ask the store now (rate-limited by `min_refresh_interval`).
+    Force,
+}
+
+impl SecretCache {
+    /// Starts building a cache over `provider`.
+    pub fn builder(provider: Arc<dyn SecretProvider>) -> SecretCacheBuilder {
+        SecretCacheBuilder::new(provider)
+    }
+
+    pub(super) fn from_parts(
+        provider: Arc<dyn SecretProvider>,
+        policy: Policy,
+        max_entries: u64,
+        event_capacity: usize,
+        hooks: Vec<Hook>,
+    ) -> Self {
+        // moka only bounds memory here; freshness is ours. An entry is useless once it can no
+        // longer be served stale, so let moka drop it a little after that.
+        let store = moka::sync::Cache::builder()
+            .max_capacity(max_entries)
+            .time_to_live(policy.ttl + policy.max_stale + Duration::from_secs(1))
+            .build();
+        let (events, _) = broadcast::channel(event_capacity);
+        SecretCache {
+            inner: Arc::new(Inner {
+                provider,
+                policy,
+                store,
+                inflight: Mutex::new(HashMap::new()),
+                counters: Counters::default(),
+                events,
+                hooks: RwLock::new(hooks),
+                watchers: Watchers::default(),
+                epoch: Instant::now(),
+                generation: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// The current version of secret `id`.
+    ///
+    /// Cost: on a fresh hit, a hash lookup and an `Arc` clone, with no allocation and no await.
+    ///
+    /// # Concurrent calls on the same key
+    ///
+    /// All callers that find the key missing or expired wait for one provider call and share its
+    /// result (or error). Past the refresh-ahead point, callers get the cached value at once and
+    /// one of them starts a background refresh.
+    ///
+    /// # Cancellation
+    ///
+    /// Dropping the future stops this caller's wait only; the fetch goes on for the others and
+    /// fills the cache.
+    ///
+    /// # Errors
+    ///
+    /// The provider's error when there is no value to serve: not found, access denied, or a
+    /// retryable error when the last-known-good value is older than `max_stale` past its TTL.
+    pub async fn get(&self, id: &str) -> Result<Arc<Versioned<SecretValue>>> {
+        self.read(id, &Selector::Current, Mode::Read).await
+    }
+
+    /// The version of secret `id` that `selector` picks (a stage such as previous or pending, or
+    /// a version id), cached like [`get`](Self::get).
+    pub async fn get_selected(
+        &self,
+        id: &str,
+        selector: &Selector,
+    ) -> Result<Arc<Versioned<SecretValue>>> {
+        self.read(id, selector, Mode::Read).await
+    }
+
+    /// Asks the store for the current version of `id` now, and returns it.
+    ///
+    /// Use it when a consumer learns the cached value is wrong, for example when a database
+    /// rejects the password. Calls are rate-limited per key: within `min_refresh_interval` of the
+    /// last store call for `id`, it returns the cached value without a call.
+    ///
+    /// # Concurrent calls on the same key
+    ///
+    /// Coalesced with every other load of the key: 100 tasks refreshing at once cause one call.
+    pub async fn refresh(&self, id: &str) -> Result<Arc<Versioned<SecretValue>>> {
+        self.read(id, &Selector::Current, Mode::Force).await
+    }
+
+    /// Removes every cached version of `id`: the next read fetches from the store, and handles on
+    /// `id` reload at once. A load of `id` already under way does not put its result in the cache.
+    pub fn invalidate(&self, id: &str) {
+        let inner = &self.inner;
+        let _ = inner.generation.fetch_add(1, Ordering::SeqCst);
+        inner.store.invalidate(id);
+        let prefix = format!("{id}\0");
+        let others: Vec<Arc<str>> = inner
+            .store
+            .iter()
+            .filter(|(key, _)| key.starts_with(&prefix))
+            .map(|(key, _)| Arc::clone(&*key))
+            .collect();
+        for key in others {
+            inner.store.invalidate(&key);
+        }
+        inner.emit(SecretEvent::Invalidated { id: Arc::from(id) });
+        inner.watchers.wake(id);
+    }
+
+    /// Removes every cached secret; handles reload at once.
+    pub fn invalidate_all(&self) {
+        let inner = &self.inner;
+        let _ = inner.generation.fetch_add(1, Ordering::SeqCst);
+        inner.store.invalidate_all();
+        inner.emit(SecretEvent::Invalidated { id: Arc::from("*") });
+        inner.watchers.wake_all();
+    }
+
+    /// Counters since the cache was built.
+    pub fn stats(&self) -> CacheStats {
+        let c = &self.inner.counters;
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let fetches = load(&c.fetches);
+        let probes = load(&c.probes);
+        CacheStats {
+            hits: load(&c.hits),
+            misses: load(&c.misses),
+            provider_calls: fetches + probes,
+            fetches,
+            probes,
+            refresh_failures: load(&c.refresh_failures),
+            stale_serves: load(&c.stale_serves),
+            rotations: load(&c.rotations),
+        }
+    }
+
+    /// A receiver of every [`SecretEvent`] from now on. A receiver that lags more than the event
+    /// capacity behind loses the oldest events (and is told so by `RecvError::Lagged`).
+    pub fn subscribe(&self) -> broadcast::Receiver<SecretEvent> {
+        self.inner.events.subscribe()
+    }
+
+    /// Calls `hook` for every event from now on, on the task where it happens: keep it short.
+    pub fn on_event(&self, hook: impl Fn(&SecretEvent) + Send + Sync + 'static) {
+        self.inner
+            .hooks
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(Arc::new(hook));
+    }
+
+    /// The provider this cache reads from.
+    pub fn provider(&self) -> &Arc<dyn SecretProvider> {
+        &self.inner.provider
+    }
+
+    async fn read(
+        &self,
+        id: &str,
+        selector: &Selector,
+        mode: Mode,
+    ) -> Result<Arc<Versioned<SecretValue>>> {
+        let inner = &self.inner;
+        let found = inner.store.get(cache_key(id, selector).as_ref());
+        let now = Instant::now();
+        if let (Some(entry), Mode::Read) = (&found, mode) {
+            if now < entry.refresh_at {
+                bump(&inner.counters.hits);
+                return Ok(Arc::clone(&entry.value));
+            }
+            if now < entry.expires_at {
+                bump(&inner.counters.hits);
+                if now >= inner.retry_at(entry) && !entry.refreshing.swap(true, Ordering::AcqRel) {
+                    let _ = Inner::start_load(inner, entry.key.clone());
+                }
+                return Ok(Arc::clone(&entry.value));
+            }
+            // Expired. While backing off after failures, serve last-known-good without a call.
+            if now < inner.retry_at(entry) {
+                if now < entry.stale_until(&inner.policy) {
+                    return Ok(inner.serve_stale(entry, now));
+                }
+                let last = entry.last_error.lock().unwrap_or_else(|e| e.into_inner());
+                if let Some(error) = last.clone() {
+                    return Err(error);
+                }
+            }
+        }
+        if let (Some(entry), Mode::Force) = (&found, mode) {
+            // Rate limit: the store was asked about this key moments ago, or we are backing off.
+            let rate_limited = now.duration_since(entry.checked_at)
+                < inner.policy.min_refresh_interval
+                || now < inner.retry_at(entry);
+            if rate_limited && now < entry.expires_at {
+                bump(&inner.counters.hits);
+                return Ok(Arc::clone(&entry.value));
+            }
+            if rate_limited && now < entry.stale_until(&inner.policy) {
+                return Ok(inner.serve_stale(entry, now));
+            }
+        }
+        bump(&inner.counters.misses);
+        let key = match &found {
+            Some(entry) => entry.key.clone(),
+            None => Key::new(id, selector)?,
+        };
+        match Inner::start_load(inner, key).await {
+            Ok(entry) => Ok(Arc::clone(&entry.value)),
+            Err(error) => match &found {
+                Some(entry) if error.allows_stale() && now < entry.stale_until(&inner.policy) => {
+                    Ok(inner.serve_stale(entry, Instant::now()))
+                }
+                _ => Err(error),
+            },
+        }
+    }
+
+    /// The cached entry of `key`, if any (used by handles to catch up after registering).
+    pub(crate) fn peek(&self, key: &Key) -> Option<Arc<Versioned<SecretValue>>> {
+        self.inner
+            .store
+            .get(&key.cache_key)
+            .map(|entry| Arc::clone(&entry.value))
+    }
+
+    /// Makes sure a load of `key` happens soon and returns when it finished.
+    pub(crate) async fn load(&self, key: &Key) -> Result<Arc<Versioned<SecretValue>>> {
+        Inner::start_load(&self.inner, key.clone())
+            .await
+            .map(|entry| Arc::clone(&entry.value))
+    }
+
+    /// When the background watcher of `key` should next load it, and whether the cache holds it.
+    pub(crate) fn next_refresh(&self, key: &Key) -> Option<Instant> {
+        let entry = self.inner.store.get(&key.cache_key)?;
+        Some(entry.refresh_at.max(self.inner.retry_at(&entry)))
+    }
+
+    pub(crate) fn register(&self, key: &Key, sink: Weak<dyn Sink>) {
+        self.inner.watchers.register(self, key, sink);
+    }
+
+    pub(crate) fn downgrade(&self) -> Weak<Inner> {
+        Arc::downgrade(&self.inner)
+    }
+
+    pub(crate) fn from_inner(inner: Arc<Inner>) -> Self {
+        SecretCache { inner }
+    }
+}
+
+impl Inner {
+    fn retry_at(&self, entry: &Entry) -> Instant {
+        match entry.retry_at.load(Ordering::Acquire) {
+            0 => self.epoch,
+            nanos => self.epoch + Duration::from_nanos(nanos),
+        }
+    }
+
+    fn set_retry_at(&self, entry: &Entry, at: Instant) {
+        let nanos = u64::try_from(at.duration_since(self.epoch).as_nanos())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        entry.retry_at.store(nanos, Ordering::Release);
+    }
+
+    fn serve_stale(&self, entry: &Entry, now: Instant) -> Arc<Versioned<SecretValue>> {
+        bump(&self.counters.stale_serves);
+        self.emit(SecretEvent::ServedStale {
+            id: Arc::clone(&entry.key.id),
+            version: entry.value.version.id.clone(),
+            stale_for: now.saturating_duration_since(entry.expires_at),
+        });
+        Arc::clone(&entry.value)
+    }
+
+    pub(crate) fn emit(&self, event: SecretEvent) {
+        match &event {
+            SecretEvent::RefreshFailed { .. } | SecretEvent::ServedStale { .. } => {
+                tracing::warn!(event = event.name(), id = event.id(), details = ?event, "secret event");
+            }
+            SecretEvent::DecodeFailed { .. } => {
+                tracing::error!(event = event.name(), id = event.id(), details = ?event, "secret event");
+            }
+            SecretEvent::Fetched { .. } => {
+                tracing::debug!(event = event.name(), id = event.id(), details = ?event, "secret event");
+            }
+            _ => {
+                tracing::info!(event = event.name(), id = event.id(), details = ?event, "secret event");
+            }
+        }
+        let hooks = self.hooks.read().unwrap_or_else(|e| e.into_inner());
+        for hook in hooks.iter() {
+            hook(&event);
+        }
+        let _ = self.events.send(event);
+    }
+
+    /// Joins the load of `key` under way, or starts one.
+    fn start_load(this: &Arc<Inner>, key: Key) -> LoadFuture {
+        let mut inflight = this.inflight.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(load) = inflight.get(&key.cache_key) {
+            return load.clone();
+        }
+        let task_inner = Arc::clone(this);
+        let task_key = key.clone();
+        let span = tracing::debug_span!("credswap.load", id = %key.id, selector = %key.selector);
+        let task = tokio::spawn(
+            async move {
+                let result = task_inner.load_now(&task_key).await;
+                let _ = task_inner
+                    .inflight
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&task_key.cache_key);
+                result
+            }
+            .instrument(span),
+        );
+        let id = Arc::clone(&key.id);
+        let load =
+            async move {
+                match task.await {
+                    Ok(result) => result,
+                    Err(join) => Err(Error::transient(id, "the secret load task failed")
+                        .with_message(if join.is_panic() {
+                            "the secret load task panicked"
+                        } else {
+                            "the secret load task was cancelled"
+                        })),
+                }
+            }
+            .boxed()
+            .shared();
+        let _ = inflight.insert(Arc::clone(&key.cache_key), load.clone());
+        load
+    }
+
+    /// Asks the store for `key` once (retrying with backoff when there is nothing to fall back
+    /// on), stores the outcome, notifies handles.
+    async fn load_now(&self, key: &Key) -> Result<Arc<Entry>> {
+        let generation = self.generation.load(Ordering::SeqCst);
+        let previous = self.store.get(&key.cache_key);
+        let result = self.ask_store(key, previous.as_deref()).await;
+        if let Some(previous) = &previous {
+            previous.refreshing.store(false, Ordering::Release);
+        }
+        let now = Instant::now();
+        let value = match result {
+            Ok(value) => value,
+            Err(error) => {
+                bump(&self.counters.refresh_failures);
+                let (consecutive_failures, retry_in) = match &previous {
+                    Some(previous) => {
+                        let failures = previous.failures.fetch_add(1, Ordering::AcqRel) + 1;
+                        let delay = self.policy.retry_delay(failures, error.retry_after());
+                        self.set_retry_at(previous, now + delay);
+                        *previous
+                            .last_error
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner()) = Some(error.clone());
+                        (failures, delay)
+                    }
+                    None => (1, Duration::ZERO),
+                };
+                if !error.allows_stale() && previous.is_some() {
+                    // Gone or denied: last-known-good must not outlive this answer.
+                    self.store.invalidate(&key.cache_key);
+                }
+                self.emit(SecretEvent::RefreshFailed {
+                    id: Arc::clone(&key.id),
+                    kind: error.kind(),
+                    consecutive_failures,
+                    retry_in,
+                });
+                return Err(error);
+            }
+        };
+        let entry = Arc::new(Entry {
+            key: key.clone(),
+            value,
+            checked_at: now,
+            refresh_at: now + self.policy.refresh_after(),
+            expires_at: now + self.policy.ttl,
+            refreshing: AtomicBool::new(false),
+            failures: AtomicU32::new(0),
+            retry_at: AtomicU64::new(0),
+            last_error: Mutex::new(None),
+        });
+        if self.generation.load(Ordering::SeqCst) != generation {
+            // Invalidated while we asked: hand the value to this load's waiters, but neither cache
+            // it nor push it to handles; the invalidation already woke them to load again.
+            return Ok(entry);
+        }
+        self.store
+            .insert(Arc::clone(&key.cache_key), Arc::clone(&entry));
+        match &previous {
+            Some(previous) if previous.value.version.id != entry.value.version.id => {
+                bump(&self.counters.rotations);
+                self.emit(SecretEvent::Rotated {
+                    id: Arc::clone(&key.id),
+                    selector: key.selector.clone(),
+                    old: previous.value.version.id.clone(),
+                    new: entry.value.version.id.clone(),
+                });
+            }
+            Some(_) => {}
+            None => self.emit(SecretEvent::Fetched {
+                id: Arc::clone(&key.id),
+                selector: key.selector.clone(),
+                version: entry.value.version.id.clone(),
+            }),
+        }
+        self.watchers.offer(self, key, &entry.value);
+        Ok(entry)
+    }
+
+    async fn ask_store(
+        &self,
+        key: &Key,
+        previous: Option<&Entry>,
+    ) -> Result<Arc<Versioned<SecretValue>>> {
+        if let Some(previous) = previous {
+            // A cheap probe first: an unchanged version needs no fetch. `Ok(None)` means the
+            // provider cannot probe and made no call.
+            match self.provider.probe(&key.id, &key.selector).await {
+                Ok(Some(version)) => {
+                    bump(&self.counters.probes);
+                    if version == previous.value.version.id {
+                        return Ok(Arc::clone(&previous.value));
+                    }
+                }
+                Ok(None) => {}
+                Err(error) => {
+                    bump(&self.counters.probes);
+                    return Err(error);
+                }
+            }
+            bump(&self.counters.fetches);
+            return self
+                .provider
+                .fetch(&key.id, &key.selector)
+                .await
+                .map(Arc::new);
+        }
+        // Nothing to fall back on: retry passing failures a few times before giving up.
+        let fetch = || async {
+            bump(&self.counters.fetches);
+            self.provider.fetch(&key.id, &key.selector).await
+        };
+        fetch
+            .retry(
+                self.policy
+                    .backoff()
+                    .with_max_times(self.policy.cold_retries),
+            )
+            .when(Error::is_retryable)
+            .adjust(|error, delay| {
+                delay.map(|d| d.max(error.retry_after().unwrap_or(Duration::ZERO)))
+            })
+            .notify(|error, delay| {
+                tracing::debug!(id = %key.id, kind = %error.kind(), ?delay, "retrying secret fetch");
+            })
+            .await
+            .map(Arc::new)
+    }
+}

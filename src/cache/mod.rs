@@ -1,0 +1,8 @@
+//! The TTL-cached, version-aware secret cache.
+
+mod builder;
+pub(crate) mod core;
+mod policy;
+pub(crate) mod watch;
+
+pub use self::{builder::SecretCacheBuilder, core::SecretCache};

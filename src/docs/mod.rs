@@ -1,0 +1,3 @@
+//! Guides: prose only, no code to call.
+
+pub mod pitfalls;

@@ -1,0 +1,132 @@
+//! What happens to secrets, as events: for hooks, audit logs and metrics.
+//!
+//! Events carry ids, versions, error kinds and durations, never values, so they are safe to log
+//! as they are.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::error::ErrorKind;
+use crate::value::{Selector, VersionId};
+
+/// Something that happened to a secret in a [`SecretCache`](crate::SecretCache).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SecretEvent {
+    /// A secret was fetched from the store for the first time (or after an invalidation).
+    Fetched {
+        /// The secret id.
+        id: Arc<str>,
+        /// Which version was asked for.
+        selector: Selector,
+        /// The version the store returned.
+        version: VersionId,
+    },
+    /// The store returned a version different from the cached one.
+    Rotated {
+        /// The secret id.
+        id: Arc<str>,
+        /// Which version was asked for.
+        selector: Selector,
+        /// The version the cache held before.
+        old: VersionId,
+        /// The version it holds now.
+        new: VersionId,
+    },
+    /// A fetch or refresh failed.
+    RefreshFailed {
+        /// The secret id.
+        id: Arc<str>,
+        /// What failed.
+        kind: ErrorKind,
+        /// How many failures in a row, this one included.
+        consecutive_failures: u32,
+        /// How long the cache waits before it asks the store again.
+        retry_in: Duration,
+    },
+    /// Last-known-good was served because the store failed.
+    ServedStale {
+        /// The secret id.
+        id: Arc<str>,
+        /// The version served.
+        version: VersionId,
+        /// How long past its TTL the served value is.
+        stale_for: Duration,
+    },
+    /// A secret was removed from the cache by [`invalidate`](crate::SecretCache::invalidate) or
+    /// [`invalidate_all`](crate::SecretCache::invalidate_all) (then `id` is `*`).
+    Invalidated {
+        /// The secret id.
+        id: Arc<str>,
+    },
+    /// A handle could not decode a new version and kept its previous snapshot.
+    DecodeFailed {
+        /// The secret id.
+        id: Arc<str>,
+        /// The version that could not be decoded.
+        version: VersionId,
+        /// Why, without any of the content.
+        reason: Arc<str>,
+    },
+    /// A handle swapped its snapshot to a new version.
+    HandleSwapped {
+        /// The secret id.
+        id: Arc<str>,
+        /// The version the handle held before.
+        old: VersionId,
+        /// The version it holds now.
+        new: VersionId,
+    },
+}
+
+impl SecretEvent {
+    /// The id of the secret the event concerns.
+    pub fn id(&self) -> &str {
+        match self {
+            SecretEvent::Fetched { id, .. }
+            | SecretEvent::Rotated { id, .. }
+            | SecretEvent::RefreshFailed { id, .. }
+            | SecretEvent::ServedStale { id, .. }
+            | SecretEvent::Invalidated { id }
+            | SecretEvent::DecodeFailed { id, .. }
+            | SecretEvent::HandleSwapped { id, .. } => id,
+        }
+    }
+
+    /// A short stable name for the event (`"rotated"`, `"served_stale"`, …).
+    pub fn name(&self) -> &'static str {
+        match self {
+            SecretEvent::Fetched { .. } => "fetched",
+            SecretEvent::Rotated { .. } => "rotated",
+            SecretEvent::RefreshFailed { .. } => "refresh_failed",
+            SecretEvent::ServedStale { .. } => "served_stale",
+            SecretEvent::Invalidated { .. } => "invalidated",
+            SecretEvent::DecodeFailed { .. } => "decode_failed",
+            SecretEvent::HandleSwapped { .. } => "handle_swapped",
+        }
+    }
+}
+
+/// Counters of a cache since it was built. See [`SecretCache::stats`](crate::SecretCache::stats).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CacheStats {
+    /// Reads answered from the cache without waiting for the store.
+    pub hits: u64,
+    /// Reads that had to wait for the store (missing or expired keys).
+    pub misses: u64,
+    /// Calls made to the provider, fetches and probes together.
+    pub provider_calls: u64,
+    /// Of those, fetches of a value.
+    pub fetches: u64,
+    /// Of those, cheap version probes.
+    pub probes: u64,
+    /// Fetches or refreshes that failed.
+    pub refresh_failures: u64,
+    /// Reads answered with last-known-good because the store failed.
+    pub stale_serves: u64,
+    /// Times a newer version replaced a cached one.
+    pub rotations: u64,
+}
+
+pub(crate) type Hook = Arc<dyn Fn(&SecretEvent) + Send + Sync + 'static>;

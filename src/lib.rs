@@ -1,0 +1,30 @@
+#![doc = include_str!("../README.md")]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+#![deny(unsafe_code)]
+#![warn(missing_docs, unreachable_pub, unused_results, rust_2018_idioms)]
+#![doc(test(attr(deny(warnings))))]
+
+pub mod cache;
+pub mod docs;
+pub mod error;
+pub mod events;
+pub mod handle;
+pub mod provider;
+pub mod value;
+
+#[cfg(feature = "testkit")]
+#[cfg_attr(docsrs, doc(cfg(feature = "testkit")))]
+pub mod testkit;
+
+pub use self::{
+    cache::{SecretCache, SecretCacheBuilder},
+    error::{Error, ErrorKind, Result},
+    events::{CacheStats, SecretEvent},
+    handle::{SecretHandle, Snapshot},
+    provider::{EnvProvider, FileProvider, MemoryProvider, SecretProvider},
+    value::{Lease, SecretValue, Selector, Stage, Version, VersionId, Versioned},
+};
+
+/// Re-exported so secret fields of your own types can be unprintable too
+/// (`password: SecretString`).
+pub use secrecy;

