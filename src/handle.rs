@@ -13,7 +13,7 @@ use crate::cache::core::{Inner, Key};
 use crate::cache::watch::Sink;
 use crate::error::{Error, ErrorKind, Result, describe_json_error};
 use crate::events::SecretEvent;
-use crate::value::{SecretValue, Selector, Version, Versioned};
+use crate::value::{SecretValue, Selector, Version, VersionId, Versioned};
 
 /// Turns a secret's content into a `T`. Must not put the content into its error.
 pub(crate) type Decoder<T> = fn(&str, &SecretValue) -> Result<T>;
@@ -101,7 +101,8 @@ struct Shared<T> {
     /// Serializes swaps (reads never take it).
     swap_lock: Mutex<()>,
     changes: watch::Sender<u64>,
-    last_error: Mutex<Option<Error>>,
+    /// The last decode failure, with the version that caused it (not decoded again).
+    last_error: Mutex<Option<(VersionId, Error)>>,
 }
 
 /// A typed secret that follows rotations: the value is swapped atomically when the cache sees a
@@ -264,7 +265,8 @@ impl<T: Send + Sync + 'static> SecretHandle<T> {
             .last_error
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .clone()
+            .as_ref()
+            .map(|(_, error)| error.clone())
     }
 
     /// The secret id.
@@ -297,6 +299,14 @@ impl<T: Send + Sync + 'static> Sink for Shared<T> {
             }
             return;
         }
+        let mut last_error = self.last_error.lock().unwrap_or_else(|e| e.into_inner());
+        if last_error
+            .as_ref()
+            .is_some_and(|(rejected, _)| rejected == &value.version.id)
+        {
+            // Already refused this version and said so.
+            return;
+        }
         match (self.decoder)(&self.key.id, &value.value) {
             Ok(decoded) => {
                 self.snapshot.store(Arc::new(Snapshot {
@@ -308,7 +318,8 @@ impl<T: Send + Sync + 'static> Sink for Shared<T> {
                         valid_until: Instant::now() + self.grace,
                     }),
                 }));
-                *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                *last_error = None;
+                drop(last_error);
                 self.changes.send_modify(|n| *n = n.wrapping_add(1));
                 inner.emit(SecretEvent::HandleSwapped {
                     id: Arc::clone(&self.key.id),
@@ -317,12 +328,15 @@ impl<T: Send + Sync + 'static> Sink for Shared<T> {
                 });
             }
             Err(error) => {
+                let reason = Arc::from(error.message().unwrap_or("decode failed"));
+                *last_error = Some((value.version.id.clone(), error));
+                // Hooks may call back into the handle: release the lock before they run.
+                drop(last_error);
                 inner.emit(SecretEvent::DecodeFailed {
                     id: Arc::clone(&self.key.id),
                     version: value.version.id.clone(),
-                    reason: Arc::from(error.message().unwrap_or("decode failed")),
+                    reason,
                 });
-                *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(error);
             }
         }
     }
