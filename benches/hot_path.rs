@@ -1,1 +1,114 @@
-fn main() {}
+//! The read paths every request takes: `handle.load()` and a fresh-hit `cache.get()`, on one and
+//! two threads, next to the `RwLock<Arc<T>>` a hand-rolled solution would use.
+
+use std::hint::black_box;
+use std::sync::{Arc, Barrier, RwLock};
+use std::time::{Duration, Instant};
+
+use credswap::{MemoryProvider, SecretCache, SecretHandle};
+use criterion::{Criterion, criterion_group, criterion_main};
+
+#[derive(serde::Deserialize)]
+#[allow(dead_code)]
+struct Creds {
+    username: String,
+    password: credswap::secrecy::SecretString,
+}
+
+fn setup() -> (tokio::runtime::Runtime, SecretCache, SecretHandle<Creds>) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (cache, handle) = runtime.block_on(async {
+        let store = Arc::new(MemoryProvider::new());
+        let _ = store.set("db", r#"{"username": "app", "password": "pw"}"#);
+        let cache = SecretCache::builder(store)
+            .ttl(Duration::from_secs(3600))
+            .build()
+            .unwrap();
+        let handle = cache.handle::<Creds>("db").await.unwrap();
+        (cache, handle)
+    });
+    (runtime, cache, handle)
+}
+
+/// Runs `op` `iters` times on each of `threads` threads at once; returns the slowest thread's time,
+/// so the reported figure is the per-operation latency under that much concurrency.
+fn on_threads(threads: usize, iters: u64, op: impl Fn() + Sync) -> Duration {
+    let barrier = Barrier::new(threads);
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                scope.spawn(|| {
+                    let _ = barrier.wait();
+                    let start = Instant::now();
+                    for _ in 0..iters {
+                        op();
+                    }
+                    start.elapsed()
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| w.join().unwrap())
+            .max()
+            .unwrap()
+    })
+}
+
+fn hot_path(c: &mut Criterion) {
+    let (runtime, cache, handle) = setup();
+    let baseline = RwLock::new(Arc::new(String::from("app")));
+
+    let mut group = c.benchmark_group("read");
+    for threads in [1usize, 2] {
+        group.bench_function(format!("handle_load/{threads}t"), |b| {
+            b.iter_custom(|iters| {
+                on_threads(threads, iters, || {
+                    let _ = black_box(handle.load().current().username.len());
+                })
+            })
+        });
+        group.bench_function(format!("cache_get_hit/{threads}t"), |b| {
+            b.iter_custom(|iters| {
+                on_threads(threads, iters, || {
+                    // A fresh hit never awaits: poll it once on this thread.
+                    let value = runtime_free_poll(cache.get("db"));
+                    let _ = black_box(value.map(|v| v.value.len()));
+                })
+            })
+        });
+        group.bench_function(format!("rwlock_arc_read/{threads}t"), |b| {
+            b.iter_custom(|iters| {
+                on_threads(threads, iters, || {
+                    let _ = black_box(baseline.read().unwrap().len());
+                })
+            })
+        });
+    }
+    group.finish();
+    drop(runtime);
+}
+
+/// Polls a future that completes without waiting (a cache hit) to its result, without a runtime's
+/// scheduling cost in the measurement. Panics if it would wait: a benchmark set-up error.
+fn runtime_free_poll<F: std::future::Future>(future: F) -> F::Output {
+    let mut future = std::pin::pin!(future);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match future.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(output) => output,
+        std::task::Poll::Pending => panic!("a cache hit must not wait"),
+    }
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3));
+    targets = hot_path
+}
+criterion_main!(benches);

@@ -133,7 +133,11 @@ struct Shared<T> {
 /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
 /// let store = Arc::new(MemoryProvider::new());
 /// store.set("partner-api", r#"{"key": "k-1"}"#);
-/// let cache = SecretCache::builder(store.clone()).build().unwrap();
+/// let cache = SecretCache::builder(store.clone())
+///     // Let `refresh` reach the store at once (the default spaces forced refreshes 1 s apart).
+///     .min_refresh_interval(std::time::Duration::ZERO)
+///     .build()
+///     .unwrap();
 /// let handle = cache.handle::<ApiKey>("partner-api").await.unwrap();
 ///
 /// store.set("partner-api", r#"{"key": "k-2"}"#);

@@ -63,7 +63,7 @@ async fn no_secret_value_in_logs_errors_events_or_debug_output() {
         .init();
 
     let mut printed: Vec<String> = Vec::new();
-    let mut record_err = |printed: &mut Vec<String>, err: &Error| {
+    let record_err = |printed: &mut Vec<String>, err: &Error| {
         printed.push(format!("{err} {err:?} {err:#?}"));
         let mut source = std::error::Error::source(err);
         while let Some(s) = source {

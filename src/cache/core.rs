@@ -11,6 +11,7 @@ use tokio::sync::broadcast;
 use tracing::Instrument;
 
 use super::builder::SecretCacheBuilder;
+use super::index::Index;
 use super::policy::Policy;
 use super::watch::{Sink, Watchers};
 use crate::error::{Error, Result};
@@ -58,7 +59,7 @@ impl std::fmt::Debug for SecretCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SecretCache")
             .field("provider", &self.inner.provider.name())
-            .field("entries", &self.inner.store.entry_count())
+            .field("entries", &self.inner.index.len())
             .field("stats", &self.stats())
             .finish()
     }
@@ -140,7 +141,10 @@ fn bump(counter: &AtomicU64) {
 pub(crate) struct Inner {
     pub(crate) provider: Arc<dyn SecretProvider>,
     pub(crate) policy: Policy,
+    /// Decides what the cache keeps (capacity, expiry); tells `index` what it drops.
     store: moka::sync::Cache<Arc<str>, Arc<Entry>>,
+    /// What reads look at.
+    index: Arc<Index>,
     inflight: Mutex<HashMap<Arc<str>, LoadFuture>>,
     counters: Counters,
     events: broadcast::Sender<SecretEvent>,
@@ -175,9 +179,16 @@ impl SecretCache {
     ) -> Self {
         // moka only bounds memory here; freshness is ours. An entry is useless once it can no
         // longer be served stale, so let moka drop it a little after that.
+        let index = Arc::new(Index::default());
+        let evicted_from = Arc::clone(&index);
         let store = moka::sync::Cache::builder()
             .max_capacity(max_entries)
             .time_to_live(policy.ttl + policy.max_stale + Duration::from_secs(1))
+            .eviction_listener(move |key: Arc<Arc<str>>, entry: Arc<Entry>, cause| {
+                if cause != moka::notification::RemovalCause::Replaced {
+                    evicted_from.remove_if_same(&key, &entry);
+                }
+            })
             .build();
         let (events, _) = broadcast::channel(event_capacity);
         SecretCache {
@@ -185,6 +196,7 @@ impl SecretCache {
                 provider,
                 policy,
                 store,
+                index,
                 inflight: Mutex::new(HashMap::new()),
                 counters: Counters::default(),
                 events,
@@ -247,15 +259,16 @@ impl SecretCache {
     pub fn invalidate(&self, id: &str) {
         let inner = &self.inner;
         let _ = inner.generation.fetch_add(1, Ordering::SeqCst);
-        inner.store.invalidate(id);
         let prefix = format!("{id}\0");
-        let others: Vec<Arc<str>> = inner
+        let matches = |key: &str| key == id || key.starts_with(&prefix);
+        inner.index.remove_where(matches);
+        let in_store: Vec<Arc<str>> = inner
             .store
             .iter()
-            .filter(|(key, _)| key.starts_with(&prefix))
+            .filter(|(key, _)| matches(key))
             .map(|(key, _)| Arc::clone(&*key))
             .collect();
-        for key in others {
+        for key in in_store {
             inner.store.invalidate(&key);
         }
         inner.emit(SecretEvent::Invalidated { id: Arc::from(id) });
@@ -266,6 +279,7 @@ impl SecretCache {
     pub fn invalidate_all(&self) {
         let inner = &self.inner;
         let _ = inner.generation.fetch_add(1, Ordering::SeqCst);
+        inner.index.clear();
         inner.store.invalidate_all();
         inner.emit(SecretEvent::Invalidated { id: Arc::from("*") });
         inner.watchers.wake_all();
@@ -316,17 +330,25 @@ impl SecretCache {
         mode: Mode,
     ) -> Result<Arc<Versioned<SecretValue>>> {
         let inner = &self.inner;
-        let found = inner.store.get(cache_key(id, selector).as_ref());
         let now = Instant::now();
-        if let (Some(entry), Mode::Read) = (&found, mode) {
-            if now < entry.refresh_at {
-                bump(&inner.counters.hits);
-                return Ok(Arc::clone(&entry.value));
+        let found = {
+            // The hot path: one lock-free map load, no allocation, no await.
+            let map = inner.index.load();
+            let found = map.get(cache_key(id, selector).as_ref());
+            if let (Some(entry), Mode::Read) = (found, mode) {
+                if now < entry.refresh_at {
+                    bump(&inner.counters.hits);
+                    return Ok(Arc::clone(&entry.value));
+                }
             }
+            found.cloned()
+        };
+        if let (Some(entry), Mode::Read) = (&found, mode) {
             if now < entry.expires_at {
                 bump(&inner.counters.hits);
                 if now >= inner.retry_at(entry) && !entry.refreshing.swap(true, Ordering::AcqRel) {
-                    let _ = Inner::start_load(inner, entry.key.clone());
+                    // The load runs as its own task; nobody here needs to wait for it.
+                    drop(Inner::start_load(inner, entry.key.clone()));
                 }
                 return Ok(Arc::clone(&entry.value));
             }
@@ -373,7 +395,7 @@ impl SecretCache {
     /// The cached entry of `key`, if any (used by handles to catch up after registering).
     pub(crate) fn peek(&self, key: &Key) -> Option<Arc<Versioned<SecretValue>>> {
         self.inner
-            .store
+            .index
             .get(&key.cache_key)
             .map(|entry| Arc::clone(&entry.value))
     }
@@ -387,7 +409,7 @@ impl SecretCache {
 
     /// When the background watcher of `key` should next load it, and whether the cache holds it.
     pub(crate) fn next_refresh(&self, key: &Key) -> Option<Instant> {
-        let entry = self.inner.store.get(&key.cache_key)?;
+        let entry = self.inner.index.get(&key.cache_key)?;
         Some(entry.refresh_at.max(self.inner.retry_at(&entry)))
     }
 
@@ -495,7 +517,7 @@ impl Inner {
     /// on), stores the outcome, notifies handles.
     async fn load_now(&self, key: &Key) -> Result<Arc<Entry>> {
         let generation = self.generation.load(Ordering::SeqCst);
-        let previous = self.store.get(&key.cache_key);
+        let previous = self.index.get(&key.cache_key);
         let result = self.ask_store(key, previous.as_deref()).await;
         if let Some(previous) = &previous {
             previous.refreshing.store(false, Ordering::Release);
@@ -518,8 +540,9 @@ impl Inner {
                     }
                     None => (1, Duration::ZERO),
                 };
-                if !error.allows_stale() && previous.is_some() {
+                if let (false, Some(previous)) = (error.allows_stale(), &previous) {
                     // Gone or denied: last-known-good must not outlive this answer.
+                    self.index.remove_if_same(&key.cache_key, previous);
                     self.store.invalidate(&key.cache_key);
                 }
                 self.emit(SecretEvent::RefreshFailed {
@@ -547,6 +570,9 @@ impl Inner {
             // it nor push it to handles; the invalidation already woke them to load again.
             return Ok(entry);
         }
+        // Index first: if moka refuses or evicts the entry at once, its listener removes it again.
+        self.index
+            .insert(Arc::clone(&key.cache_key), Arc::clone(&entry));
         self.store
             .insert(Arc::clone(&key.cache_key), Arc::clone(&entry));
         match &previous {

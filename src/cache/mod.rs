@@ -2,6 +2,7 @@
 
 mod builder;
 pub(crate) mod core;
+mod index;
 mod policy;
 pub(crate) mod watch;
 

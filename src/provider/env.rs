@@ -15,10 +15,9 @@ use crate::value::{SecretValue, Selector, Version, Versioned, content_version};
 /// use credswap::{EnvProvider, SecretProvider, Selector};
 ///
 /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
-/// # unsafe { std::env::set_var("DOCTEST_TOKEN", "t-1") };
 /// let env = EnvProvider::new();
-/// let got = env.fetch("DOCTEST_TOKEN", &Selector::Current).await.unwrap();
-/// assert_eq!(got.value.expose_str(), Some("t-1"));
+/// let path = env.fetch("PATH", &Selector::Current).await.unwrap();
+/// assert_eq!(path.value.expose_str(), std::env::var("PATH").ok().as_deref());
 /// # });
 /// ```
 #[derive(Debug, Clone, Default)]
@@ -80,11 +79,16 @@ mod tests {
 
     #[tokio::test]
     async fn reads_with_prefix_and_reports_missing() {
-        // SAFETY-free: the variable name is unique to this test.
-        unsafe { std::env::set_var("CREDSWAP_ENVTEST_TOKEN", "abc") };
-        let env = EnvProvider::with_prefix("CREDSWAP_ENVTEST_");
-        let got = env.fetch("TOKEN", &Selector::Current).await.unwrap();
-        assert_eq!(got.value.expose_str(), Some("abc"));
+        // PATH is set wherever tests run; reading it as prefix "PA" + id "TH" tests the prefix.
+        let expected = std::env::var("PATH").unwrap();
+        let env = EnvProvider::with_prefix("PA");
+        let got = env.fetch("TH", &Selector::Current).await.unwrap();
+        assert_eq!(got.value.expose_str(), Some(expected.as_str()));
+        let by_version = env
+            .fetch("TH", &Selector::Version(got.version.id.clone()))
+            .await
+            .unwrap();
+        assert_eq!(by_version.version, got.version);
         let err = env.fetch("NOPE", &Selector::Current).await.unwrap_err();
         assert_eq!(err.kind(), ErrorKind::NotFound);
         let err = env.fetch("A=B", &Selector::Current).await.unwrap_err();
