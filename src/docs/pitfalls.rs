@@ -6,7 +6,7 @@
 //! - **Do not copy a secret out of a handle and keep it.** The point of a handle is that every use
 //!   sees the newest version: read it where you use it.
 //! - **Put secret fields in unprintable types.** A `#[derive(Debug)]` struct with a `password:
-//!   String` prints the password. Use [`secrecy::SecretString`](crate::secrecy::SecretString).
+//!   String` prints the password. Use [`secrecy::SecretString`].
 //! - **Never log connection options.** sqlx's `PgConnectOptions` prints the password in `Debug`.
 //! - **A missing or denied secret is not an outage.** The cache serves last-known-good only for
 //!   retryable errors (throttled, unreachable, 5xx); a deleted secret or a revoked permission is
