@@ -53,7 +53,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .grace_period(Duration::from_millis(1500)) // the old key works 1.5 s past a swap
         .on_event(move |event| match event {
             SecretEvent::HandleSwapped { id, old, new } => {
-                println!("[{:>5.2}s] hook: {id} swapped {old} -> {new}", secs(started));
+                println!(
+                    "[{:>5.2}s] hook: {id} swapped {old} -> {new}",
+                    secs(started)
+                );
             }
             SecretEvent::Invalidated { id } => {
                 println!("[{:>5.2}s] hook: {id} invalidated", secs(started));
@@ -80,7 +83,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "[{:>5.2}s] handle swapped to {} (previous {})",
         secs(started),
         snapshot.version().id,
-        snapshot.previous_version().map_or("none".into(), |v| v.id.to_string())
+        snapshot
+            .previous_version()
+            .map_or("none".into(), |v| v.id.to_string())
     );
     println!(
         "          request with key-two: {}; with key-one: {} (grace period)",
