@@ -9,6 +9,9 @@ pub mod docs;
 pub mod error;
 pub mod events;
 pub mod handle;
+#[cfg(feature = "pg")]
+#[cfg_attr(docsrs, doc(cfg(any(feature = "sqlx", feature = "deadpool"))))]
+pub mod pg;
 pub mod provider;
 pub mod value;
 

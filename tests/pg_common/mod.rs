@@ -1,0 +1,170 @@
+//! A real PostgreSQL (test kit), a role whose password we rotate from outside, a secret store, and a
+//! load generator that counts what callers see.
+#![allow(dead_code, unreachable_pub)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use credswap::pg::PgCredentials;
+use credswap::testkit::PostgresServer;
+use credswap::{MemoryProvider, SecretCache, SecretHandle};
+use futures_util::future::BoxFuture;
+
+pub struct Fixture {
+    pub pg: Arc<std::sync::Mutex<PostgresServer>>,
+    pub port: u16,
+    pub admin: tokio_postgres::Client,
+    pub store: Arc<MemoryProvider>,
+    pub cache: SecretCache,
+    pub handle: SecretHandle<PgCredentials>,
+}
+
+pub fn creds_json(user: &str, password: &str) -> String {
+    format!(r#"{{"engine": "postgres", "username": "{user}", "password": "{password}"}}"#)
+}
+
+pub async fn admin_client(pg: &PostgresServer) -> tokio_postgres::Client {
+    let config = format!(
+        "host=127.0.0.1 port={} user=postgres dbname=postgres password={}",
+        pg.port(),
+        pg.superuser_password()
+    );
+    let (client, connection) = tokio_postgres::connect(&config, tokio_postgres::NoTls)
+        .await
+        .expect("superuser connects");
+    let _task = tokio::spawn(connection);
+    client
+}
+
+/// PostgreSQL with role `app` (password `pw-0`) and roles `app_a`/`app_b` (password `ab`), and a
+/// cache whose secret `db` holds app's credentials.
+pub async fn fixture() -> Fixture {
+    let pg = tokio::task::spawn_blocking(PostgresServer::start)
+        .await
+        .unwrap()
+        .expect("start PostgreSQL");
+    let admin = admin_client(&pg).await;
+    admin
+        .batch_execute(
+            "CREATE ROLE app LOGIN PASSWORD 'pw-0';
+             CREATE ROLE app_a LOGIN PASSWORD 'ab';
+             CREATE ROLE app_b LOGIN PASSWORD 'ab';
+             CREATE TABLE items (id bigserial PRIMARY KEY, n int);
+             GRANT ALL ON items, items_id_seq TO app, app_a, app_b;",
+        )
+        .await
+        .unwrap();
+    let store = Arc::new(MemoryProvider::new());
+    let _ = store.set("db", creds_json("app", "pw-0"));
+    let cache = SecretCache::builder(store.clone())
+        .ttl(Duration::from_secs(2))
+        .min_refresh_interval(Duration::from_millis(200))
+        .grace_period(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let handle = cache.handle::<PgCredentials>("db").await.unwrap();
+    let port = pg.port();
+    Fixture {
+        pg: Arc::new(std::sync::Mutex::new(pg)),
+        port,
+        admin,
+        store,
+        cache,
+        handle,
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+pub enum Order {
+    DatabaseFirst,
+    SecretFirst,
+}
+
+/// Changes app's password in the database and in the store, in `order`, 50 ms apart.
+pub async fn rotate(fixture: &Fixture, round: usize, order: Order) {
+    let password = format!("pw-{round}");
+    let alter = format!("ALTER ROLE app PASSWORD '{password}'");
+    match order {
+        Order::DatabaseFirst => {
+            fixture.admin.batch_execute(&alter).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let _ = fixture.store.set("db", creds_json("app", &password));
+        }
+        Order::SecretFirst => {
+            let _ = fixture.store.set("db", creds_json("app", &password));
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            fixture.admin.batch_execute(&alter).await.unwrap();
+        }
+    }
+}
+
+pub type Query = Arc<dyn Fn() -> BoxFuture<'static, Result<(), String>> + Send + Sync>;
+
+pub struct Load {
+    stop: Arc<AtomicBool>,
+    pub ok: Arc<AtomicU64>,
+    pub errors: Arc<std::sync::Mutex<Vec<String>>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// `tasks` tasks running `query` in a loop until stopped.
+pub fn start_load(tasks: usize, query: Query) -> Load {
+    let stop = Arc::new(AtomicBool::new(false));
+    let ok = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let tasks = (0..tasks)
+        .map(|_| {
+            let (stop, ok, errors, query) =
+                (stop.clone(), ok.clone(), errors.clone(), query.clone());
+            tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    match query().await {
+                        Ok(()) => {
+                            let _ = ok.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(e) => errors.lock().unwrap().push(e),
+                    }
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+            })
+        })
+        .collect();
+    Load {
+        stop,
+        ok,
+        errors,
+        tasks,
+    }
+}
+
+impl Load {
+    pub async fn stop(self) -> (u64, Vec<String>) {
+        self.stop.store(true, Ordering::Relaxed);
+        for task in self.tasks {
+            task.await.unwrap();
+        }
+        let errors = self.errors.lock().unwrap().clone();
+        (self.ok.load(Ordering::Relaxed), errors)
+    }
+}
+
+/// How many sessions `user` has open.
+pub async fn sessions_of(admin: &tokio_postgres::Client, user: &str) -> i64 {
+    admin
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity WHERE usename = $1",
+            &[&user],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// Puts `json` in the store and makes the handle take it now (past the refresh rate limit).
+pub async fn switch_secret(fixture: &Fixture, json: &str) {
+    let version = fixture.store.set("db", json);
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    let snapshot = fixture.handle.refresh().await.unwrap();
+    assert_eq!(snapshot.version().id, version);
+}

@@ -1,0 +1,332 @@
+//! The sqlx pool against a real PostgreSQL whose passwords are rotated from outside.
+
+mod common;
+mod pg_common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use credswap::pg::{PgCredentials, RotatingPgPool, RotationConfig};
+use credswap::{ErrorKind, SecretCache};
+use pg_common::{
+    Fixture, Order, Query, creds_json, fixture, rotate, sessions_of, start_load, switch_secret,
+};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+
+fn target(port: u16) -> PgConnectOptions {
+    PgConnectOptions::new()
+        .host("127.0.0.1")
+        .port(port)
+        .database("postgres")
+}
+
+fn rotation(drain: Duration) -> RotationConfig {
+    let mut config = RotationConfig::default();
+    config.drain_delay = drain;
+    config.retry_budget = Duration::from_secs(20);
+    config.retry_attempts = 12;
+    config
+}
+
+async fn pool(fixture: &Fixture, drain: Duration) -> RotatingPgPool {
+    pool_with(fixture, drain, PgPoolOptions::new().max_connections(8)).await
+}
+
+async fn pool_with(fixture: &Fixture, drain: Duration, options: PgPoolOptions) -> RotatingPgPool {
+    RotatingPgPool::builder(fixture.handle.clone())
+        .pool_options(options)
+        .connect_options(target(fixture.port))
+        .rotation(rotation(drain))
+        .connect()
+        .await
+        .expect("pool connects")
+}
+
+fn query_through(pool: &RotatingPgPool) -> Query {
+    let pool = pool.clone();
+    Arc::new(move || {
+        let pool = pool.clone();
+        Box::pin(async move {
+            // The ordinary sqlx API, with `&RotatingPgPool` as the executor.
+            let n: i32 = sqlx::query_scalar("SELECT 1")
+                .fetch_one(&pool)
+                .await
+                .map_err(|e| e.to_string())?;
+            sqlx::query("INSERT INTO items (n) VALUES ($1)")
+                .bind(n)
+                .execute(&pool)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(())
+        })
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_caller_sees_an_error_through_ten_rotations_in_both_orders() {
+    let fixture = fixture().await;
+    // Short-lived connections, as in the control below: new logins happen all the time, also in
+    // the windows where the database and the secret disagree.
+    let options = PgPoolOptions::new()
+        .max_connections(8)
+        .max_lifetime(Duration::from_millis(300));
+    let pool = pool_with(&fixture, Duration::from_millis(300), options).await;
+    let load = start_load(8, query_through(&pool));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut round = 0;
+    for order in [Order::DatabaseFirst, Order::SecretFirst] {
+        for _ in 0..5 {
+            round += 1;
+            rotate(&fixture, round, order).await;
+            tokio::time::sleep(Duration::from_millis(700)).await;
+        }
+    }
+    let (ok, errors) = load.stop().await;
+    assert!(
+        errors.is_empty(),
+        "{} errors reached callers: {:?}",
+        errors.len(),
+        &errors[..errors.len().min(5)]
+    );
+    assert!(ok > 100, "the load ran ({ok} queries)");
+    let stats = pool.stats();
+    // The test exercised what it claims: logins were rejected, and absorbed.
+    assert!(stats.auth_failures > 0, "{stats:?}");
+    assert!(stats.retries > 0, "{stats:?}");
+    // A pool that needs no new login between two rotations may skip a version; it never lags more.
+    assert!(stats.credential_swaps >= 5, "{stats:?}");
+    // (Draining is not exercised here: max_lifetime retires connections first. See
+    // old_user_sessions_are_gone_within_the_drain_delay.)
+    assert!(stats.last_update_latency.is_some());
+    assert_eq!(stats.exhausted, 0);
+    // And the pool ends on the newest password: a brand-new login works.
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    let _ = pool.handle().refresh().await.unwrap();
+    assert!(pool.handle().load().current().password_matches("pw-10"));
+    let fresh = pool.inner().clone();
+    fresh.close().await;
+    let reopened = RotatingPgPool::builder(pool.handle().clone())
+        .connect_options(target(fixture.port))
+        .connect()
+        .await
+        .expect("a new pool logs in with the newest password");
+    assert_eq!(reopened.stats().auth_failures, 0);
+}
+
+trait PasswordMatches {
+    fn password_matches(&self, expected: &str) -> bool;
+}
+
+impl PasswordMatches for PgCredentials {
+    fn password_matches(&self, expected: &str) -> bool {
+        use credswap::secrecy::ExposeSecret;
+        self.password.expose_secret() == expected
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plain_pool_with_static_credentials_fails_under_the_same_rotations() {
+    // The control: the same load and rotations against an ordinary sqlx pool must produce errors,
+    // or the test above proves nothing.
+    let fixture = fixture().await;
+    let plain = PgPoolOptions::new()
+        .max_connections(8)
+        .max_lifetime(Duration::from_millis(300))
+        .connect_with(target(fixture.port).username("app").password("pw-0"))
+        .await
+        .unwrap();
+    let query: Query = {
+        let plain = plain.clone();
+        Arc::new(move || {
+            let plain = plain.clone();
+            Box::pin(async move {
+                let _: i32 = sqlx::query_scalar("SELECT 1")
+                    .fetch_one(&plain)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Ok(())
+            })
+        })
+    };
+    let load = start_load(8, query);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for round in 1..=3 {
+        rotate(&fixture, round, Order::DatabaseFirst).await;
+        tokio::time::sleep(Duration::from_millis(700)).await;
+    }
+    let (_, errors) = load.stop().await;
+    assert!(
+        !errors.is_empty(),
+        "a static pool should fail after a rotation"
+    );
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("password authentication failed")),
+        "{errors:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_storm_of_rejected_logins_costs_the_store_one_call() {
+    let pg = tokio::task::spawn_blocking(credswap::testkit::PostgresServer::start)
+        .await
+        .unwrap()
+        .unwrap();
+    let admin = pg_common::admin_client(&pg).await;
+    admin
+        .batch_execute("CREATE ROLE app LOGIN PASSWORD 'pw-0'")
+        .await
+        .unwrap();
+    let provider = common::GatedProvider::new();
+    let _ = provider.store.set("db", creds_json("app", "pw-0"));
+    let cache = SecretCache::builder(provider.clone())
+        .ttl(Duration::from_secs(3600))
+        .min_refresh_interval(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    let handle = cache.handle::<PgCredentials>("db").await.unwrap();
+    let pool = RotatingPgPool::builder(handle)
+        .pool_options(PgPoolOptions::new().max_connections(100))
+        .connect_options(target(pg.port()))
+        .rotation(rotation(Duration::from_secs(60)))
+        .connect_lazy()
+        .unwrap();
+    // The password changes in the database and the store; the handle (hour-long TTL) does not know.
+    admin
+        .batch_execute("ALTER ROLE app PASSWORD 'pw-1'")
+        .await
+        .unwrap();
+    let _ = provider.store.set("db", creds_json("app", "pw-1"));
+    tokio::time::sleep(Duration::from_millis(2100)).await; // past the refresh rate limit
+    let calls_before = provider.calls();
+
+    // 100 tasks need a connection at once: 100 new logins with the stale password.
+    let barrier = Arc::new(tokio::sync::Barrier::new(100));
+    let tasks: Vec<_> = (0..100)
+        .map(|_| {
+            let pool = pool.clone();
+            let barrier = barrier.clone();
+            tokio::spawn(async move {
+                let mut conn = {
+                    let _ = barrier.wait().await;
+                    pool.acquire().await?
+                };
+                let _: i32 = sqlx::query_scalar("SELECT 1").fetch_one(&mut *conn).await?;
+                // Hold it so every task needs its own connection.
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                Ok::<_, sqlx::Error>(())
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap().expect("every task gets through");
+    }
+    let stats = pool.stats();
+    assert!(stats.auth_failures >= 50, "{stats:?}");
+    assert_eq!(
+        provider.calls() - calls_before,
+        1,
+        "one store call for the whole storm ({stats:?})"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn old_user_sessions_are_gone_within_the_drain_delay() {
+    let fixture = fixture().await;
+    switch_secret(&fixture, &creds_json("app_a", "ab")).await;
+    let pool = pool(&fixture, Duration::from_millis(500)).await;
+    // Open several connections as app_a, then leave them idle in the pool.
+    let held: Vec<_> = futures_util::future::join_all((0..4).map(|_| pool.acquire()))
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    drop(held);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Four, or five if the connection `connect()` opened was not reused.
+    assert!(sessions_of(&fixture.admin, "app_a").await >= 4);
+
+    // Alternating users: the secret moves to app_b.
+    switch_secret(&fixture, &creds_json("app_b", "ab")).await;
+    let _: i32 = sqlx::query_scalar("SELECT 1")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    // Within the drain delay the old sessions may stay; after it (plus a little), they are gone.
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    assert_eq!(
+        sessions_of(&fixture.admin, "app_a").await,
+        0,
+        "old user's idle sessions drained"
+    );
+    let _: i32 = sqlx::query_scalar("SELECT 1")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert!(sessions_of(&fixture.admin, "app_b").await >= 1);
+    assert!(pool.stats().connections_drained >= 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_that_never_work_end_in_a_typed_error_not_a_hang() {
+    let fixture = fixture().await;
+    // Both the current and the previous credentials are wrong.
+    switch_secret(&fixture, &creds_json("app", "wrong-1")).await;
+    switch_secret(&fixture, &creds_json("app", "wrong-2")).await;
+    let mut config = RotationConfig::default();
+    config.retry_attempts = 3;
+    config.retry_budget = Duration::from_secs(3);
+    let builder = || {
+        RotatingPgPool::builder(fixture.handle.clone())
+            .connect_options(target(fixture.port))
+            .rotation(config.clone())
+    };
+    let err = tokio::time::timeout(Duration::from_secs(20), builder().connect())
+        .await
+        .expect("no hang")
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::AuthRejected);
+    assert!(err.to_string().contains("28P01"), "{err}");
+    assert!(!err.to_string().contains("wrong-"));
+
+    let pool = builder().connect_lazy().unwrap();
+    let err = tokio::time::timeout(Duration::from_secs(20), pool.acquire())
+        .await
+        .expect("no hang")
+        .unwrap_err();
+    assert_eq!(
+        err.as_database_error().and_then(|e| e.code()).as_deref(),
+        Some("28P01")
+    );
+    let stats = pool.stats();
+    assert_eq!(stats.exhausted, 1);
+    assert_eq!(stats.auth_failures, 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pool_recovers_from_a_database_restart_without_leaking_connections() {
+    let fixture = fixture().await;
+    let pool = pool(&fixture, Duration::from_millis(300)).await;
+    let load = start_load(4, query_through(&pool));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let pg = fixture.pg.clone();
+    tokio::task::spawn_blocking(move || pg.lock().unwrap().restart().unwrap())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (_, errors_during_restart) = load.stop().await;
+    // Connections that were open when the server went down fail; that is expected.
+    let _ = errors_during_restart;
+
+    for _ in 0..20 {
+        let _: i32 = sqlx::query_scalar("SELECT 1")
+            .fetch_one(&pool)
+            .await
+            .expect("recovered");
+    }
+    let admin = pg_common::admin_client(&fixture.pg.lock().unwrap()).await;
+    let sessions = sessions_of(&admin, "app").await;
+    assert!(sessions <= 8, "{sessions} sessions for a pool of 8");
+    assert!(pool.inner().size() <= 8);
+}
