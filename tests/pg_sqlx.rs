@@ -325,7 +325,8 @@ async fn the_pool_recovers_from_a_database_restart_without_leaking_connections()
             .await
             .expect("recovered");
     }
-    let admin = pg_common::admin_client(&fixture.pg.lock().unwrap()).await;
+    // The restart ended the fixture's admin session: open a new one.
+    let admin = pg_common::admin_client_at(fixture.port, &fixture.superuser_password).await;
     let sessions = sessions_of(&admin, "app").await;
     assert!(sessions <= 8, "{sessions} sessions for a pool of 8");
     assert!(pool.inner().size() <= 8);

@@ -303,6 +303,14 @@ impl Rotation {
     /// previous credentials (while the previous are inside their grace period).
     pub(crate) async fn on_auth_failure(&self, epoch: u64) {
         bump(&self.counters.auth_failures);
+        {
+            let mut state = self.lock();
+            if self.take_new_version(&mut state) || state.epoch != epoch {
+                // The credentials changed since this attempt started: retry with the new ones,
+                // a refresh would learn nothing.
+                return;
+            }
+        }
         bump(&self.counters.refreshes_requested);
         if let Err(error) = self.handle.refresh().await {
             tracing::warn!(kind = %error.kind(), "credswap: credential refresh after a rejected login failed");

@@ -13,6 +13,7 @@ use futures_util::future::BoxFuture;
 
 pub struct Fixture {
     pub pg: Arc<std::sync::Mutex<PostgresServer>>,
+    pub superuser_password: String,
     pub port: u16,
     pub admin: tokio_postgres::Client,
     pub store: Arc<MemoryProvider>,
@@ -25,11 +26,12 @@ pub fn creds_json(user: &str, password: &str) -> String {
 }
 
 pub async fn admin_client(pg: &PostgresServer) -> tokio_postgres::Client {
-    let config = format!(
-        "host=127.0.0.1 port={} user=postgres dbname=postgres password={}",
-        pg.port(),
-        pg.superuser_password()
-    );
+    admin_client_at(pg.port(), pg.superuser_password()).await
+}
+
+pub async fn admin_client_at(port: u16, password: &str) -> tokio_postgres::Client {
+    let config =
+        format!("host=127.0.0.1 port={port} user=postgres dbname=postgres password={password}");
     let (client, connection) = tokio_postgres::connect(&config, tokio_postgres::NoTls)
         .await
         .expect("superuser connects");
@@ -66,6 +68,7 @@ pub async fn fixture() -> Fixture {
     let handle = cache.handle::<PgCredentials>("db").await.unwrap();
     let port = pg.port();
     Fixture {
+        superuser_password: pg.superuser_password().to_owned(),
         pg: Arc::new(std::sync::Mutex::new(pg)),
         port,
         admin,
