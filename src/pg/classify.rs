@@ -28,6 +28,9 @@ pub const INVALID_AUTHORIZATION_SPECIFICATION: &str = "28000";
 ///             || error.to_string().contains("proxy: authentication failed")
 ///     }
 /// }
+///
+/// let err = std::io::Error::other("proxy: authentication failed for app");
+/// assert!(BehindProxy.is_auth_failure(None, &err));
 /// ```
 pub trait AuthFailurePolicy: Send + Sync + 'static {
     /// Whether `error` (whose SQLSTATE, if any was found in its source chain, is `sqlstate`) is an

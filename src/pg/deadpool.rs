@@ -138,6 +138,7 @@ where
 /// and idle ones are swept at that moment with `Pool::retain`.
 ///
 /// ```no_run
+/// # #![allow(dead_code)]
 /// # async fn run(cache: credswap::SecretCache) -> Result<(), Box<dyn std::error::Error>> {
 /// use credswap::pg::{PgCredentials, RotatingDeadpoolBuilder};
 ///

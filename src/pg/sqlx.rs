@@ -38,6 +38,7 @@ use crate::handle::SecretHandle;
 /// [`PgPoolOptions`] it is given, replacing any set there.
 ///
 /// ```no_run
+/// # #![allow(dead_code)]
 /// # async fn run(cache: credswap::SecretCache) -> Result<(), Box<dyn std::error::Error>> {
 /// use credswap::pg::{PgCredentials, RotatingPgPool};
 /// use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
