@@ -302,6 +302,16 @@ async fn credentials_that_never_work_end_in_a_typed_error_not_a_hang() {
     let stats = pool.stats();
     assert_eq!(stats.exhausted, 1);
     assert_eq!(stats.auth_failures, 4);
+    // Nothing a user might print shows a password.
+    let printed = format!(
+        "{err} {err:?} {pool:?} {:?} {:?} {:?}",
+        pool.handle(),
+        pool.handle().load().current(),
+        pool.handle().load().previous()
+    );
+    for password in ["wrong-1", "wrong-2", "pw-0"] {
+        assert!(!printed.contains(password), "{password} in {printed}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
