@@ -1,3 +1,4 @@
 //! Guides: prose only, no code to call.
 
+pub mod aws;
 pub mod pitfalls;

@@ -2,6 +2,9 @@
 //!
 //! A provider only talks to its store; it knows nothing of caching, handles or pools.
 
+#[cfg(feature = "aws")]
+#[cfg_attr(docsrs, doc(cfg(feature = "aws")))]
+mod aws;
 mod env;
 mod file;
 mod memory;
@@ -12,6 +15,9 @@ use crate::error::Result;
 use crate::value::{Lease, SecretValue, Selector, VersionId, Versioned};
 
 pub use self::{env::EnvProvider, file::FileProvider, memory::MemoryProvider};
+
+#[cfg(feature = "aws")]
+pub use self::aws::AwsSecretsManagerProvider;
 
 /// A secret store.
 ///

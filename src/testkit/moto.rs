@@ -21,6 +21,7 @@ use super::process::{ServerProcess, free_port, http_status, is_executable, on_pa
 pub struct MotoServer {
     process: Option<ServerProcess>,
     port: u16,
+    requests: PathBuf,
     _dir: tempfile::TempDir,
 }
 
@@ -61,7 +62,10 @@ impl MotoServer {
                 .args(["-H", "127.0.0.1", "-p"])
                 .arg(port.to_string())
                 .current_dir(dir.path())
-                .env("HOME", dir.path());
+                .env("HOME", dir.path())
+                // moto's recorder logs every request the server receives: tests count them.
+                .env("MOTO_ENABLE_RECORDING", "1")
+                .env("MOTO_RECORDER_FILEPATH", dir.path().join("requests.jsonl"));
             let log = dir.path().join(format!("moto-{port}.log"));
             let mut process = ServerProcess::spawn("moto", command, log)?;
             let addr = SocketAddr::from(([127, 0, 0, 1], port));
@@ -69,11 +73,15 @@ impl MotoServer {
                 http_status(addr, "/moto-api/data.json") == Some(200)
             }) {
                 Ok(()) => {
-                    return Ok(MotoServer {
+                    let requests = dir.path().join("requests.jsonl");
+                    let server = MotoServer {
                         process: Some(process),
                         port,
+                        requests,
                         _dir: dir,
-                    });
+                    };
+                    server.reset_request_log();
+                    return Ok(server);
                 }
                 Err(error) => last_error = Some(error),
             }
@@ -92,6 +100,29 @@ impl MotoServer {
     /// The TCP port.
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// How many requests for `operation` (the `X-Amz-Target` of JSON APIs, such as
+    /// `secretsmanager.GetSecretValue`) the server has received since it started or since
+    /// [`reset_request_log`](Self::reset_request_log).
+    pub fn request_count(&self, operation: &str) -> usize {
+        let log = std::fs::read_to_string(&self.requests).unwrap_or_default();
+        log.lines()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .filter(|entry| {
+                entry["headers"].as_object().is_some_and(|headers| {
+                    headers.iter().any(|(name, value)| {
+                        name.eq_ignore_ascii_case("x-amz-target")
+                            && value.as_str() == Some(operation)
+                    })
+                })
+            })
+            .count()
+    }
+
+    /// Forgets the requests received so far.
+    pub fn reset_request_log(&self) {
+        let _ = std::fs::write(&self.requests, "");
     }
 
     /// Kills the server at once (its data is gone).
