@@ -32,6 +32,7 @@ use crate::value::{SecretValue, Selector, Stage, Version, VersionId, Versioned};
 /// policy is in [`docs::aws`](crate::docs::aws).
 ///
 /// ```no_run
+/// # #![allow(dead_code)]
 /// # async fn run() -> credswap::Result<()> {
 /// use std::sync::Arc;
 /// use credswap::provider::AwsSecretsManagerProvider;
