@@ -68,6 +68,15 @@ pub enum SecretEvent {
         /// Why, without any of the content.
         reason: Arc<str>,
     },
+    /// A lease was renewed; the credentials stay the same.
+    LeaseRenewed {
+        /// The secret id.
+        id: Arc<str>,
+        /// The version whose lease was renewed.
+        version: VersionId,
+        /// How long the renewed lease lasts.
+        expires_in: Duration,
+    },
     /// A handle swapped its snapshot to a new version.
     HandleSwapped {
         /// The secret id.
@@ -89,6 +98,7 @@ impl SecretEvent {
             | SecretEvent::ServedStale { id, .. }
             | SecretEvent::Invalidated { id }
             | SecretEvent::DecodeFailed { id, .. }
+            | SecretEvent::LeaseRenewed { id, .. }
             | SecretEvent::HandleSwapped { id, .. } => id,
         }
     }
@@ -102,6 +112,7 @@ impl SecretEvent {
             SecretEvent::ServedStale { .. } => "served_stale",
             SecretEvent::Invalidated { .. } => "invalidated",
             SecretEvent::DecodeFailed { .. } => "decode_failed",
+            SecretEvent::LeaseRenewed { .. } => "lease_renewed",
             SecretEvent::HandleSwapped { .. } => "handle_swapped",
         }
     }
@@ -127,6 +138,8 @@ pub struct CacheStats {
     pub stale_serves: u64,
     /// Times a newer version replaced a cached one.
     pub rotations: u64,
+    /// Lease renewals that kept the credentials.
+    pub lease_renewals: u64,
 }
 
 pub(crate) type Hook = Arc<dyn Fn(&SecretEvent) + Send + Sync + 'static>;

@@ -288,6 +288,9 @@ pub struct Version {
     pub created_at: Option<SystemTime>,
     /// The lease, for leased secrets.
     pub lease: Option<Lease>,
+    /// When the store will replace this version by itself (Vault static roles): the cache asks
+    /// again right after.
+    pub next_rotation: Option<SystemTime>,
 }
 
 impl Version {
@@ -298,6 +301,7 @@ impl Version {
             stages: vec![Stage::Current],
             created_at: None,
             lease: None,
+            next_rotation: None,
         }
     }
 

@@ -2,7 +2,7 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use backon::Retryable;
 use futures_util::FutureExt;
@@ -107,6 +107,8 @@ pub(crate) struct Entry {
     pub(crate) checked_at: Instant,
     pub(crate) refresh_at: Instant,
     pub(crate) expires_at: Instant,
+    /// When the value's lease ends: never served after it, stale or not.
+    lease_end: Option<Instant>,
     /// Set while a background refresh of this entry runs, so only one starts.
     refreshing: AtomicBool,
     failures: AtomicU32,
@@ -117,8 +119,39 @@ pub(crate) struct Entry {
 
 impl Entry {
     fn stale_until(&self, policy: &Policy) -> Instant {
-        self.expires_at + policy.max_stale
+        let until = self.expires_at + policy.max_stale;
+        self.lease_end.map_or(until, |end| until.min(end))
     }
+}
+
+/// When to refresh and until when to serve a value fetched at `now`: the TTL policy, tightened by a
+/// lease (renewed at about two thirds of what remains, never served past its end) and by a rotation
+/// the store announced (asked again just after it).
+fn timing(
+    policy: &Policy,
+    now: Instant,
+    value: &Versioned<SecretValue>,
+) -> (Instant, Instant, Option<Instant>) {
+    let mut refresh_at = now + policy.refresh_after();
+    let mut expires_at = now + policy.ttl;
+    let mut lease_end = None;
+    let wall_now = SystemTime::now();
+    if let Some(lease) = &value.version.lease {
+        let remaining = lease
+            .expires_at
+            .duration_since(wall_now)
+            .unwrap_or(Duration::ZERO);
+        refresh_at = refresh_at.min(now + remaining.mul_f64(0.6 + 0.1 * fastrand::f64()));
+        expires_at = expires_at.min(now + remaining);
+        lease_end = Some(now + remaining);
+    }
+    if let Some(next) = value.version.next_rotation {
+        let until = next.duration_since(wall_now).unwrap_or(Duration::ZERO);
+        let jitter = Duration::from_millis(200 + fastrand::u64(..500));
+        refresh_at = refresh_at.min(now + until + jitter);
+        expires_at = expires_at.max(refresh_at + Duration::from_millis(1));
+    }
+    (refresh_at, expires_at, lease_end)
 }
 
 type LoadFuture = Shared<BoxFuture<'static, Result<Arc<Entry>>>>;
@@ -132,6 +165,7 @@ struct Counters {
     refresh_failures: AtomicU64,
     stale_serves: AtomicU64,
     rotations: AtomicU64,
+    lease_renewals: AtomicU64,
 }
 
 fn bump(counter: &AtomicU64) {
@@ -285,6 +319,51 @@ impl SecretCache {
         inner.watchers.wake_all();
     }
 
+    /// Revokes the lease of every cached leased secret (Vault dynamic credentials) and forgets
+    /// those secrets: call it at shutdown so the database users they created end now rather than
+    /// at their max TTL. Returns how many leases were revoked.
+    ///
+    /// Handles keep their last snapshot, so stop using them (and close pools built on them)
+    /// first: the credentials no longer work.
+    ///
+    /// # Errors
+    ///
+    /// The first revocation that failed; the others are still attempted.
+    pub async fn revoke_leases(&self) -> Result<usize> {
+        let leased: Vec<Arc<Entry>> = self
+            .inner
+            .index
+            .load()
+            .values()
+            .filter(|entry| entry.value.version.lease.is_some())
+            .cloned()
+            .collect();
+        let mut revoked = 0;
+        let mut first_error = None;
+        for entry in leased {
+            let Some(lease) = &entry.value.version.lease else {
+                continue;
+            };
+            match self.inner.provider.revoke_lease(lease).await {
+                Ok(()) => {
+                    revoked += 1;
+                    self.inner
+                        .index
+                        .remove_if_same(&entry.key.cache_key, &entry);
+                    self.inner.store.invalidate(&entry.key.cache_key);
+                }
+                Err(error) => {
+                    tracing::warn!(id = %entry.key.id, kind = %error.kind(), "lease revocation failed");
+                    let _ = first_error.get_or_insert(error);
+                }
+            }
+        }
+        match first_error {
+            Some(error) => Err(error),
+            None => Ok(revoked),
+        }
+    }
+
     /// Counters since the cache was built.
     pub fn stats(&self) -> CacheStats {
         let c = &self.inner.counters;
@@ -294,12 +373,13 @@ impl SecretCache {
         CacheStats {
             hits: load(&c.hits),
             misses: load(&c.misses),
-            provider_calls: fetches + probes,
+            provider_calls: fetches + probes + load(&c.lease_renewals),
             fetches,
             probes,
             refresh_failures: load(&c.refresh_failures),
             stale_serves: load(&c.stale_serves),
             rotations: load(&c.rotations),
+            lease_renewals: load(&c.lease_renewals),
         }
     }
 
@@ -554,12 +634,14 @@ impl Inner {
                 return Err(error);
             }
         };
+        let (refresh_at, expires_at, lease_end) = timing(&self.policy, now, &value);
         let entry = Arc::new(Entry {
             key: key.clone(),
             value,
             checked_at: now,
-            refresh_at: now + self.policy.refresh_after(),
-            expires_at: now + self.policy.ttl,
+            refresh_at,
+            expires_at,
+            lease_end,
             refreshing: AtomicBool::new(false),
             failures: AtomicU32::new(0),
             retry_at: AtomicU64::new(0),
@@ -602,6 +684,9 @@ impl Inner {
         previous: Option<&Entry>,
     ) -> Result<Arc<Versioned<SecretValue>>> {
         if let Some(previous) = previous {
+            if let Some(lease) = &previous.value.version.lease {
+                return self.renew_or_replace(key, previous, lease).await;
+            }
             // A cheap probe first: an unchanged version needs no fetch. `Ok(None)` means the
             // provider cannot probe and made no call.
             match self.provider.probe(&key.id, &key.selector).await {
@@ -624,7 +709,45 @@ impl Inner {
                 .await
                 .map(Arc::new);
         }
-        // Nothing to fall back on: retry passing failures a few times before giving up.
+        self.fetch_with_retries(key).await
+    }
+
+    /// A leased value: renew the lease while the store grants it in full; once a renewal comes
+    /// back shortened (the max TTL is near) or is refused, fetch new credentials, before the old
+    /// ones end.
+    async fn renew_or_replace(
+        &self,
+        key: &Key,
+        previous: &Entry,
+        lease: &crate::value::Lease,
+    ) -> Result<Arc<Versioned<SecretValue>>> {
+        if lease.renewable {
+            match self.provider.renew_lease(lease).await {
+                Ok(Some(renewed)) if renewed.duration >= lease.duration => {
+                    bump(&self.counters.lease_renewals);
+                    self.emit(SecretEvent::LeaseRenewed {
+                        id: Arc::clone(&key.id),
+                        version: previous.value.version.id.clone(),
+                        expires_in: renewed.duration,
+                    });
+                    let mut value = Versioned::clone(&previous.value);
+                    value.version.lease = Some(renewed);
+                    return Ok(Arc::new(value));
+                }
+                Ok(_) => {
+                    tracing::info!(id = %key.id, "lease near its max TTL: fetching new credentials");
+                }
+                Err(error) if error.is_retryable() => return Err(error),
+                Err(error) => {
+                    tracing::info!(id = %key.id, kind = %error.kind(), "lease renewal refused: fetching new credentials");
+                }
+            }
+        }
+        self.fetch_with_retries(key).await
+    }
+
+    async fn fetch_with_retries(&self, key: &Key) -> Result<Arc<Versioned<SecretValue>>> {
+        // Retry passing failures a few times before giving up.
         let fetch = || async {
             bump(&self.counters.fetches);
             self.provider.fetch(&key.id, &key.selector).await

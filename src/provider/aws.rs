@@ -179,6 +179,7 @@ impl SecretProvider for AwsSecretsManagerProvider {
                 .collect(),
             created_at: output.created_date().and_then(to_system_time),
             lease: None,
+            next_rotation: None,
         };
         Ok(Versioned::new(value, version))
     }

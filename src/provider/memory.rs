@@ -57,6 +57,7 @@ impl Stored {
             stages: self.stages.clone(),
             created_at: Some(self.created_at),
             lease: None,
+            next_rotation: None,
         }
     }
 }

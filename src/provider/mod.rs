@@ -8,6 +8,9 @@ mod aws;
 mod env;
 mod file;
 mod memory;
+#[cfg(feature = "vault")]
+#[cfg_attr(docsrs, doc(cfg(feature = "vault")))]
+mod vault;
 
 use async_trait::async_trait;
 
@@ -18,6 +21,8 @@ pub use self::{env::EnvProvider, file::FileProvider, memory::MemoryProvider};
 
 #[cfg(feature = "aws")]
 pub use self::aws::AwsSecretsManagerProvider;
+#[cfg(feature = "vault")]
+pub use self::vault::{VaultAuth, VaultDatabaseProvider, VaultKvProvider, VaultSession};
 
 /// A secret store.
 ///

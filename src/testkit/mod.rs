@@ -37,6 +37,9 @@ pub enum TestkitError {
         /// What happened, with the end of its log.
         detail: String,
     },
+    /// A command of a server's CLI failed.
+    #[error("{0}")]
+    Cli(String),
     /// A statement run through `psql` failed.
     #[error("SQL failed: {0}")]
     Sql(String),

@@ -78,9 +78,21 @@ impl OpenBaoServer {
         let mut last_error = None;
         for _ in 0..5 {
             let port = free_port()?;
+            // OpenBao takes audit devices only from configuration: declare a file device, so tests
+            // can count the requests the server handled.
+            let audit_config = self.dir.path().join("audit.hcl");
+            std::fs::write(
+                &audit_config,
+                format!(
+                    "audit \"file\" \"requests\" {{\n  options {{\n    file_path = \"{}\"\n  }}\n}}\n",
+                    self.audit_log().display()
+                ),
+            )
+            .map_err(|e| TestkitError::io("write audit config", e))?;
             let mut command = Command::new(&self.binary);
             let _ = command
                 .args(["server", "-dev", "-dev-no-store-token"])
+                .arg(format!("-config={}", audit_config.display()))
                 .arg(format!("-dev-root-token-id={}", self.root_token))
                 .arg(format!("-dev-listen-address=127.0.0.1:{port}"))
                 .env("HOME", self.dir.path())
@@ -124,6 +136,48 @@ impl OpenBaoServer {
     /// The path of the `bao` binary, for tests that drive the CLI.
     pub fn binary(&self) -> &std::path::Path {
         &self.binary
+    }
+
+    /// Runs the `bao` CLI against this server as root (`BAO_ADDR`, `BAO_TOKEN` set) and returns
+    /// what it printed, trimmed.
+    pub fn cli(&self, args: &[&str]) -> Result<String, TestkitError> {
+        let output = Command::new(&self.binary)
+            .args(args)
+            .env("BAO_ADDR", self.addr())
+            .env("BAO_TOKEN", &self.root_token)
+            .env("HOME", self.dir.path())
+            .env_remove("VAULT_ADDR")
+            .env_remove("VAULT_TOKEN")
+            .output()
+            .map_err(|e| TestkitError::io("run bao", e))?;
+        if !output.status.success() {
+            return Err(TestkitError::Cli(format!(
+                "bao {} failed: {}",
+                args.first().copied().unwrap_or_default(),
+                String::from_utf8_lossy(&output.stderr).trim()
+            )));
+        }
+        Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
+    }
+
+    /// The server's audit log (one JSON object per request and per response; secret values in it
+    /// are HMAC-hashed).
+    pub fn audit_log(&self) -> std::path::PathBuf {
+        self.dir.path().join("audit.log")
+    }
+
+    /// How many requests to `path` (such as `secret/metadata/myapp`) the server has answered.
+    pub fn request_count(&self, path: &str) -> usize {
+        let log = std::fs::read_to_string(self.audit_log()).unwrap_or_default();
+        log.lines()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .filter(|entry| entry["type"] == "response" && entry["request"]["path"] == path)
+            .count()
+    }
+
+    /// A directory that lives as long as the server (for audit logs and the like).
+    pub fn work_dir(&self) -> &std::path::Path {
+        self.dir.path()
     }
 
     /// Kills the server at once (dev mode keeps everything in memory: its data is gone).

@@ -1,0 +1,463 @@
+//! The Vault providers against a real OpenBao dev server (and, for database credentials, a real
+//! PostgreSQL), both started by the test kit.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use credswap::pg::PgCredentials;
+use credswap::provider::{VaultAuth, VaultDatabaseProvider, VaultKvProvider, VaultSession};
+use credswap::secrecy::ExposeSecret;
+use credswap::testkit::{OpenBaoServer, PostgresServer};
+use credswap::{ErrorKind, SecretCache, SecretProvider, Selector, Stage};
+use serde::Deserialize;
+
+#[derive(Deserialize)]
+struct AppSecret {
+    api_key: String,
+}
+
+async fn openbao() -> OpenBaoServer {
+    tokio::task::spawn_blocking(OpenBaoServer::start)
+        .await
+        .unwrap()
+        .expect("start OpenBao")
+}
+
+async fn root_session(bao: &OpenBaoServer) -> VaultSession {
+    VaultSession::connect(
+        bao.addr(),
+        VaultAuth::Token(bao.root_token().to_owned().into()),
+    )
+    .await
+    .expect("root login")
+}
+
+fn audited(bao: &OpenBaoServer, path: &str) -> usize {
+    bao.request_count(path)
+}
+
+#[tokio::test]
+async fn kv_versions_swap_the_handle_and_previous_skips_deleted_versions() {
+    let bao = openbao().await;
+    bao.cli(&["kv", "put", "-mount=secret", "myapp/api", "api_key=k-1"])
+        .unwrap();
+    let provider = Arc::new(VaultKvProvider::new(root_session(&bao).await, "secret"));
+    let cache = SecretCache::builder(provider.clone())
+        .ttl(Duration::from_millis(300))
+        .grace_period(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let handle = cache.handle::<AppSecret>("myapp/api").await.unwrap();
+    assert_eq!(handle.load().current().api_key, "k-1");
+    assert_eq!(handle.load().version().id.as_str(), "1");
+    assert!(handle.load().version().created_at.is_some());
+
+    // A new version written from outside: the handle swaps, previous is version 1.
+    bao.cli(&["kv", "put", "-mount=secret", "myapp/api", "api_key=k-2"])
+        .unwrap();
+    let snapshot = tokio::time::timeout(Duration::from_secs(5), handle.changed())
+        .await
+        .expect("the handle swaps");
+    assert_eq!(snapshot.version().id.as_str(), "2");
+    assert_eq!(snapshot.current().api_key, "k-2");
+    assert_eq!(snapshot.previous().unwrap().api_key, "k-1");
+    assert!(handle.accepts(|s| s.api_key == "k-1"));
+
+    // An unchanged secret costs metadata reads only.
+    let data_reads = audited(&bao, "secret/data/myapp/api");
+    let metadata_reads = audited(&bao, "secret/metadata/myapp/api");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        audited(&bao, "secret/data/myapp/api"),
+        data_reads,
+        "no data read"
+    );
+    assert!(
+        audited(&bao, "secret/metadata/myapp/api") >= metadata_reads + 3,
+        "metadata probes keep checking"
+    );
+
+    // Previous skips deleted and destroyed versions.
+    bao.cli(&["kv", "put", "-mount=secret", "myapp/api", "api_key=k-3"])
+        .unwrap();
+    bao.cli(&["kv", "put", "-mount=secret", "myapp/api", "api_key=k-4"])
+        .unwrap();
+    bao.cli(&["kv", "delete", "-mount=secret", "-versions=3", "myapp/api"])
+        .unwrap();
+    bao.cli(&["kv", "destroy", "-mount=secret", "-versions=2", "myapp/api"])
+        .unwrap();
+    let previous = provider
+        .fetch("myapp/api", &Selector::Stage(Stage::Previous))
+        .await
+        .unwrap();
+    assert_eq!(previous.version.id.as_str(), "1");
+    assert!(previous.value.expose_str().unwrap().contains("k-1"));
+    let err = provider
+        .fetch("myapp/api", &Selector::Version("3".into()))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound);
+    let err = cache.get("myapp/nothing-here").await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound);
+    assert!(
+        err.to_string().contains("secret/data/myapp/nothing-here"),
+        "{err}"
+    );
+}
+
+struct DatabaseEngine {
+    bao: OpenBaoServer,
+    pg: PostgresServer,
+}
+
+async fn database_engine() -> DatabaseEngine {
+    let (bao, pg) = tokio::join!(openbao(), async {
+        tokio::task::spawn_blocking(PostgresServer::start)
+            .await
+            .unwrap()
+            .expect("start PostgreSQL")
+    });
+    pg.execute("CREATE ROLE static_user LOGIN PASSWORD 'initial'")
+        .unwrap();
+    bao.cli(&["secrets", "enable", "database"]).unwrap();
+    let url = format!(
+        "connection_url=postgresql://{{{{username}}}}:{{{{password}}}}@127.0.0.1:{}/postgres?sslmode=disable",
+        pg.port()
+    );
+    let password = format!("password={}", pg.superuser_password());
+    bao.cli(&[
+        "write",
+        "database/config/pg",
+        "plugin_name=postgresql-database-plugin",
+        &url,
+        "username=postgres",
+        &password,
+        "allowed_roles=*",
+    ])
+    .unwrap();
+    bao.cli(&[
+        "write",
+        "database/roles/dyn",
+        "db_name=pg",
+        "creation_statements=CREATE ROLE \"{{name}}\" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}';",
+        "default_ttl=4s",
+        "max_ttl=12s",
+    ])
+    .unwrap();
+    DatabaseEngine { bao, pg }
+}
+
+async fn can_log_in(pg: &PostgresServer, creds: &PgCredentials) -> Result<(), String> {
+    let config = format!(
+        "host=127.0.0.1 port={} dbname=postgres user={} password={}",
+        pg.port(),
+        creds.username,
+        creds.password.expose_secret()
+    );
+    let (client, connection) = tokio_postgres::connect(&config, tokio_postgres::NoTls)
+        .await
+        .map_err(|e| {
+            e.code()
+                .map(|c| c.code().to_owned())
+                .unwrap_or(e.to_string())
+        })?;
+    let _task = tokio::spawn(connection);
+    client
+        .query_one("SELECT 1", &[])
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dynamic_credentials_are_renewed_replaced_before_max_ttl_and_revoked() {
+    let engine = database_engine().await;
+    let provider = Arc::new(VaultDatabaseProvider::new(
+        root_session(&engine.bao).await,
+        "database",
+    ));
+    let cache = SecretCache::builder(provider)
+        .ttl(Duration::from_secs(300))
+        .build()
+        .unwrap();
+    let mut events = cache.subscribe();
+    let handle = cache.handle::<PgCredentials>("creds/dyn").await.unwrap();
+    let first = handle.load_full();
+    let lease = first.version().lease.clone().expect("a lease");
+    assert!(lease.renewable);
+    assert_eq!(lease.duration, Duration::from_secs(4));
+    assert_eq!(first.version().id.as_str(), lease.id);
+    can_log_in(&engine.pg, first.current())
+        .await
+        .expect("dynamic user logs in");
+
+    // Renewals keep the same user for a while...
+    let swapped = tokio::time::timeout(Duration::from_secs(14), handle.changed())
+        .await
+        .expect("new credentials before the max TTL (12 s) ends");
+    assert!(cache.stats().lease_renewals >= 1, "{:?}", cache.stats());
+    let mut renewed = false;
+    while let Ok(event) = events.try_recv() {
+        renewed |= matches!(event, credswap::SecretEvent::LeaseRenewed { .. });
+    }
+    assert!(renewed, "a lease-renewed event");
+    // ...then a new user is issued before the old one's max TTL.
+    assert_ne!(swapped.current().username, first.current().username);
+    assert_eq!(swapped.previous_version().unwrap().id, first.version().id);
+    can_log_in(&engine.pg, swapped.current())
+        .await
+        .expect("new user logs in");
+    can_log_in(&engine.pg, swapped.previous().unwrap())
+        .await
+        .expect("the old user still works until its lease ends");
+
+    // Shutdown with revoke: the current user's lease is gone and it can no longer log in.
+    let current_lease = swapped.version().lease.clone().unwrap();
+    assert_eq!(cache.revoke_leases().await.unwrap(), 1);
+    let lookup = engine.bao.cli(&[
+        "write",
+        "sys/leases/lookup",
+        &format!("lease_id={}", current_lease.id),
+    ]);
+    assert!(lookup.is_err(), "the lease is revoked");
+    let err = can_log_in(&engine.pg, swapped.current()).await.unwrap_err();
+    assert!(err == "28P01" || err == "28000", "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_static_role_is_followed_through_its_rotations() {
+    let engine = database_engine().await;
+    engine
+        .bao
+        .cli(&[
+            "write",
+            "database/static-roles/stat",
+            "db_name=pg",
+            "username=static_user",
+            "rotation_period=5s",
+        ])
+        .unwrap();
+    let session = root_session(&engine.bao).await;
+    let provider = Arc::new(VaultDatabaseProvider::new(session, "database"));
+    let cache = SecretCache::builder(provider.clone())
+        .ttl(Duration::from_secs(300))
+        .build()
+        .unwrap();
+    let handle = cache
+        .handle::<PgCredentials>("static-creds/stat")
+        .await
+        .unwrap();
+    assert_eq!(handle.load().current().username, "static_user");
+    assert!(handle.load().version().next_rotation.is_some());
+    can_log_in(&engine.pg, handle.load().current())
+        .await
+        .unwrap();
+    // OpenBao rotates static roles on a 5 s queue tick: a rotation may come seconds after the TTL
+    // reaches zero, and the cache keeps asking until it does.
+    for _ in 0..2 {
+        let snapshot = tokio::time::timeout(Duration::from_secs(15), handle.changed())
+            .await
+            .expect("the handle follows Vault's rotation");
+        can_log_in(&engine.pg, snapshot.current())
+            .await
+            .expect("the rotated password works");
+        assert!(
+            can_log_in(&engine.pg, snapshot.previous().unwrap())
+                .await
+                .is_err()
+        );
+    }
+    // A rotation on demand is seen at the next refresh.
+    provider.rotate_static_role("stat").await.unwrap();
+    let before = handle.load().version().id.clone();
+    let snapshot = tokio::time::timeout(Duration::from_secs(15), handle.changed())
+        .await
+        .expect("swap after rotate-role");
+    assert_ne!(snapshot.version().id, before);
+    can_log_in(&engine.pg, snapshot.current()).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approle_tokens_are_renewed_and_a_revoked_token_leads_to_a_new_login() {
+    let bao = openbao().await;
+    bao.cli(&["kv", "put", "-mount=secret", "myapp/api", "api_key=k-1"])
+        .unwrap();
+    let policy_file = bao.work_dir().join("kvread.hcl");
+    std::fs::write(
+        &policy_file,
+        r#"path "secret/data/*" { capabilities = ["read"] }
+           path "secret/metadata/*" { capabilities = ["read"] }"#,
+    )
+    .unwrap();
+    bao.cli(&[
+        "policy",
+        "write",
+        "kvread",
+        &policy_file.display().to_string(),
+    ])
+    .unwrap();
+    bao.cli(&["auth", "enable", "approle"]).unwrap();
+    bao.cli(&[
+        "write",
+        "auth/approle/role/app",
+        "token_policies=kvread",
+        "token_ttl=3s",
+        "token_max_ttl=7s",
+    ])
+    .unwrap();
+    let role_id = bao
+        .cli(&["read", "-field=role_id", "auth/approle/role/app/role-id"])
+        .unwrap();
+    let secret_id = bao
+        .cli(&[
+            "write",
+            "-f",
+            "-field=secret_id",
+            "auth/approle/role/app/secret-id",
+        ])
+        .unwrap();
+    let session = VaultSession::connect(
+        bao.addr(),
+        VaultAuth::AppRole {
+            mount: "approle".into(),
+            role_id,
+            secret_id: secret_id.clone().into(),
+        },
+    )
+    .await
+    .unwrap();
+    assert!(!format!("{session:?}").contains(&secret_id));
+    let kv = VaultKvProvider::new(session.clone(), "secret");
+
+    // Past the token's TTL (3 s) and its max TTL (7 s), reads keep working: renewed, then replaced.
+    for _ in 0..18 {
+        kv.fetch("myapp/api", &Selector::Current)
+            .await
+            .expect("the token never lapses");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(session.renewals() >= 1, "renewed ({session:?})");
+    assert!(
+        session.logins() >= 2,
+        "logged in again near the max TTL ({session:?})"
+    );
+
+    // Every token AppRole issued is revoked: the next read logs in again and succeeds.
+    let logins = session.logins();
+    bao.cli(&["lease", "revoke", "-prefix", "auth/approle/login"])
+        .unwrap();
+    kv.fetch("myapp/api", &Selector::Current)
+        .await
+        .expect("re-login after revocation");
+    assert_eq!(session.logins(), logins + 1);
+}
+
+#[tokio::test]
+async fn a_killed_server_is_invisible_within_max_stale_then_a_transient_error() {
+    let mut bao = openbao().await;
+    bao.cli(&[
+        "kv",
+        "put",
+        "-mount=secret",
+        "myapp/api",
+        "api_key=stale-ok",
+    ])
+    .unwrap();
+    let cache = SecretCache::builder(Arc::new(VaultKvProvider::new(
+        root_session(&bao).await,
+        "secret",
+    )))
+    .ttl(Duration::from_millis(300))
+    .max_stale(Duration::from_millis(1500))
+    .backoff(Duration::from_millis(50), Duration::from_millis(200))
+    .build()
+    .unwrap();
+    let handle = cache.handle::<AppSecret>("myapp/api").await.unwrap();
+    bao.kill();
+    let started = tokio::time::Instant::now();
+    while started.elapsed() < Duration::from_millis(1400) {
+        let value = cache.get("myapp/api").await.expect("last-known-good");
+        assert!(value.value.expose_str().unwrap().contains("stale-ok"));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(cache.stats().stale_serves > 0);
+    assert_eq!(handle.load().current().api_key, "stale-ok");
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let err = cache.get("myapp/api").await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Transient, "{err}");
+    assert!(!format!("{err} {err:?}").contains("stale-ok"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pool_on_dynamic_credentials_moves_to_the_new_user_with_no_caller_error() {
+    use credswap::pg::{RotatingPgPool, RotationConfig};
+    use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+
+    let engine = database_engine().await;
+    let provider = Arc::new(VaultDatabaseProvider::new(
+        root_session(&engine.bao).await,
+        "database",
+    ));
+    let cache = SecretCache::builder(provider)
+        .ttl(Duration::from_secs(300))
+        .build()
+        .unwrap();
+    let handle = cache.handle::<PgCredentials>("creds/dyn").await.unwrap();
+    let first_user = handle.load().current().username.clone();
+    let mut rotation = RotationConfig::default();
+    rotation.drain_delay = Duration::from_secs(60); // the lease end (minus the margin) comes first
+    rotation.lease_margin = Duration::from_secs(1);
+    let pool = RotatingPgPool::builder(handle.clone())
+        .pool_options(PgPoolOptions::new().max_connections(4))
+        .connect_options(
+            PgConnectOptions::new()
+                .host("127.0.0.1")
+                .port(engine.pg.port())
+                .database("postgres"),
+        )
+        .rotation(rotation)
+        .connect()
+        .await
+        .unwrap();
+
+    // Query continuously across the re-issue (before the 12 s max TTL).
+    let started = tokio::time::Instant::now();
+    let mut errors = Vec::new();
+    let mut queries = 0;
+    while started.elapsed() < Duration::from_secs(14) {
+        match sqlx::query_scalar::<_, String>("SELECT current_user::text")
+            .fetch_one(&pool)
+            .await
+        {
+            Ok(_) => queries += 1,
+            Err(e) => errors.push(e.to_string()),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(errors.is_empty(), "{errors:?}");
+    assert!(queries > 100);
+    let new_user = handle.load().current().username.clone();
+    assert_ne!(new_user, first_user, "new credentials were issued");
+    // The old user's sessions were drained before its lease ended.
+    let admin_config = format!(
+        "host=127.0.0.1 port={} user=postgres dbname=postgres password={}",
+        engine.pg.port(),
+        engine.pg.superuser_password()
+    );
+    let (admin, connection) = tokio_postgres::connect(&admin_config, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    let _task = tokio::spawn(connection);
+    let old_sessions: i64 = admin
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity WHERE usename = $1",
+            &[&first_user],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(old_sessions, 0);
+    assert!(pool.stats().connections_drained >= 1, "{:?}", pool.stats());
+    let printed = format!("{pool:?} {handle:?} {:?}", handle.load().current());
+    assert!(!printed.contains(handle.load().current().password.expose_secret()));
+}
