@@ -479,3 +479,51 @@ async fn renew_or_relogin(session: &VaultSession) -> Result<()> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_map_to_kinds() {
+        let cases = [
+            (404, ErrorKind::NotFound),
+            (403, ErrorKind::AccessDenied),
+            (401, ErrorKind::AccessDenied),
+            (429, ErrorKind::Throttled),
+            (503, ErrorKind::Transient),
+            (500, ErrorKind::Transient),
+            (412, ErrorKind::Transient),
+            (400, ErrorKind::InvalidRequest),
+        ];
+        for (status, kind) in cases {
+            let error = map_status("secret/data/app", status, "[\"reason\"]");
+            assert_eq!(error.kind(), kind, "{status}");
+            assert_eq!(error.id(), Some("secret/data/app"));
+            assert!(error.to_string().contains(&format!("HTTP {status}")));
+        }
+        let sealed = map_client_error(
+            "secret/data/app",
+            ClientError::APIError {
+                code: 503,
+                errors: vec!["Vault is sealed".into()],
+            },
+        );
+        assert!(sealed.is_retryable());
+        assert!(sealed.to_string().contains("sealed"));
+    }
+
+    #[test]
+    fn auth_debug_hides_credentials() {
+        let auth = VaultAuth::AppRole {
+            mount: "approle".into(),
+            role_id: "role-1".into(),
+            secret_id: "very-secret-id".to_owned().into(),
+        };
+        let token = VaultAuth::Token("hvs.secret-token".to_owned().into());
+        let printed = format!("{auth:?} {token:?}");
+        assert!(!printed.contains("very-secret-id"));
+        assert!(!printed.contains("secret-token"));
+        assert!(printed.contains("role-1"));
+    }
+}
