@@ -6,8 +6,7 @@ mod pg_common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use credswap::SecretCache;
-use credswap::pg::{PgCredentials, PoolMonitor, RotatingDeadpoolBuilder, RotationConfig};
+use credswap::pg::{PoolMonitor, RotatingDeadpoolBuilder, RotationConfig};
 use deadpool_postgres::Pool;
 use pg_common::{
     Fixture, Order, Query, creds_json, fixture, rotate, sessions_of, start_load, switch_secret,
@@ -124,36 +123,14 @@ async fn a_plain_deadpool_with_static_credentials_fails_under_the_same_rotations
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_storm_of_rejected_logins_costs_the_store_one_call() {
-    let pg = tokio::task::spawn_blocking(credswap::testkit::PostgresServer::start)
-        .await
-        .unwrap()
-        .unwrap();
-    let admin = pg_common::admin_client(&pg).await;
-    admin
-        .batch_execute("CREATE ROLE app LOGIN PASSWORD 'pw-0'")
-        .await
-        .unwrap();
-    let provider = common::GatedProvider::new();
-    let _ = provider.store.set("db", creds_json("app", "pw-0"));
-    let cache = SecretCache::builder(provider.clone())
-        .ttl(Duration::from_secs(3600))
-        .min_refresh_interval(Duration::from_secs(2))
-        .build()
-        .unwrap();
-    let handle = cache.handle::<PgCredentials>("db").await.unwrap();
-    let (pool, monitor) = RotatingDeadpoolBuilder::new(handle)
-        .pg_config(target(pg.port()))
+    let storm = pg_common::storm().await;
+    let (pool, monitor) = RotatingDeadpoolBuilder::new(storm.handle.clone())
+        .pg_config(target(storm.pg.port()))
         .max_size(100)
         .rotation(rotation(Duration::from_secs(60)))
         .build_monitored()
         .unwrap();
-    admin
-        .batch_execute("ALTER ROLE app PASSWORD 'pw-1'")
-        .await
-        .unwrap();
-    let _ = provider.store.set("db", creds_json("app", "pw-1"));
-    tokio::time::sleep(Duration::from_millis(2100)).await;
-    let calls_before = provider.calls();
+    let calls_before = storm.rotate_behind_the_handle().await;
 
     let barrier = Arc::new(tokio::sync::Barrier::new(100));
     let tasks: Vec<_> = (0..100)
@@ -178,7 +155,7 @@ async fn a_storm_of_rejected_logins_costs_the_store_one_call() {
     let stats = monitor.stats();
     assert!(stats.auth_failures >= 50, "{stats:?}");
     assert_eq!(
-        provider.calls() - calls_before,
+        storm.provider.calls() - calls_before,
         1,
         "one store call for the whole storm ({stats:?})"
     );

@@ -289,14 +289,12 @@ where
             .max_size(self.max_size)
             .runtime(Runtime::Tokio1)
             .pre_recycle(Hook::sync_fn(move |_client, metrics| {
-                match retire.upgrade() {
-                    Some(rotation) if rotation.should_retire(metrics.age()) => {
-                        rotation.record_drained();
-                        Err(HookError::Message(
-                            "opened with credentials that have been rotated".into(),
-                        ))
-                    }
-                    _ => Ok(()),
+                if retire.upgrade().is_some_and(|r| r.retire(metrics.age())) {
+                    Err(HookError::Message(
+                        "opened with credentials that have been rotated".into(),
+                    ))
+                } else {
+                    Ok(())
                 }
             }))
             .build()
@@ -312,10 +310,7 @@ where
                 let (Some(pool), Some(rotation)) = (weak_pool.upgrade(), sweep.upgrade()) else {
                     return;
                 };
-                let result = pool.retain(|_, metrics| !rotation.should_retire(metrics.age()));
-                for _ in &result.removed {
-                    rotation.record_drained();
-                }
+                let _ = pool.retain(|_, metrics| !rotation.retire(metrics.age()));
             },
         );
         Ok((pool, PoolMonitor { rotation }))

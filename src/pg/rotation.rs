@@ -258,7 +258,7 @@ impl Rotation {
     }
 
     /// Whether a connection opened `age` ago must be closed now.
-    pub(crate) fn should_retire(&self, age: Duration) -> bool {
+    fn should_retire(&self, age: Duration) -> bool {
         let now = Instant::now();
         let state = self.lock();
         let (Some(rotated_at), Some(deadline)) = (state.rotated_at, state.drain_deadline) else {
@@ -268,8 +268,13 @@ impl Rotation {
         opened_at < rotated_at && now >= deadline
     }
 
-    pub(crate) fn record_drained(&self) {
-        bump(&self.counters.connections_drained);
+    /// Whether a connection opened `age` ago must be closed now; counts it as drained if so.
+    pub(crate) fn retire(&self, age: Duration) -> bool {
+        let retire = self.should_retire(age);
+        if retire {
+            bump(&self.counters.connections_drained);
+        }
+        retire
     }
 
     /// A connection was opened with the credentials of `epoch`.

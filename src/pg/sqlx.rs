@@ -172,23 +172,13 @@ impl RotatingPgPoolBuilder {
         let options = self
             .pool_options
             .before_acquire(move |_conn, meta| {
-                let retire = retire.upgrade().is_some_and(|r| {
-                    let old = r.should_retire(meta.age);
-                    if old {
-                        r.record_drained();
-                    }
-                    old
-                });
+                let retire = retire.upgrade().is_some_and(|r| r.retire(meta.age));
                 Box::pin(async move { Ok(!retire) })
             })
             .after_release(move |_conn, meta| {
-                let retire = retire_on_release.upgrade().is_some_and(|r| {
-                    let old = r.should_retire(meta.age);
-                    if old {
-                        r.record_drained();
-                    }
-                    old
-                });
+                let retire = retire_on_release
+                    .upgrade()
+                    .is_some_and(|r| r.retire(meta.age));
                 Box::pin(async move { Ok(!retire) })
             })
             .after_connect(move |_conn, _meta| {

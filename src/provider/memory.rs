@@ -171,6 +171,22 @@ impl MemoryProvider {
         self.probe_calls.load(Ordering::Relaxed)
     }
 
+    /// Applies `read` to the version of `id` that `selector` picks, after the injected failure.
+    fn with_version<T>(
+        &self,
+        id: &str,
+        selector: &Selector,
+        read: impl FnOnce(&Stored) -> T,
+    ) -> Result<T> {
+        self.check_failure(id)?;
+        let secrets = self.secrets.lock().unwrap_or_else(|e| e.into_inner());
+        secrets
+            .get(id)
+            .and_then(|secret| secret.find(selector))
+            .map(read)
+            .ok_or_else(|| Error::not_found(id))
+    }
+
     fn check_failure(&self, id: &str) -> Result<()> {
         match &*self.failure.lock().unwrap_or_else(|e| e.into_inner()) {
             Some(error) => Err(error.clone().with_id(id)),
@@ -187,24 +203,14 @@ impl SecretProvider for MemoryProvider {
 
     async fn fetch(&self, id: &str, selector: &Selector) -> Result<Versioned<SecretValue>> {
         let _ = self.fetch_calls.fetch_add(1, Ordering::Relaxed);
-        self.check_failure(id)?;
-        let secrets = self.secrets.lock().unwrap_or_else(|e| e.into_inner());
-        let stored = secrets
-            .get(id)
-            .and_then(|secret| secret.find(selector))
-            .ok_or_else(|| Error::not_found(id))?;
-        Ok(Versioned::new(stored.value.clone(), stored.version()))
+        self.with_version(id, selector, |stored| {
+            Versioned::new(stored.value.clone(), stored.version())
+        })
     }
 
     async fn probe(&self, id: &str, selector: &Selector) -> Result<Option<VersionId>> {
         let _ = self.probe_calls.fetch_add(1, Ordering::Relaxed);
-        self.check_failure(id)?;
-        let secrets = self.secrets.lock().unwrap_or_else(|e| e.into_inner());
-        let stored = secrets
-            .get(id)
-            .and_then(|secret| secret.find(selector))
-            .ok_or_else(|| Error::not_found(id))?;
-        Ok(Some(stored.id.clone()))
+        self.with_version(id, selector, |stored| Some(stored.id.clone()))
     }
 }
 

@@ -171,3 +171,54 @@ pub async fn switch_secret(fixture: &Fixture, json: &str) {
     let snapshot = fixture.handle.refresh().await.unwrap();
     assert_eq!(snapshot.version().id, version);
 }
+
+/// A PostgreSQL with role `app`, a counting store, and a handle with an hour-long TTL, for storms
+/// of rejected logins.
+pub struct Storm {
+    pub pg: PostgresServer,
+    pub admin: tokio_postgres::Client,
+    pub provider: Arc<crate::common::GatedProvider>,
+    pub cache: SecretCache,
+    pub handle: SecretHandle<PgCredentials>,
+}
+
+pub async fn storm() -> Storm {
+    let pg = tokio::task::spawn_blocking(PostgresServer::start)
+        .await
+        .unwrap()
+        .expect("start PostgreSQL");
+    let admin = admin_client(&pg).await;
+    admin
+        .batch_execute("CREATE ROLE app LOGIN PASSWORD 'pw-0'")
+        .await
+        .unwrap();
+    let provider = crate::common::GatedProvider::new();
+    let _ = provider.store.set("db", creds_json("app", "pw-0"));
+    let cache = SecretCache::builder(provider.clone())
+        .ttl(Duration::from_secs(3600))
+        .min_refresh_interval(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    let handle = cache.handle::<PgCredentials>("db").await.unwrap();
+    Storm {
+        pg,
+        admin,
+        provider,
+        cache,
+        handle,
+    }
+}
+
+impl Storm {
+    /// Changes the password in the database and the store, behind the handle's back (its TTL is an
+    /// hour), waits out the refresh rate limit, and returns the store's call count.
+    pub async fn rotate_behind_the_handle(&self) -> u64 {
+        self.admin
+            .batch_execute("ALTER ROLE app PASSWORD 'pw-1'")
+            .await
+            .unwrap();
+        let _ = self.provider.store.set("db", creds_json("app", "pw-1"));
+        tokio::time::sleep(Duration::from_millis(2100)).await;
+        self.provider.calls()
+    }
+}
