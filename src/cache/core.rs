@@ -463,12 +463,18 @@ impl SecretCache {
         };
         match Inner::start_load(inner, key).await {
             Ok(entry) => Ok(Arc::clone(&entry.value)),
-            Err(error) => match &found {
-                Some(entry) if error.allows_stale() && now < entry.stale_until(&inner.policy) => {
-                    Ok(inner.serve_stale(entry, Instant::now()))
+            Err(error) => {
+                // The load may have taken a while (a store timing out): judge staleness now.
+                let now = Instant::now();
+                match &found {
+                    Some(entry)
+                        if error.allows_stale() && now < entry.stale_until(&inner.policy) =>
+                    {
+                        Ok(inner.serve_stale(entry, now))
+                    }
+                    _ => Err(error),
                 }
-                _ => Err(error),
-            },
+            }
         }
     }
 
@@ -599,8 +605,13 @@ impl Inner {
         let generation = self.generation.load(Ordering::SeqCst);
         let previous = self.index.get(&key.cache_key);
         let result = self.ask_store(key, previous.as_deref()).await;
-        if let Some(previous) = &previous {
-            previous.refreshing.store(false, Ordering::Release);
+        // Let the next refresh-ahead start: on the entry we began from, and on any that replaced
+        // it meanwhile (a read may have flagged it while joining this load).
+        for entry in [previous.clone(), self.index.get(&key.cache_key)]
+            .into_iter()
+            .flatten()
+        {
+            entry.refreshing.store(false, Ordering::Release);
         }
         let now = Instant::now();
         let value = match result {
