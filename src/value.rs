@@ -265,7 +265,7 @@ impl Lease {
             id: id.into(),
             duration,
             renewable,
-            expires_at: SystemTime::now() + duration,
+            expires_at: crate::time::later_wall(SystemTime::now(), duration),
         }
     }
 

@@ -306,6 +306,12 @@ async fn bad_settings_are_config_errors() {
             .backoff(Duration::from_secs(2), Duration::from_secs(1))
             .build(),
         SecretCache::builder(store.clone()).max_entries(0).build(),
+        SecretCache::builder(store.clone())
+            .ttl(Duration::MAX)
+            .build(),
+        SecretCache::builder(store.clone())
+            .grace_period(Duration::MAX)
+            .build(),
     ];
     for built in builds {
         assert_eq!(built.unwrap_err().kind(), ErrorKind::Config);

@@ -130,7 +130,7 @@ impl SecretCacheBuilder {
     ///
     /// [`ErrorKind::Config`](crate::ErrorKind::Config) when a setting cannot work: a zero TTL, a
     /// refresh window outside `(0, 1]` or reversed, a backoff whose minimum exceeds its maximum,
-    /// zero capacity.
+    /// zero capacity, a duration over ten years.
     pub fn build(self) -> Result<SecretCache> {
         let p = &self.policy;
         if p.ttl.is_zero() {
@@ -145,6 +145,18 @@ impl SecretCacheBuilder {
         if p.backoff_min.is_zero() || p.backoff_min > p.backoff_max {
             return Err(Error::config(
                 "the backoff minimum must be above zero and at most the maximum",
+            ));
+        }
+        let durations = [
+            p.ttl,
+            p.max_stale,
+            p.backoff_max,
+            p.min_refresh_interval,
+            p.grace_period,
+        ];
+        if durations.iter().any(|d| *d > crate::time::MAX_SETTING) {
+            return Err(Error::config(
+                "durations (TTL, max_stale, backoff, refresh interval, grace) must be at most ten years",
             ));
         }
         if self.max_entries == 0 || self.event_capacity == 0 {

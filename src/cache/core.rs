@@ -17,6 +17,7 @@ use super::watch::{Sink, Watchers};
 use crate::error::{Error, Result};
 use crate::events::{CacheStats, Hook, SecretEvent};
 use crate::provider::SecretProvider;
+use crate::time::later;
 use crate::value::{SecretValue, Selector, Versioned};
 
 /// A TTL-cached, version-aware view of one [`SecretProvider`].
@@ -141,14 +142,15 @@ fn timing(
             .expires_at
             .duration_since(wall_now)
             .unwrap_or(Duration::ZERO);
-        refresh_at = refresh_at.min(now + remaining.mul_f64(0.6 + 0.1 * fastrand::f64()));
-        expires_at = expires_at.min(now + remaining);
-        lease_end = Some(now + remaining);
+        let renew_in = remaining.mul_f64(0.6 + 0.1 * fastrand::f64());
+        refresh_at = refresh_at.min(later(now, renew_in));
+        expires_at = expires_at.min(later(now, remaining));
+        lease_end = Some(later(now, remaining));
     }
     if let Some(next) = value.version.next_rotation {
         let until = next.duration_since(wall_now).unwrap_or(Duration::ZERO);
         let jitter = Duration::from_millis(200 + fastrand::u64(..500));
-        refresh_at = refresh_at.min(now + until + jitter);
+        refresh_at = refresh_at.min(later(now, until.saturating_add(jitter)));
         expires_at = expires_at.max(refresh_at + Duration::from_millis(1));
     }
     (refresh_at, expires_at, lease_end)
@@ -622,7 +624,7 @@ impl Inner {
                     Some(previous) => {
                         let failures = previous.failures.fetch_add(1, Ordering::AcqRel) + 1;
                         let delay = self.policy.retry_delay(failures, error.retry_after());
-                        self.set_retry_at(previous, now + delay);
+                        self.set_retry_at(previous, later(now, delay));
                         *previous
                             .last_error
                             .lock()

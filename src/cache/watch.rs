@@ -103,7 +103,9 @@ async fn run(cache: Weak<Inner>, key: Key, wake: Arc<Notify>) {
             let cache = SecretCache::from_inner(inner);
             let now = Instant::now();
             match cache.next_refresh(&key) {
-                _ if failures > 0 => now + cache.inner.policy.retry_delay(failures, None),
+                _ if failures > 0 => {
+                    crate::time::later(now, cache.inner.policy.retry_delay(failures, None))
+                }
                 Some(at) => at,
                 None => now,
             }

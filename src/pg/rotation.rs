@@ -212,14 +212,14 @@ impl Rotation {
         let now = Instant::now();
         // Old connections go after the drain delay, and before the old lease ends, whichever is
         // first.
-        let mut deadline = now + self.config.drain_delay;
+        let mut deadline = crate::time::later(now, self.config.drain_delay);
         if let Some(lease) = &state.snapshot.version().lease {
             let left = lease
                 .expires_at
                 .duration_since(SystemTime::now())
                 .unwrap_or(Duration::ZERO)
                 .saturating_sub(self.config.lease_margin);
-            deadline = deadline.min(now + left);
+            deadline = deadline.min(crate::time::later(now, left));
         }
         tracing::info!(
             old = %state.version,

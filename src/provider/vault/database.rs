@@ -125,7 +125,9 @@ impl SecretProvider for VaultDatabaseProvider {
                 stages: vec![Stage::Current],
                 created_at: humantime::parse_rfc3339_weak(rotated).ok(),
                 lease: None,
-                next_rotation: ttl.map(|ttl| SystemTime::now() + Duration::from_secs(ttl)),
+                next_rotation: ttl.map(|ttl| {
+                    crate::time::later_wall(SystemTime::now(), Duration::from_secs(ttl))
+                }),
             }
         };
         Ok(Versioned::new(value, version))

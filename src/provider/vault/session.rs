@@ -359,7 +359,8 @@ async fn login(address: &str, auth: &VaultAuth) -> Result<Token> {
             return Ok(Token {
                 client: Arc::new(client),
                 secret: token.clone(),
-                expires_at: (looked_up.ttl > 0).then(|| Instant::now() + granted),
+                expires_at: (looked_up.ttl > 0)
+                    .then(|| crate::time::later(Instant::now(), granted)),
                 granted,
                 renewable: looked_up.renewable.unwrap_or(false),
             });
@@ -392,7 +393,7 @@ async fn login(address: &str, auth: &VaultAuth) -> Result<Token> {
     Ok(Token {
         client: Arc::new(client_for(address, secret.expose_secret())?),
         secret,
-        expires_at: (info.lease_duration > 0).then(|| Instant::now() + granted),
+        expires_at: (info.lease_duration > 0).then(|| crate::time::later(Instant::now(), granted)),
         granted,
         renewable: info.renewable,
     })
@@ -457,7 +458,7 @@ async fn renew_or_relogin(session: &VaultSession) -> Result<()> {
                     session.install(Token {
                         client: Arc::clone(&token.client),
                         secret: token.secret.clone(),
-                        expires_at: Some(Instant::now() + granted),
+                        expires_at: Some(crate::time::later(Instant::now(), granted)),
                         // Keep comparing with the full grant, to notice the cap again.
                         granted: if capped { token.granted } else { granted },
                         renewable: auth.renewable,
