@@ -1,5 +1,7 @@
 //! Guides: prose only, no code to call.
 
 pub mod aws;
+pub mod patterns;
+pub mod performance;
 pub mod pitfalls;
 pub mod vault;
