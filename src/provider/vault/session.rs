@@ -249,18 +249,11 @@ impl VaultSession {
         F: Fn(Arc<VaultClient>) -> Fut,
         Fut: std::future::Future<Output = std::result::Result<T, ClientError>>,
     {
-        let generation = self.inner.generation.load(Ordering::Acquire);
-        let client = Arc::clone(&self.inner.token.load().client);
-        match op(client).await.map_err(|e| map_client_error(path, e)) {
-            Err(error)
-                if error.kind() == ErrorKind::AccessDenied && self.inner.auth.can_login() =>
-            {
-                self.relogin(generation).await?;
-                let client = Arc::clone(&self.inner.token.load().client);
-                op(client).await.map_err(|e| map_client_error(path, e))
-            }
-            other => other,
-        }
+        self.with_relogin(|| {
+            let request = op(Arc::clone(&self.inner.token.load().client));
+            async move { request.await.map_err(|e| map_client_error(path, e)) }
+        })
+        .await
     }
 
     /// An HTTP request to `/v1/{path}` with the current token; JSON in and out; 403 handled as in
@@ -271,13 +264,24 @@ impl VaultSession {
         path: &str,
         body: Option<serde_json::Value>,
     ) -> Result<serde_json::Value> {
+        self.with_relogin(|| self.request_once(method.clone(), path, body.as_ref()))
+            .await
+    }
+
+    /// Runs `attempt` with the current token; if Vault answers 403 and the session can log in,
+    /// logs in again (once for all callers, coalesced) and runs it once more.
+    async fn with_relogin<T, F, Fut>(&self, attempt: F) -> Result<T>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
         let generation = self.inner.generation.load(Ordering::Acquire);
-        match self.request_once(method.clone(), path, body.as_ref()).await {
+        match attempt().await {
             Err(error)
                 if error.kind() == ErrorKind::AccessDenied && self.inner.auth.can_login() =>
             {
                 self.relogin(generation).await?;
-                self.request_once(method, path, body.as_ref()).await
+                attempt().await
             }
             other => other,
         }
@@ -300,11 +304,12 @@ impl VaultSession {
             request = request.json(body);
         }
         let response = request.send().await.map_err(|e| {
-            Error::transient(path, "could not reach Vault").with_message(if e.is_timeout() {
+            let what = if e.is_timeout() {
                 "timed out reaching Vault"
             } else {
                 "could not reach Vault"
-            })
+            };
+            Error::transient(path, what)
         })?;
         let status = response.status().as_u16();
         let text = response
