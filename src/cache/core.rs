@@ -15,7 +15,7 @@ use super::index::Index;
 use super::policy::Policy;
 use super::watch::{Sink, Watchers};
 use crate::error::{Error, Result};
-use crate::events::{CacheStats, Hook, SecretEvent};
+use crate::events::{CacheStats, Hook, SecretEvent, bump};
 use crate::provider::SecretProvider;
 use crate::time::later;
 use crate::value::{SecretValue, Selector, Versioned};
@@ -168,10 +168,6 @@ struct Counters {
     stale_serves: AtomicU64,
     rotations: AtomicU64,
     lease_renewals: AtomicU64,
-}
-
-fn bump(counter: &AtomicU64) {
-    let _ = counter.fetch_add(1, Ordering::Relaxed);
 }
 
 pub(crate) struct Inner {

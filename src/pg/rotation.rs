@@ -9,6 +9,7 @@ use backon::{BackoffBuilder, ExponentialBuilder};
 
 use super::classify::{AuthFailurePolicy, SqlStatePolicy, is_auth_failure};
 use super::credentials::PgCredentials;
+use crate::events::bump;
 use crate::handle::{SecretHandle, Snapshot};
 use crate::value::VersionId;
 
@@ -93,10 +94,6 @@ struct Counters {
     connections_drained: AtomicU64,
     /// Nanoseconds + 1 (0: none yet).
     last_update_latency: AtomicU64,
-}
-
-fn bump(counter: &AtomicU64) {
-    let _ = counter.fetch_add(1, Ordering::Relaxed);
 }
 
 /// The credentials a connection attempt uses, and the epoch they belong to.
@@ -197,10 +194,10 @@ impl Rotation {
         self.chosen(&state)
     }
 
-    /// Takes in a new version of the handle, if there is one. Returns whether there was.
-    pub(crate) fn sync(&self) -> bool {
+    /// Takes in a new version of the handle, if there is one.
+    pub(crate) fn sync(&self) {
         let mut state = self.lock();
-        self.take_new_version(&mut state)
+        let _ = self.take_new_version(&mut state);
     }
 
     fn take_new_version(&self, state: &mut State) -> bool {
@@ -434,7 +431,7 @@ pub(crate) fn spawn_follower(
             };
             // The swap may already have been taken in by a connection attempt: either way, the
             // drain deadline of the newest rotation is the one to wait for.
-            let _ = rotation.sync();
+            rotation.sync();
             pending_drain = rotation.drain_deadline();
         }
     });
