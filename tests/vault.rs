@@ -1,6 +1,9 @@
 //! The Vault providers against a real OpenBao dev server (and, for database credentials, a real
 //! PostgreSQL), both started by the test kit.
 
+mod common;
+mod pg_common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -147,6 +150,15 @@ async fn database_engine() -> DatabaseEngine {
     DatabaseEngine { bao, pg }
 }
 
+/// A cache over the engine's database credentials; only leases drive its refreshes.
+async fn dynamic_credentials_cache(engine: &DatabaseEngine) -> SecretCache {
+    let provider = VaultDatabaseProvider::new(root_session(&engine.bao).await, "database");
+    SecretCache::builder(Arc::new(provider))
+        .ttl(Duration::from_secs(300))
+        .build()
+        .unwrap()
+}
+
 async fn can_log_in(pg: &PostgresServer, creds: &PgCredentials) -> Result<(), String> {
     let config = format!(
         "host=127.0.0.1 port={} dbname=postgres user={} password={}",
@@ -172,14 +184,7 @@ async fn can_log_in(pg: &PostgresServer, creds: &PgCredentials) -> Result<(), St
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dynamic_credentials_are_renewed_replaced_before_max_ttl_and_revoked() {
     let engine = database_engine().await;
-    let provider = Arc::new(VaultDatabaseProvider::new(
-        root_session(&engine.bao).await,
-        "database",
-    ));
-    let cache = SecretCache::builder(provider)
-        .ttl(Duration::from_secs(300))
-        .build()
-        .unwrap();
+    let cache = dynamic_credentials_cache(&engine).await;
     let mut events = cache.subscribe();
     let handle = cache.handle::<PgCredentials>("creds/dyn").await.unwrap();
     let first = handle.load_full();
@@ -394,14 +399,7 @@ async fn a_pool_on_dynamic_credentials_moves_to_the_new_user_with_no_caller_erro
     use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
     let engine = database_engine().await;
-    let provider = Arc::new(VaultDatabaseProvider::new(
-        root_session(&engine.bao).await,
-        "database",
-    ));
-    let cache = SecretCache::builder(provider)
-        .ttl(Duration::from_secs(300))
-        .build()
-        .unwrap();
+    let cache = dynamic_credentials_cache(&engine).await;
     let handle = cache.handle::<PgCredentials>("creds/dyn").await.unwrap();
     let first_user = handle.load().current().username.clone();
     let mut rotation = RotationConfig::default();
@@ -439,24 +437,8 @@ async fn a_pool_on_dynamic_credentials_moves_to_the_new_user_with_no_caller_erro
     let new_user = handle.load().current().username.clone();
     assert_ne!(new_user, first_user, "new credentials were issued");
     // The old user's sessions were drained before its lease ended.
-    let admin_config = format!(
-        "host=127.0.0.1 port={} user=postgres dbname=postgres password={}",
-        engine.pg.port(),
-        engine.pg.superuser_password()
-    );
-    let (admin, connection) = tokio_postgres::connect(&admin_config, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    let _task = tokio::spawn(connection);
-    let old_sessions: i64 = admin
-        .query_one(
-            "SELECT count(*) FROM pg_stat_activity WHERE usename = $1",
-            &[&first_user],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(old_sessions, 0);
+    let admin = pg_common::admin_client(&engine.pg).await;
+    assert_eq!(pg_common::sessions_of(&admin, &first_user).await, 0);
     assert!(pool.stats().connections_drained >= 1, "{:?}", pool.stats());
     let printed = format!("{pool:?} {handle:?} {:?}", handle.load().current());
     assert!(!printed.contains(handle.load().current().password.expose_secret()));

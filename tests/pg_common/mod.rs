@@ -39,24 +39,28 @@ pub async fn admin_client_at(port: u16, password: &str) -> tokio_postgres::Clien
     client
 }
 
-/// PostgreSQL with role `app` (password `pw-0`) and roles `app_a`/`app_b` (password `ab`), and a
-/// cache whose secret `db` holds app's credentials.
-pub async fn fixture() -> Fixture {
+/// A throwaway PostgreSQL, with `setup` run as the superuser, and a superuser session.
+pub async fn start_postgres(setup: &str) -> (PostgresServer, tokio_postgres::Client) {
     let pg = tokio::task::spawn_blocking(PostgresServer::start)
         .await
         .unwrap()
         .expect("start PostgreSQL");
     let admin = admin_client(&pg).await;
-    admin
-        .batch_execute(
-            "CREATE ROLE app LOGIN PASSWORD 'pw-0';
-             CREATE ROLE app_a LOGIN PASSWORD 'ab';
-             CREATE ROLE app_b LOGIN PASSWORD 'ab';
-             CREATE TABLE items (id bigserial PRIMARY KEY, n int);
-             GRANT ALL ON items, items_id_seq TO app, app_a, app_b;",
-        )
-        .await
-        .unwrap();
+    admin.batch_execute(setup).await.unwrap();
+    (pg, admin)
+}
+
+/// PostgreSQL with role `app` (password `pw-0`) and roles `app_a`/`app_b` (password `ab`), and a
+/// cache whose secret `db` holds app's credentials.
+pub async fn fixture() -> Fixture {
+    let (pg, admin) = start_postgres(
+        "CREATE ROLE app LOGIN PASSWORD 'pw-0';
+         CREATE ROLE app_a LOGIN PASSWORD 'ab';
+         CREATE ROLE app_b LOGIN PASSWORD 'ab';
+         CREATE TABLE items (id bigserial PRIMARY KEY, n int);
+         GRANT ALL ON items, items_id_seq TO app, app_a, app_b;",
+    )
+    .await;
     let store = Arc::new(MemoryProvider::new());
     let _ = store.set("db", creds_json("app", "pw-0"));
     let cache = SecretCache::builder(store.clone())
@@ -183,15 +187,7 @@ pub struct Storm {
 }
 
 pub async fn storm() -> Storm {
-    let pg = tokio::task::spawn_blocking(PostgresServer::start)
-        .await
-        .unwrap()
-        .expect("start PostgreSQL");
-    let admin = admin_client(&pg).await;
-    admin
-        .batch_execute("CREATE ROLE app LOGIN PASSWORD 'pw-0'")
-        .await
-        .unwrap();
+    let (pg, admin) = start_postgres("CREATE ROLE app LOGIN PASSWORD 'pw-0'").await;
     let provider = crate::common::GatedProvider::new();
     let _ = provider.store.set("db", creds_json("app", "pw-0"));
     let cache = SecretCache::builder(provider.clone())
