@@ -401,6 +401,34 @@ impl SecretCache {
         &self.inner.provider
     }
 
+    /// Whether the cache holds any version of secret `id`, or a handle follows it: whether news
+    /// of a change to `id` concerns this cache. Lock-free; makes no store call.
+    pub fn is_cached(&self, id: &str) -> bool {
+        let prefix = format!("{id}\0");
+        self.inner
+            .index
+            .load()
+            .keys()
+            .any(|key| &**key == id || key.starts_with(&prefix))
+            || self.inner.watchers.watches(id)
+    }
+
+    /// The ids of the secrets the cache holds or follows with a handle, each once: what a push
+    /// subscriber re-checks after it was disconnected.
+    pub fn cached_ids(&self) -> Vec<Arc<str>> {
+        let mut ids: Vec<Arc<str>> = self
+            .inner
+            .index
+            .load()
+            .values()
+            .map(|entry| Arc::clone(&entry.key.id))
+            .chain(self.inner.watchers.ids())
+            .collect();
+        ids.sort();
+        ids.dedup();
+        ids
+    }
+
     async fn read(
         &self,
         id: &str,

@@ -70,6 +70,19 @@ impl Watchers {
         }
     }
 
+    /// Whether a handle follows any version of `id`.
+    pub(crate) fn watches(&self, id: &str) -> bool {
+        self.lock().values().any(|watch| &*watch.id == id)
+    }
+
+    /// The ids that handles follow.
+    pub(crate) fn ids(&self) -> Vec<Arc<str>> {
+        self.lock()
+            .values()
+            .map(|watch| Arc::clone(&watch.id))
+            .collect()
+    }
+
     pub(crate) fn wake_all(&self) {
         for watch in self.lock().values() {
             watch.wake.notify_one();
