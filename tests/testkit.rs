@@ -110,3 +110,24 @@ fn moto_server_starts_and_stops_on_drop() {
     drop(moto);
     assert!(wait_closed(port), "moto still listening after drop");
 }
+
+#[tokio::test]
+async fn postgres_takes_settings_and_shows_its_log() {
+    let pg = tokio::task::spawn_blocking(|| {
+        PostgresServer::start_with(&[("log_statement", "all"), ("max_connections", "40")])
+    })
+    .await
+    .unwrap()
+    .expect("start PostgreSQL");
+    assert_eq!(pg.execute("SHOW max_connections").unwrap(), "40");
+    assert_eq!(
+        pg.execute("SELECT 'marker-' || 'logged'").unwrap(),
+        "marker-logged"
+    );
+    // Statement logging is on: the statement (not only its result) is in the server's log.
+    assert!(
+        pg.log().contains("SELECT 'marker-' || 'logged'"),
+        "{}",
+        pg.log()
+    );
+}

@@ -32,6 +32,8 @@ pub struct PostgresServer {
     run_as: Option<(u32, u32)>,
     port: u16,
     password: String,
+    /// `-c name=value` settings given at start, kept across restarts.
+    settings: Vec<(String, String)>,
     // Last: removed after the server stopped.
     dir: tempfile::TempDir,
 }
@@ -94,6 +96,12 @@ impl PostgresServer {
 
     /// Creates a cluster and starts the server; returns once it accepts connections.
     pub fn start() -> Result<Self, TestkitError> {
+        Self::start_with(&[])
+    }
+
+    /// Like [`start`](Self::start), with server settings passed as `-c name=value` (they override
+    /// the test kit's own, such as `max_connections=300`): `&[("log_statement", "all")]`.
+    pub fn start_with(settings: &[(&str, &str)]) -> Result<Self, TestkitError> {
         let bin = find_pg_bin()?;
         let dir = tempfile::Builder::new()
             .prefix("credswap-pg-")
@@ -150,6 +158,10 @@ impl PostgresServer {
             run_as,
             port: 0,
             password,
+            settings: settings
+                .iter()
+                .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
+                .collect(),
             dir,
         };
         server.launch()?;
@@ -178,6 +190,9 @@ impl PostgresServer {
                 .args(["-c", "full_page_writes=off", "-c", "max_connections=300"])
                 .args(["-c", "password_encryption=scram-sha-256"])
                 .env("LC_ALL", "C");
+            for (name, value) in &self.settings {
+                let _ = command.arg("-c").arg(format!("{name}={value}"));
+            }
             if let Some((uid, gid)) = self.run_as {
                 let _ = command.uid(uid).gid(gid);
             }
@@ -230,6 +245,15 @@ impl PostgresServer {
             self.host(),
             self.port
         )
+    }
+
+    /// Everything the server has written to its log so far (its current run's log; with
+    /// `log_statement=all`, every statement it received).
+    pub fn log(&self) -> String {
+        self.process
+            .as_ref()
+            .map(|p| std::fs::read_to_string(p.log_path()).unwrap_or_default())
+            .unwrap_or_default()
     }
 
     /// The process id of the postmaster, while it runs.

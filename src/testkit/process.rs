@@ -93,6 +93,11 @@ impl ServerProcess {
         self.child.as_ref().map(Child::id)
     }
 
+    /// Where the server's output goes.
+    pub(crate) fn log_path(&self) -> &Path {
+        &self.log
+    }
+
     /// The last lines of the server's log (for error messages).
     pub(crate) fn log_tail(&self) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
