@@ -119,7 +119,7 @@ impl From<Vec<u8>> for SecretValue {
 }
 
 /// A provider's identifier of one version of a secret (AWS `VersionId`, a Vault KV version number, a
-/// content hash for files). Cheap to clone.
+/// keyed content hash for files). Cheap to clone.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct VersionId(Arc<str>);
 
@@ -335,17 +335,50 @@ impl<T> Versioned<T> {
     }
 }
 
-/// A short content hash (hex of the first 8 bytes of SHA-256), used as the version id of stores that
-/// have none of their own (files, environment variables). It identifies content without revealing it.
+/// A version id for stores that have none of their own (files, environment variables, Vault
+/// static roles that do not say when they rotated): a keyed hash of the content, so a changed
+/// content is a new version.
+///
+/// The key is random per process, so the id identifies content within the process without
+/// revealing anything about it: an unkeyed hash in a log line would let anyone holding the logs
+/// confirm a guessed password offline. Ids of the same content differ between processes.
 pub(crate) fn content_version(bytes: &[u8]) -> VersionId {
-    use sha2::{Digest, Sha256};
-    let digest = Sha256::digest(bytes);
-    let mut out = String::with_capacity(19);
-    out.push_str("sha256:");
-    for byte in &digest[..6] {
+    use hmac::{Hmac, Mac};
+    use sha2::Sha256;
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(version_key())
+        .expect("HMAC takes keys of any length");
+    mac.update(bytes);
+    let digest = mac.finalize().into_bytes();
+    let mut out = String::with_capacity(29);
+    out.push_str("content:");
+    for byte in &digest[..12] {
         out.push_str(&format!("{byte:02x}"));
     }
     VersionId::new(out)
+}
+
+/// The process's key for [`content_version`], from the operating system's random source.
+fn version_key() -> &'static [u8; 32] {
+    static KEY: std::sync::OnceLock<[u8; 32]> = std::sync::OnceLock::new();
+    KEY.get_or_init(|| {
+        let mut key = [0u8; 32];
+        if getrandom::fill(&mut key).is_err() {
+            // No OS random source: fall back on the standard library's per-process random hasher
+            // seeds, still unknown outside this process.
+            use std::hash::{BuildHasher, Hasher};
+            for chunk in key.chunks_mut(8) {
+                let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+                hasher.write_u128(
+                    std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .unwrap_or_default()
+                        .as_nanos(),
+                );
+                chunk.copy_from_slice(&hasher.finish().to_le_bytes());
+            }
+        }
+        key
+    })
 }
 
 #[cfg(test)]
@@ -368,12 +401,20 @@ mod tests {
     }
 
     #[test]
-    fn content_version_is_stable_and_opaque() {
+    fn content_version_is_stable_keyed_and_opaque() {
         let a = content_version(b"password-one");
         assert_eq!(a, content_version(b"password-one"));
         assert_ne!(a, content_version(b"password-two"));
-        assert!(a.as_str().starts_with("sha256:"));
-        assert_eq!(a.as_str().len(), "sha256:".len() + 12);
+        assert!(a.as_str().starts_with("content:"));
+        assert_eq!(a.as_str().len(), "content:".len() + 24);
+        // Not an unkeyed hash of the content: someone who has the id and guesses the password
+        // cannot confirm the guess by hashing it.
+        use sha2::{Digest, Sha256};
+        let unkeyed: String = Sha256::digest(b"password-one")
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert!(!unkeyed.starts_with(&a.as_str()["content:".len().."content:".len() + 12]));
     }
 
     #[test]

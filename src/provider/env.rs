@@ -8,7 +8,8 @@ use crate::value::{SecretValue, Selector, Version, Versioned, content_version};
 /// their environment.
 ///
 /// The secret id is the variable's name, after an optional prefix: with prefix `APP_`, id
-/// `DB_PASSWORD` reads `APP_DB_PASSWORD`. The version id is a hash of the value. Values that are not
+/// `DB_PASSWORD` reads `APP_DB_PASSWORD`. The version id is a hash of the value, keyed
+/// per process (logged ids reveal nothing about the value). Values that are not
 /// valid Unicode are returned as bytes. Only the current version exists.
 ///
 /// ```

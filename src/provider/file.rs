@@ -12,7 +12,8 @@ use crate::value::{SecretValue, Selector, Version, Versioned, content_version};
 /// volume (`/var/run/secrets/app`, one file per key) or a directory an agent writes to.
 ///
 /// The secret id is the file's path relative to the directory (`db.json`, `tls/key.pem`); ids that
-/// are absolute or climb out with `..` are refused. The version id is a hash of the content, so a
+/// are absolute or climb out with `..` are refused. The version id is a hash of the content, keyed
+/// with a per-process random key (so logged ids reveal nothing about the content), so a
 /// changed file is a new version and a rewritten but identical file is not. Content that is valid
 /// UTF-8 is text; anything else is bytes. One trailing newline is trimmed from text by default (an
 /// editor's, or `echo`'s), see [`trim_trailing_newline`](Self::trim_trailing_newline).
