@@ -23,8 +23,9 @@ use crate::value::{SecretValue, Selector, Stage, Version, VersionId, Versioned};
 /// - Errors: `ResourceNotFoundException` → [`ErrorKind::NotFound`]; `AccessDeniedException` and
 ///   `DecryptionFailure` → [`ErrorKind::AccessDenied`]; `ThrottlingException` and HTTP 429 →
 ///   [`ErrorKind::Throttled`]; `InvalidRequestException` (a secret scheduled for deletion) and
-///   `InvalidParameterException` → [`ErrorKind::InvalidRequest`]; timeouts, connection failures and
-///   5xx → [`ErrorKind::Transient`]. Messages name the secret id and AWS's error code, never the
+///   `InvalidParameterException` → [`ErrorKind::InvalidRequest`]; timeouts, connection failures,
+///   5xx and expired temporary credentials (`ExpiredTokenException`, which the SDK renews) →
+///   [`ErrorKind::Transient`]. Messages name the secret id and AWS's error code, never the
 ///   value.
 ///
 /// Endpoint, region, credentials and retry settings come from the SDK configuration, so
@@ -100,6 +101,11 @@ where
                     ErrorKind::InvalidRequest
                 }
                 ("InternalServiceError" | "InternalFailure" | "ServiceUnavailable", _) => {
+                    ErrorKind::Transient
+                }
+                // Temporary credentials (STS, an instance or pod role) ran out; the SDK's
+                // credentials provider fetches new ones, so the next call can succeed.
+                ("ExpiredTokenException" | "ExpiredToken" | "RequestExpired", _) => {
                     ErrorKind::Transient
                 }
                 (_, status) if status >= 500 => ErrorKind::Transient,
@@ -253,6 +259,9 @@ mod tests {
             ("InternalServiceError", 500, ErrorKind::Transient),
             ("SomethingNew", 503, ErrorKind::Transient),
             ("SomethingNew", 403, ErrorKind::AccessDenied),
+            ("ExpiredTokenException", 400, ErrorKind::Transient),
+            ("ExpiredToken", 403, ErrorKind::Transient),
+            ("RequestExpired", 400, ErrorKind::Transient),
         ];
         for (code, status, kind) in cases {
             let error = map_sdk_error("prod/app/db", "GetSecretValue", service_error(code, status));
