@@ -3,8 +3,11 @@
 //! Events carry ids, versions, error kinds and durations, never values, so they are safe to log
 //! as they are.
 
-use std::sync::Arc;
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
+
+use tokio::sync::broadcast;
 
 use crate::error::ErrorKind;
 use crate::value::{Selector, VersionId};
@@ -86,6 +89,50 @@ pub enum SecretEvent {
         /// The version it holds now.
         new: VersionId,
     },
+    /// What a handle can say about the value it serves changed: it became stale, failing, expired
+    /// or fresh again. See [`HandleStatus`](crate::handle::HandleStatus).
+    HandleStatusChanged {
+        /// The secret id.
+        id: Arc<str>,
+        /// The version the handle serves.
+        version: VersionId,
+        /// The new state.
+        state: HandleState,
+        /// The kind of the error behind it, for the stale, failing and decode-failed states.
+        kind: Option<ErrorKind>,
+    },
+}
+
+/// The state of a handle, as carried by [`SecretEvent::HandleStatusChanged`]: the
+/// [`HandleStatus`](crate::handle::HandleStatus) without its error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum HandleState {
+    /// The store confirmed the version the handle serves at its last check.
+    Fresh,
+    /// The store could not be asked (unreachable, throttled): the handle serves last-known-good.
+    Stale,
+    /// The store answered that the secret is gone or access is denied: the handle still serves
+    /// its last value, which may no longer work.
+    Failing,
+    /// The lease of the value the handle serves has ended: those credentials no longer work.
+    LeaseExpired,
+    /// The store has a newer version that could not be decoded: the handle serves the last good
+    /// one.
+    DecodeFailed,
+}
+
+impl HandleState {
+    /// A short, stable, lower-case name (`"fresh"`, `"stale"`, …), for metrics labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HandleState::Fresh => "fresh",
+            HandleState::Stale => "stale",
+            HandleState::Failing => "failing",
+            HandleState::LeaseExpired => "lease_expired",
+            HandleState::DecodeFailed => "decode_failed",
+        }
+    }
 }
 
 impl SecretEvent {
@@ -99,7 +146,8 @@ impl SecretEvent {
             | SecretEvent::Invalidated { id }
             | SecretEvent::DecodeFailed { id, .. }
             | SecretEvent::LeaseRenewed { id, .. }
-            | SecretEvent::HandleSwapped { id, .. } => id,
+            | SecretEvent::HandleSwapped { id, .. }
+            | SecretEvent::HandleStatusChanged { id, .. } => id,
         }
     }
 
@@ -114,6 +162,7 @@ impl SecretEvent {
             SecretEvent::DecodeFailed { .. } => "decode_failed",
             SecretEvent::LeaseRenewed { .. } => "lease_renewed",
             SecretEvent::HandleSwapped { .. } => "handle_swapped",
+            SecretEvent::HandleStatusChanged { .. } => "handle_status_changed",
         }
     }
 }
@@ -134,8 +183,11 @@ pub struct CacheStats {
     pub probes: u64,
     /// Fetches or refreshes that failed.
     pub refresh_failures: u64,
-    /// Reads answered with last-known-good because the store failed.
+    /// Reads answered with last-known-good because the store failed (every one is counted; the
+    /// [`SecretEvent::ServedStale`] event is emitted once per entry and backoff step).
     pub stale_serves: u64,
+    /// Reads answered with a remembered not-found or access-denied answer, without a store call.
+    pub negative_hits: u64,
     /// Times a newer version replaced a cached one.
     pub rotations: u64,
     /// Lease renewals that kept the credentials.
@@ -143,6 +195,68 @@ pub struct CacheStats {
 }
 
 pub(crate) type Hook = Arc<dyn Fn(&SecretEvent) + Send + Sync + 'static>;
+
+/// Where a cache's events go: the log, the hooks, the broadcast channel.
+pub(crate) struct Emitter {
+    sender: broadcast::Sender<SecretEvent>,
+    hooks: RwLock<Vec<Hook>>,
+}
+
+impl Emitter {
+    pub(crate) fn new(capacity: usize, hooks: Vec<Hook>) -> Self {
+        Emitter {
+            sender: broadcast::channel(capacity).0,
+            hooks: RwLock::new(hooks),
+        }
+    }
+
+    pub(crate) fn subscribe(&self) -> broadcast::Receiver<SecretEvent> {
+        self.sender.subscribe()
+    }
+
+    pub(crate) fn add_hook(&self, hook: Hook) {
+        self.hooks
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(hook);
+    }
+
+    /// Logs `event`, runs every hook and broadcasts it. A hook that panics is reported and
+    /// skipped: it must not take down the load or swap that emitted the event.
+    pub(crate) fn emit(&self, event: SecretEvent) {
+        match &event {
+            SecretEvent::RefreshFailed { .. } | SecretEvent::ServedStale { .. } => {
+                tracing::warn!(event = event.name(), id = event.id(), details = ?event, "secret event");
+            }
+            SecretEvent::DecodeFailed { .. } => {
+                tracing::error!(event = event.name(), id = event.id(), details = ?event, "secret event");
+            }
+            SecretEvent::HandleStatusChanged { state, .. } if *state != HandleState::Fresh => {
+                tracing::warn!(event = event.name(), id = event.id(), details = ?event, "secret event");
+            }
+            SecretEvent::Fetched { .. } => {
+                tracing::debug!(event = event.name(), id = event.id(), details = ?event, "secret event");
+            }
+            _ => {
+                tracing::info!(event = event.name(), id = event.id(), details = ?event, "secret event");
+            }
+        }
+        let hooks = self.hooks.read().unwrap_or_else(|e| e.into_inner());
+        for hook in hooks.iter() {
+            if std::panic::catch_unwind(AssertUnwindSafe(|| hook(&event))).is_err() {
+                // The panic's message is the hook's business (and could quote anything): say only
+                // that it happened.
+                tracing::error!(
+                    event = event.name(),
+                    id = event.id(),
+                    "credswap: an event hook panicked; the event was still delivered elsewhere"
+                );
+            }
+        }
+        drop(hooks);
+        let _ = self.sender.send(event);
+    }
+}
 
 /// Adds one to a statistics counter (statistics need no ordering with other memory).
 pub(crate) fn bump(counter: &std::sync::atomic::AtomicU64) {

@@ -23,8 +23,8 @@ pub mod testkit;
 pub use self::{
     cache::{SecretCache, SecretCacheBuilder},
     error::{Error, ErrorKind, Result},
-    events::{CacheStats, SecretEvent},
-    handle::{SecretHandle, Snapshot},
+    events::{CacheStats, HandleState, SecretEvent},
+    handle::{HandleStatus, SecretHandle, Snapshot},
     provider::{EnvProvider, FileProvider, MemoryProvider, SecretProvider},
     value::{Lease, SecretValue, Selector, Stage, Version, VersionId, Versioned},
 };
@@ -32,3 +32,10 @@ pub use self::{
 /// Re-exported so secret fields of your own types can be unprintable too
 /// (`password: SecretString`).
 pub use secrecy;
+
+/// What [`SecretHandle::load`] returns (from `arc-swap`): derefs to an `Arc<Snapshot<T>>`. Do not
+/// hold it across an `.await`.
+pub use arc_swap::Guard;
+
+/// The attribute that implementing [`SecretProvider`] needs (`#[credswap::async_trait]`).
+pub use async_trait::async_trait;

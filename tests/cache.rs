@@ -320,3 +320,25 @@ async fn bad_settings_are_config_errors() {
     let err = cache.get("bad\0id").await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidRequest);
 }
+
+#[tokio::test]
+async fn a_store_that_denies_the_version_probe_is_fetched_from_and_keeps_serving() {
+    let provider = common::Scripted::new();
+    let _ = provider.store.set("db", "v1");
+    provider.deny_probes();
+    let cache = SecretCache::builder(provider.clone())
+        .ttl(Duration::from_millis(100))
+        .build()
+        .unwrap();
+    let _ = cache.get("db").await.unwrap();
+    let v2 = provider.store.set("db", "v2");
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    // Expired: the probe is denied, so the cache fetches instead; last-known-good is never dropped.
+    assert_eq!(cache.get("db").await.unwrap().version.id, v2);
+    assert_eq!(provider.probes(), 1);
+    // From then on it does not ask for the probe again.
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert_eq!(cache.get("db").await.unwrap().version.id, v2);
+    assert_eq!(provider.probes(), 1);
+    assert_eq!(provider.fetches(), 3);
+}

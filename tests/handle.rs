@@ -62,7 +62,7 @@ async fn rotating_a_memory_secret_swaps_every_handle_and_grace_ends() {
     }
     // After the grace period only the current one is.
     let until = first.load().previous_valid_until().unwrap();
-    tokio::time::sleep_until((until + Duration::from_millis(20)).into()).await;
+    tokio::time::sleep_until(until + Duration::from_millis(20)).await;
     for handle in [&first, &clone, &second] {
         assert!(!handle.accepts(|s| s.password.expose_secret() == "pw-one"));
         assert!(handle.accepts(|s| s.password.expose_secret() == "pw-two"));
@@ -206,4 +206,38 @@ async fn dropped_handles_stop_their_watcher() {
         after_drop,
         "no refreshes without handles"
     );
+}
+
+#[tokio::test]
+async fn a_handle_opened_during_a_rotations_grace_period_accepts_the_previous_version_too() {
+    let store = Arc::new(MemoryProvider::new());
+    let v1 = store.set("partner", db_json("app", "key-one"));
+    // The rotation happened moments ago (its version was created now), in another process.
+    let v2 = store.set("partner", db_json("app", "key-two"));
+    // A replica starting now, with a fresh cache.
+    let cache = SecretCache::builder(store.clone())
+        .grace_period(Duration::from_millis(600))
+        .build()
+        .unwrap();
+    let handle = cache.handle::<DbSecret>("partner").await.unwrap();
+    let snapshot = handle.load_full();
+    assert_eq!(snapshot.version().id, v2);
+    assert_eq!(snapshot.previous_version().unwrap().id, v1);
+    // Like its peers, it accepts the old key until the new version's creation plus the grace.
+    assert!(handle.accepts(|s| s.password.expose_secret() == "key-one"));
+    assert!(handle.accepts(|s| s.password.expose_secret() == "key-two"));
+    tokio::time::sleep_until(snapshot.previous_valid_until().unwrap()).await;
+    assert!(!handle.accepts(|s| s.password.expose_secret() == "key-one"));
+
+    // Past the grace period, a new handle does not even look for the previous version.
+    let calls = store.fetch_calls();
+    let late = SecretCache::builder(store.clone())
+        .grace_period(Duration::from_millis(600))
+        .build()
+        .unwrap()
+        .handle::<DbSecret>("partner")
+        .await
+        .unwrap();
+    assert!(late.load().previous().is_none());
+    assert_eq!(store.fetch_calls(), calls + 1);
 }

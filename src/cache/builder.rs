@@ -105,6 +105,15 @@ impl SecretCacheBuilder {
         self
     }
 
+    /// How long a "not found" or "access denied" answer is remembered (reads of that secret get
+    /// the same error without a store call), doubling with each such answer in a row up to the
+    /// larger of this and the backoff maximum. Default: 5 seconds. Zero turns it off.
+    /// [`invalidate`](SecretCache::invalidate) forgets it at once.
+    pub fn negative_ttl(mut self, ttl: Duration) -> Self {
+        self.policy.negative_ttl = ttl;
+        self
+    }
+
     /// How many secrets (id and selector pairs) the cache holds at most. Default: 10,000.
     pub fn max_entries(mut self, max_entries: u64) -> Self {
         self.max_entries = max_entries;
@@ -153,10 +162,11 @@ impl SecretCacheBuilder {
             p.backoff_max,
             p.min_refresh_interval,
             p.grace_period,
+            p.negative_ttl,
         ];
         if durations.iter().any(|d| *d > crate::time::MAX_SETTING) {
             return Err(Error::config(
-                "durations (TTL, max_stale, backoff, refresh interval, grace) must be at most ten years",
+                "durations (TTL, max_stale, backoff, refresh interval, grace, negative TTL) must be at most ten years",
             ));
         }
         if self.max_entries == 0 || self.event_capacity == 0 {

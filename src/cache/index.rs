@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use arc_swap::{ArcSwap, Guard};
 
-use super::core::Entry;
+use super::entry::Entry;
 
 type Map = HashMap<Arc<str>, Arc<Entry>, foldhash::fast::RandomState>;
 

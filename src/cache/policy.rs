@@ -20,6 +20,9 @@ pub(crate) struct Policy {
     pub(crate) cold_retries: usize,
     pub(crate) min_refresh_interval: Duration,
     pub(crate) grace_period: Duration,
+    /// How long a not-found or access-denied answer is remembered after the first such answer in
+    /// a row (doubling with each further one). Zero: not remembered.
+    pub(crate) negative_ttl: Duration,
 }
 
 impl Default for Policy {
@@ -34,6 +37,7 @@ impl Default for Policy {
             cold_retries: 2,
             min_refresh_interval: Duration::from_secs(1),
             grace_period: Duration::from_secs(300),
+            negative_ttl: Duration::from_secs(5),
         }
     }
 }
@@ -76,6 +80,24 @@ impl Policy {
     }
 }
 
+impl Policy {
+    /// How long the `consecutive_failures`-th not-found or access-denied answer in a row is
+    /// remembered: `negative_ttl`, doubling, capped at the larger of `negative_ttl` and the backoff
+    /// maximum, minus up to a fifth of jitter so a fleet does not ask again in step.
+    pub(crate) fn negative_delay(&self, consecutive_failures: u32) -> Duration {
+        if self.negative_ttl.is_zero() {
+            return Duration::ZERO;
+        }
+        let cap = self.negative_ttl.max(self.backoff_max);
+        let doublings = consecutive_failures.saturating_sub(1).min(32);
+        let delay = self
+            .negative_ttl
+            .saturating_mul(1u32 << doublings.min(31))
+            .min(cap);
+        delay.mul_f64(0.8 + 0.2 * fastrand::f64())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -91,6 +113,27 @@ mod tests {
         assert!(points.iter().all(|p| *p <= Duration::from_secs(90)));
         let distinct: std::collections::HashSet<_> = points.iter().collect();
         assert!(distinct.len() > 100, "refresh points are not spread out");
+    }
+
+    #[test]
+    fn negative_answers_are_remembered_longer_each_time_up_to_a_cap() {
+        let policy = Policy {
+            negative_ttl: Duration::from_secs(5),
+            backoff_max: Duration::from_secs(60),
+            ..Policy::default()
+        };
+        let first = policy.negative_delay(1);
+        assert!(first >= Duration::from_secs(4) && first <= Duration::from_secs(5));
+        let third = policy.negative_delay(3);
+        assert!(third >= Duration::from_secs(16) && third <= Duration::from_secs(20));
+        for n in 1..100 {
+            assert!(policy.negative_delay(n) <= Duration::from_secs(60));
+        }
+        let off = Policy {
+            negative_ttl: Duration::ZERO,
+            ..Policy::default()
+        };
+        assert_eq!(off.negative_delay(3), Duration::ZERO);
     }
 
     #[test]

@@ -1,19 +1,26 @@
-//! Keeps handles current: one background task per watched key loads it at its refresh point (or at
-//! once after an invalidation) and every successful load is offered to the key's handles.
+//! Keeps handles current: one background task per followed key loads it at its refresh point (or
+//! at once after an invalidation, and at its lease's end) and tells the key's followers what every
+//! load brought: a value, or a failure.
 
 use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex, Weak};
-use std::time::Instant;
 
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 
-use super::core::{Inner, Key, SecretCache};
-use crate::value::{SecretValue, Versioned};
+use super::entry::Loaded;
+use super::key::Key;
+use super::load::Seen;
+use super::secret_cache::Inner;
+use crate::error::Error;
+use crate::time::{Instant, later};
 
-/// Something that wants every new value of a key: a handle.
-pub(crate) trait Sink: Send + Sync {
-    /// Called after every successful load of the key (also when the version did not change).
-    fn offer(&self, inner: &Inner, value: &Arc<Versioned<SecretValue>>);
+/// What a handle learns from the cache about the key it follows.
+pub(crate) trait Follower: Send + Sync {
+    /// A load of the key succeeded (also when the version did not change).
+    fn loaded(&self, loaded: &Loaded);
+    /// A load of the key failed.
+    fn failed(&self, error: &Error);
 }
 
 #[derive(Default)]
@@ -23,7 +30,7 @@ pub(crate) struct Watchers {
 
 struct Watch {
     id: Arc<str>,
-    sinks: Vec<Weak<dyn Sink>>,
+    followers: Vec<Weak<dyn Follower>>,
     wake: Arc<Notify>,
 }
 
@@ -32,10 +39,16 @@ impl Watchers {
         self.map.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub(crate) fn register(&self, cache: &SecretCache, key: &Key, sink: Weak<dyn Sink>) {
+    pub(super) fn register(
+        &self,
+        cache: &Arc<Inner>,
+        key: &Key,
+        follower: Weak<dyn Follower>,
+        shutdown: watch::Receiver<bool>,
+    ) {
         let mut map = self.lock();
         if let Some(watch) = map.get_mut(&key.cache_key) {
-            watch.sinks.push(sink);
+            watch.followers.push(follower);
             return;
         }
         let wake = Arc::new(Notify::new());
@@ -43,26 +56,43 @@ impl Watchers {
             Arc::clone(&key.cache_key),
             Watch {
                 id: Arc::clone(&key.id),
-                sinks: vec![sink],
+                followers: vec![follower],
                 wake: Arc::clone(&wake),
             },
         );
-        let _task = tokio::spawn(run(cache.downgrade(), key.clone(), wake));
+        let _task = tokio::spawn(run(Arc::downgrade(cache), key.clone(), wake, shutdown));
     }
 
-    /// Offers `value` to every live handle of `key`.
-    pub(crate) fn offer(&self, inner: &Inner, key: &Key, value: &Arc<Versioned<SecretValue>>) {
-        let live: Vec<Arc<dyn Sink>> = match self.lock().get(&key.cache_key) {
-            Some(watch) => watch.sinks.iter().filter_map(Weak::upgrade).collect(),
-            None => return,
-        };
-        // Outside the lock: a sink decodes, swaps and emits events.
-        for sink in live {
-            sink.offer(inner, value);
+    fn live(&self, key: &Key) -> Vec<Arc<dyn Follower>> {
+        match self.lock().get(&key.cache_key) {
+            Some(watch) => watch.followers.iter().filter_map(Weak::upgrade).collect(),
+            None => Vec::new(),
         }
     }
 
-    pub(crate) fn wake(&self, id: &str) {
+    /// Tells every live follower of `key` about a successful load.
+    pub(super) fn loaded(&self, key: &Key, loaded: &Loaded) {
+        // Outside the lock: a follower decodes, swaps and emits events. One that panics (a
+        // decoder, a hook) must not keep the others from hearing.
+        for follower in self.live(key) {
+            let delivered = std::panic::catch_unwind(AssertUnwindSafe(|| follower.loaded(loaded)));
+            if delivered.is_err() {
+                tracing::error!(id = %key.id, "credswap: a handle panicked taking a new value");
+            }
+        }
+    }
+
+    /// Tells every live follower of `key` about a failed load.
+    pub(super) fn failed(&self, key: &Key, error: &Error) {
+        for follower in self.live(key) {
+            let delivered = std::panic::catch_unwind(AssertUnwindSafe(|| follower.failed(error)));
+            if delivered.is_err() {
+                tracing::error!(id = %key.id, "credswap: a handle panicked taking a failure");
+            }
+        }
+    }
+
+    pub(super) fn wake(&self, id: &str) {
         for watch in self.lock().values() {
             if &*watch.id == id {
                 watch.wake.notify_one();
@@ -70,23 +100,28 @@ impl Watchers {
         }
     }
 
+    pub(super) fn wake_all(&self) {
+        for watch in self.lock().values() {
+            watch.wake.notify_one();
+        }
+    }
+
     /// Whether a handle follows any version of `id`.
-    pub(crate) fn watches(&self, id: &str) -> bool {
+    pub(super) fn watches(&self, id: &str) -> bool {
         self.lock().values().any(|watch| &*watch.id == id)
     }
 
     /// The ids that handles follow.
-    pub(crate) fn ids(&self) -> Vec<Arc<str>> {
+    pub(super) fn ids(&self) -> Vec<Arc<str>> {
         self.lock()
             .values()
             .map(|watch| Arc::clone(&watch.id))
             .collect()
     }
 
-    pub(crate) fn wake_all(&self) {
-        for watch in self.lock().values() {
-            watch.wake.notify_one();
-        }
+    /// Forgets every key (at shutdown).
+    pub(super) fn clear(&self) {
+        self.lock().clear();
     }
 
     /// Drops dead handles of `key`; when none is left, forgets the key and returns false.
@@ -95,8 +130,10 @@ impl Watchers {
         let Some(watch) = map.get_mut(&key.cache_key) else {
             return false;
         };
-        watch.sinks.retain(|sink| sink.strong_count() > 0);
-        if watch.sinks.is_empty() {
+        watch
+            .followers
+            .retain(|follower| follower.strong_count() > 0);
+        if watch.followers.is_empty() {
             let _ = map.remove(&key.cache_key);
             return false;
         }
@@ -104,32 +141,46 @@ impl Watchers {
     }
 }
 
-/// The watcher of one key. Holds the cache weakly: it ends when the cache or the last handle goes.
-async fn run(cache: Weak<Inner>, key: Key, wake: Arc<Notify>) {
+/// The watcher of one key. Holds the cache weakly: it ends when the cache, its last handle or the
+/// cache's shutdown goes.
+async fn run(cache: Weak<Inner>, key: Key, wake: Arc<Notify>, mut shutdown: watch::Receiver<bool>) {
     let mut failures = 0u32;
     loop {
-        let deadline = {
+        let (deadline, seen) = {
             let Some(inner) = cache.upgrade() else { return };
-            if !inner.watchers.keep_watching(&key) {
+            if inner.is_closed() || !inner.watchers.keep_watching(&key) {
                 return;
             }
-            let cache = SecretCache::from_inner(inner);
             let now = Instant::now();
-            match cache.next_refresh(&key) {
-                _ if failures > 0 => {
-                    crate::time::later(now, cache.inner.policy.retry_delay(failures, None))
-                }
-                Some(at) => at,
+            let entry = inner.index.get(&key.cache_key);
+            let mut deadline = match &entry {
+                Some(entry) => entry.refresh_at.max(entry.retry_at()),
                 None => now,
+            };
+            if failures > 0 {
+                deadline = deadline.max(later(now, inner.policy.retry_delay(failures, None)));
             }
+            // Also try when the held lease ends, whatever the backoff: handles learn of it then.
+            if let Some(end) = entry.as_ref().and_then(|entry| entry.lease_end) {
+                if end > now {
+                    deadline = deadline.min(end);
+                }
+            }
+            (deadline, Seen(entry.map(|entry| entry.seq)))
         };
         tokio::select! {
-            () = tokio::time::sleep_until(deadline.into()) => {}
+            () = tokio::time::sleep_until(deadline) => {}
             () = wake.notified() => {}
+            _ = shutdown.changed() => return,
         }
         let Some(inner) = cache.upgrade() else { return };
-        let cache = SecretCache::from_inner(inner);
-        match cache.load(&key).await {
+        // The last handle may have gone while we slept: no load for nobody.
+        if inner.is_closed() || !inner.watchers.keep_watching(&key) {
+            return;
+        }
+        let load = Inner::start_load(&inner, key.clone(), seen);
+        drop(inner);
+        match load.await {
             Ok(_) => failures = 0,
             Err(error) => {
                 failures = failures.saturating_add(1);

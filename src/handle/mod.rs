@@ -1,19 +1,26 @@
 //! Typed, atomically swapped views of one secret.
 
+mod follow;
+mod snapshot;
+mod status;
+
 use std::fmt;
 use std::sync::{Arc, Mutex, Weak};
-use std::time::{Duration, Instant};
+use std::time::{Duration, SystemTime};
 
 use arc_swap::{ArcSwap, Guard};
 use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 
+use self::follow::State;
+pub use self::{snapshot::Snapshot, status::HandleStatus};
 use crate::cache::SecretCache;
-use crate::cache::core::{Inner, Key};
-use crate::cache::watch::Sink;
-use crate::error::{Error, ErrorKind, Result, describe_json_error};
-use crate::events::SecretEvent;
-use crate::value::{SecretValue, Selector, Version, VersionId, Versioned};
+use crate::cache::key::Key;
+use crate::cache::read::Mode;
+use crate::cache::watch::Follower;
+use crate::error::{Error, Result, describe_json_error};
+use crate::time::{Instant, instant_of};
+use crate::value::{SecretValue, Selector, Version};
 
 /// Turns a secret's content into a `T`. Must not put the content into its error.
 pub(crate) type Decoder<T> = fn(&str, &SecretValue) -> Result<T>;
@@ -27,69 +34,11 @@ pub(crate) fn decode_raw(_id: &str, value: &SecretValue) -> Result<SecretValue> 
     Ok(value.clone())
 }
 
-/// What a handle holds at one moment: the current value and, for a grace period after a swap, the
-/// one before it.
-pub struct Snapshot<T> {
-    current: Arc<T>,
-    version: Version,
-    previous: Option<Previous<T>>,
-}
-
-struct Previous<T> {
-    value: Arc<T>,
-    version: Version,
-    valid_until: Instant,
-}
-
-impl<T> Snapshot<T> {
-    /// The current value.
-    pub fn current(&self) -> &T {
-        &self.current
-    }
-
-    /// The current value's version.
-    pub fn version(&self) -> &Version {
-        &self.version
-    }
-
-    /// The value before the last swap, while its grace period lasts.
-    pub fn previous(&self) -> Option<&T> {
-        self.previous
-            .as_ref()
-            .filter(|p| Instant::now() < p.valid_until)
-            .map(|p| &*p.value)
-    }
-
-    /// The version of the value before the last swap (also after its grace period ended).
-    pub fn previous_version(&self) -> Option<&Version> {
-        self.previous.as_ref().map(|p| &p.version)
-    }
-
-    /// Until when [`previous`](Self::previous) is accepted.
-    pub fn previous_valid_until(&self) -> Option<Instant> {
-        self.previous.as_ref().map(|p| p.valid_until)
-    }
-
-    /// Whether `check` accepts the current value, or the previous one while its grace period lasts:
-    /// a validator's dual-read during a rotation (an API key checked against both the new and the
-    /// old key, until every client has moved on).
-    pub fn accepts(&self, check: impl Fn(&T) -> bool) -> bool {
-        check(&self.current) || self.previous().is_some_and(check)
-    }
-}
-
-impl<T> fmt::Debug for Snapshot<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // Values are never printed, whatever T is.
-        f.debug_struct("Snapshot")
-            .field("version", &self.version.id)
-            .field(
-                "previous_version",
-                &self.previous.as_ref().map(|p| &p.version.id),
-            )
-            .field("previous_valid_until", &self.previous_valid_until())
-            .finish_non_exhaustive()
-    }
+/// Runs `decoder`; a decoder (a `Deserialize` impl) that panics is a decode error, not a crash of
+/// the task that loaded the value.
+fn decode_guarded<T>(decoder: Decoder<T>, id: &str, value: &SecretValue) -> Result<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| decoder(id, value)))
+        .unwrap_or_else(|_| Err(Error::decode(id, "the decoder panicked")))
 }
 
 struct Shared<T> {
@@ -98,11 +47,9 @@ struct Shared<T> {
     decoder: Decoder<T>,
     grace: Duration,
     snapshot: ArcSwap<Snapshot<T>>,
-    /// Serializes swaps (reads never take it).
-    swap_lock: Mutex<()>,
+    /// Serializes swaps and status changes (reads never take it).
+    state: Mutex<State>,
     changes: watch::Sender<u64>,
-    /// The last decode failure, with the version that caused it (not decoded again).
-    last_error: Mutex<Option<(VersionId, Error)>>,
 }
 
 /// A typed secret that follows rotations: the value is swapped atomically when the cache sees a
@@ -115,11 +62,30 @@ struct Shared<T> {
 ///   keeping a copy, and never hold its guard across an `.await`.
 /// - [`accepts`](Self::accepts) checks the current value, then the previous one within grace.
 /// - [`changed`](Self::changed) waits for the next swap; [`refresh`](Self::refresh) asks the store
-///   now.
+///   now; [`status`](Self::status) says how far to trust what `load` serves.
 ///
-/// A new version that cannot be decoded does not replace the snapshot: the handle keeps the last
-/// good value, emits [`SecretEvent::DecodeFailed`] and reports it through
-/// [`last_error`](Self::last_error).
+/// # What a handle serves
+///
+/// `load()` never fails and never waits: it always serves the last good snapshot. A handle never
+/// goes back to a version older than the one it holds, whatever order loads finish in.
+///
+/// - **Through a store outage** it keeps the last-known-good value; `status()` is
+///   [`HandleStatus::Stale`].
+/// - **After the store says the secret is gone or denied** it keeps the last value, which is no
+///   longer confirmed; `status()` is [`HandleStatus::Failing`] (the cache's `get` fails instead).
+/// - **After the value's lease ended** with no new credentials it keeps the expired credentials;
+///   `status()` is [`HandleStatus::LeaseExpired`].
+/// - **When a new version cannot be decoded** it keeps the last good value, emits
+///   [`SecretEvent::DecodeFailed`](crate::SecretEvent::DecodeFailed) once per bad version;
+///   `status()` is [`HandleStatus::DecodeFailed`].
+///
+/// Each change of status is a [`SecretEvent::HandleStatusChanged`](crate::SecretEvent::HandleStatusChanged).
+///
+/// # Dual-read from the start
+///
+/// A handle opened during a rotation's grace period (a replica starting while its peers still
+/// accept the old key) also fetches the store's previous version, and accepts it until the current
+/// version's creation time plus the grace period.
 ///
 /// ```
 /// use std::sync::Arc;
@@ -146,6 +112,7 @@ struct Shared<T> {
 /// // Within the grace period both keys are accepted.
 /// assert!(handle.accepts(|k| k.key == "k-1"));
 /// assert!(handle.accepts(|k| k.key == "k-2"));
+/// assert!(handle.status().is_fresh());
 /// # });
 /// ```
 pub struct SecretHandle<T> {
@@ -178,34 +145,39 @@ impl<T: Send + Sync + 'static> SecretHandle<T> {
         decoder: Decoder<T>,
     ) -> Result<Self> {
         let key = Key::new(id, selector)?;
-        let value = cache.get_selected(id, selector).await?;
-        let current = decoder(id, &value.value)?;
+        let loaded = cache.read_key(&key, Mode::Read).await?;
+        let current = decode_guarded(decoder, id, &loaded.value.value)?;
+        let grace = cache.grace_period();
+        let previous = if selector.is_current() {
+            previous_in_grace(cache, id, &loaded.value.version, decoder, grace).await
+        } else {
+            None
+        };
         let shared = Arc::new(Shared {
             key: key.clone(),
             cache: cache.clone(),
             decoder,
-            grace: cache.inner.policy.grace_period,
+            grace,
             snapshot: ArcSwap::from_pointee(Snapshot {
                 current: Arc::new(current),
-                version: value.version.clone(),
-                previous: None,
+                lease_end: lease_end(&loaded.value.version),
+                version: loaded.value.version.clone(),
+                previous,
             }),
-            swap_lock: Mutex::new(()),
+            state: Mutex::new(State::new(loaded.seq)),
             changes: watch::Sender::new(0),
-            last_error: Mutex::new(None),
         });
-        let sink: Arc<dyn Sink> = shared.clone();
-        let weak: Weak<dyn Sink> = Arc::downgrade(&sink);
-        drop(sink);
-        cache.register(&key, weak);
-        // A rotation may have landed between our read and the registration.
-        if let Some(latest) = cache.peek(&key) {
-            shared.offer(&cache.inner, &latest);
+        let follower: Arc<dyn Follower> = shared.clone();
+        let weak: Weak<dyn Follower> = Arc::downgrade(&follower);
+        drop(follower);
+        // A load may have landed between our read and the registration.
+        if let Some(latest) = cache.follow(&key, weak) {
+            let _ = shared.take(&latest);
         }
         Ok(SecretHandle { shared })
     }
 
-    /// The current snapshot. Lock-free and allocation-free (tens of nanoseconds).
+    /// The current snapshot. Lock-free and allocation-free (a few nanoseconds).
     ///
     /// Do not hold the guard across an `.await` or for long: it pins the snapshot it points to.
     /// Use [`load_full`](Self::load_full) to keep one.
@@ -237,45 +209,38 @@ impl<T: Send + Sync + 'static> SecretHandle<T> {
     }
 
     /// Asks the store for the newest version now (coalesced with every other load of this secret,
-    /// rate-limited by the cache's `min_refresh_interval`) and returns the snapshot after it.
+    /// rate-limited by the cache's `min_refresh_interval`) and returns the snapshot after it. The
+    /// snapshot never goes back: if a newer version arrived meanwhile, that is what it holds.
     ///
     /// # Errors
     ///
-    /// The store's error, or [`ErrorKind::Decode`] when the new version cannot be decoded (the
-    /// handle then keeps its previous snapshot).
+    /// The store's error (the handle keeps its snapshot, and its [`status`](Self::status) says
+    /// what happened), or [`ErrorKind::Decode`](crate::ErrorKind::Decode) when the new version
+    /// cannot be decoded (the handle then keeps its previous snapshot).
     pub async fn refresh(&self) -> Result<Arc<Snapshot<T>>> {
         let shared = &self.shared;
-        let value = if shared.key.selector == Selector::Current {
-            shared.cache.refresh(&shared.key.id).await?
-        } else {
-            shared.cache.load(&shared.key).await?
-        };
+        let loaded = shared.cache.read_key(&shared.key, Mode::Force).await?;
         // The load offered the value to us already; offer again in case it came from the cache.
-        shared.offer(&shared.cache.inner, &value);
-        let snapshot = self.load_full();
-        if snapshot.version.id != value.version.id {
-            let error = self.last_error().filter(|e| e.kind() == ErrorKind::Decode);
-            return Err(error.unwrap_or_else(|| {
-                Error::decode(&*shared.key.id, "the new version was not applied")
-            }));
-        }
-        Ok(snapshot)
+        shared.take(&loaded)?;
+        Ok(self.load_full())
     }
 
-    /// The last error met while following this secret (a decode failure of a new version), cleared
-    /// by the next successful swap.
+    /// How far to trust what [`load`](Self::load) serves: fresh, stale through an outage,
+    /// failing (gone or denied), expired lease, or a new version that did not decode. See
+    /// [`HandleStatus`].
+    pub fn status(&self) -> HandleStatus {
+        self.shared.status()
+    }
+
+    /// The error behind the current [`status`](Self::status), if it is not fresh: the store's last
+    /// error, the ended lease, or the decode failure of a newer version.
     pub fn last_error(&self) -> Option<Error> {
-        self.shared
-            .last_error
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .as_ref()
-            .map(|(_, error)| error.clone())
+        self.status().error()
     }
 
     /// The secret id.
     pub fn id(&self) -> &str {
-        &self.shared.key.id
+        self.shared.key.id()
     }
 
     /// The cache the handle reads through.
@@ -284,81 +249,54 @@ impl<T: Send + Sync + 'static> SecretHandle<T> {
     }
 }
 
-impl<T: Send + Sync + 'static> Sink for Shared<T> {
-    fn offer(&self, inner: &Inner, value: &Arc<Versioned<SecretValue>>) {
-        let _guard = self.swap_lock.lock().unwrap_or_else(|e| e.into_inner());
-        let old = self.snapshot.load_full();
-        if old.version.id == value.version.id {
-            if old.version != value.version {
-                // Same version, new metadata (a renewed lease, moved stages): no swap to announce.
-                self.snapshot.store(Arc::new(Snapshot {
-                    current: Arc::clone(&old.current),
-                    version: value.version.clone(),
-                    previous: old.previous.as_ref().map(|p| Previous {
-                        value: Arc::clone(&p.value),
-                        version: p.version.clone(),
-                        valid_until: p.valid_until,
-                    }),
-                }));
-            }
-            return;
-        }
-        let mut last_error = self.last_error.lock().unwrap_or_else(|e| e.into_inner());
-        if last_error
-            .as_ref()
-            .is_some_and(|(rejected, _)| rejected == &value.version.id)
-        {
-            // Already refused this version and said so.
-            return;
-        }
-        match (self.decoder)(&self.key.id, &value.value) {
-            Ok(decoded) => {
-                self.snapshot.store(Arc::new(Snapshot {
-                    current: Arc::new(decoded),
-                    version: value.version.clone(),
-                    previous: Some(Previous {
-                        value: Arc::clone(&old.current),
-                        version: old.version.clone(),
-                        valid_until: Instant::now() + self.grace,
-                    }),
-                }));
-                *last_error = None;
-                drop(last_error);
-                self.changes.send_modify(|n| *n = n.wrapping_add(1));
-                inner.emit(SecretEvent::HandleSwapped {
-                    id: Arc::clone(&self.key.id),
-                    old: old.version.id.clone(),
-                    new: value.version.id.clone(),
-                });
-            }
-            Err(error) => {
-                let reason = Arc::from(error.message().unwrap_or("decode failed"));
-                *last_error = Some((value.version.id.clone(), error));
-                // Hooks may call back into the handle: release the lock before they run.
-                drop(last_error);
-                inner.emit(SecretEvent::DecodeFailed {
-                    id: Arc::clone(&self.key.id),
-                    version: value.version.id.clone(),
-                    reason,
-                });
-            }
-        }
+fn lease_end(version: &Version) -> Option<Instant> {
+    version
+        .lease
+        .as_ref()
+        .map(|lease| instant_of(lease.expires_at))
+}
+
+/// The store's previous version, decoded, when `current` was created less than `grace` ago: a
+/// handle that starts during a rotation's grace period accepts what its peers still accept.
+async fn previous_in_grace<T>(
+    cache: &SecretCache,
+    id: &str,
+    current: &Version,
+    decoder: Decoder<T>,
+    grace: Duration,
+) -> Option<snapshot::Previous<T>> {
+    let accept_until = crate::time::later_wall(current.created_at?, grace);
+    if accept_until <= SystemTime::now() {
+        return None;
     }
+    let previous = cache.fetch_previous(id).await?;
+    if previous.version.id == current.id {
+        return None;
+    }
+    let value = decode_guarded(decoder, id, &previous.value).ok()?;
+    Some(snapshot::Previous {
+        value: Arc::new(value),
+        version: previous.version,
+        valid_until: instant_of(accept_until),
+    })
 }
 
 impl SecretCache {
     /// A handle on the current version of `id`, decoded from JSON into `T`.
     ///
-    /// Fetches (or reads from the cache) the current version now. From then on a background task
-    /// refreshes the secret at its refresh point and swaps the handle when the version changes.
-    /// Handles on one id share that task.
+    /// Fetches (or reads from the cache) the current version now, and, when that version is
+    /// younger than the grace period, the store's previous version too (see
+    /// [`SecretHandle`]'s dual-read). From then on a background task refreshes the secret at its
+    /// refresh point and swaps the handle when the version changes. Handles on one id share that
+    /// task.
     ///
     /// Put secret fields in types that do not print them, such as [`secrecy::SecretString`].
     ///
     /// # Errors
     ///
-    /// The store's error, or [`ErrorKind::Decode`] when the current version is not valid JSON for
-    /// `T` (the message names the position or the missing field, never the content).
+    /// The store's error, or [`ErrorKind::Decode`](crate::ErrorKind::Decode) when the current
+    /// version is not valid JSON for `T` (the message names the position or the missing field,
+    /// never the content).
     pub async fn handle<T>(&self, id: &str) -> Result<SecretHandle<T>>
     where
         T: DeserializeOwned + Send + Sync + 'static,
