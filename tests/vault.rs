@@ -3,6 +3,7 @@
 
 mod common;
 mod pg_common;
+mod vault_common;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,29 +11,14 @@ use std::time::Duration;
 use credswap::pg::PgCredentials;
 use credswap::provider::{VaultAuth, VaultDatabaseProvider, VaultKvProvider, VaultSession};
 use credswap::secrecy::ExposeSecret;
-use credswap::testkit::{OpenBaoServer, PostgresServer};
+use credswap::testkit::OpenBaoServer;
 use credswap::{ErrorKind, SecretCache, SecretProvider, Selector, Stage};
 use serde::Deserialize;
+use vault_common::{DatabaseEngine, can_log_in, database_engine, openbao, root_session};
 
 #[derive(Deserialize)]
 struct AppSecret {
     api_key: String,
-}
-
-async fn openbao() -> OpenBaoServer {
-    tokio::task::spawn_blocking(OpenBaoServer::start)
-        .await
-        .unwrap()
-        .expect("start OpenBao")
-}
-
-async fn root_session(bao: &OpenBaoServer) -> VaultSession {
-    VaultSession::connect(
-        bao.addr(),
-        VaultAuth::Token(bao.root_token().to_owned().into()),
-    )
-    .await
-    .expect("root login")
 }
 
 fn audited(bao: &OpenBaoServer, path: &str) -> usize {
@@ -108,48 +94,6 @@ async fn kv_versions_swap_the_handle_and_previous_skips_deleted_versions() {
     );
 }
 
-struct DatabaseEngine {
-    bao: OpenBaoServer,
-    pg: PostgresServer,
-}
-
-async fn database_engine() -> DatabaseEngine {
-    let (bao, pg) = tokio::join!(openbao(), async {
-        tokio::task::spawn_blocking(PostgresServer::start)
-            .await
-            .unwrap()
-            .expect("start PostgreSQL")
-    });
-    pg.execute("CREATE ROLE static_user LOGIN PASSWORD 'initial'")
-        .unwrap();
-    bao.cli(&["secrets", "enable", "database"]).unwrap();
-    let url = format!(
-        "connection_url=postgresql://{{{{username}}}}:{{{{password}}}}@127.0.0.1:{}/postgres?sslmode=disable",
-        pg.port()
-    );
-    let password = format!("password={}", pg.superuser_password());
-    bao.cli(&[
-        "write",
-        "database/config/pg",
-        "plugin_name=postgresql-database-plugin",
-        &url,
-        "username=postgres",
-        &password,
-        "allowed_roles=*",
-    ])
-    .unwrap();
-    bao.cli(&[
-        "write",
-        "database/roles/dyn",
-        "db_name=pg",
-        "creation_statements=CREATE ROLE \"{{name}}\" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}';",
-        "default_ttl=4s",
-        "max_ttl=12s",
-    ])
-    .unwrap();
-    DatabaseEngine { bao, pg }
-}
-
 /// A cache over the engine's database credentials; only leases drive its refreshes.
 async fn dynamic_credentials_cache(engine: &DatabaseEngine) -> SecretCache {
     let provider = VaultDatabaseProvider::new(root_session(&engine.bao).await, "database");
@@ -157,28 +101,6 @@ async fn dynamic_credentials_cache(engine: &DatabaseEngine) -> SecretCache {
         .ttl(Duration::from_secs(300))
         .build()
         .unwrap()
-}
-
-async fn can_log_in(pg: &PostgresServer, creds: &PgCredentials) -> Result<(), String> {
-    let config = format!(
-        "host=127.0.0.1 port={} dbname=postgres user={} password={}",
-        pg.port(),
-        creds.username,
-        creds.password.expose_secret()
-    );
-    let (client, connection) = tokio_postgres::connect(&config, tokio_postgres::NoTls)
-        .await
-        .map_err(|e| {
-            e.code()
-                .map(|c| c.code().to_owned())
-                .unwrap_or(e.to_string())
-        })?;
-    let _task = tokio::spawn(connection);
-    client
-        .query_one("SELECT 1", &[])
-        .await
-        .map_err(|e| e.to_string())?;
-    Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -22,7 +22,9 @@ pub use self::{env::EnvProvider, file::FileProvider, memory::MemoryProvider};
 #[cfg(feature = "aws")]
 pub use self::aws::AwsSecretsManagerProvider;
 #[cfg(feature = "vault")]
-pub use self::vault::{VaultAuth, VaultDatabaseProvider, VaultKvProvider, VaultSession};
+pub use self::vault::{
+    SessionEvent, VaultAuth, VaultConfig, VaultDatabaseProvider, VaultKvProvider, VaultSession,
+};
 
 /// A secret store.
 ///

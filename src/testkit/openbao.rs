@@ -22,6 +22,8 @@ pub struct OpenBaoServer {
     binary: PathBuf,
     port: u16,
     root_token: String,
+    /// With TLS: where the server wrote its CA, certificate and key.
+    tls_dir: Option<PathBuf>,
     dir: tempfile::TempDir,
 }
 
@@ -57,6 +59,16 @@ pub fn find_bao() -> Result<PathBuf, TestkitError> {
 impl OpenBaoServer {
     /// Starts the server; returns once `sys/health` answers.
     pub fn start() -> Result<Self, TestkitError> {
+        Self::start_with_tls(false)
+    }
+
+    /// Starts the server with TLS (`-dev-tls`): it generates its own CA, found at
+    /// [`ca_cert`](Self::ca_cert), and listens on `https://127.0.0.1:PORT`.
+    pub fn start_tls() -> Result<Self, TestkitError> {
+        Self::start_with_tls(true)
+    }
+
+    fn start_with_tls(tls: bool) -> Result<Self, TestkitError> {
         let binary = find_bao()?;
         let dir = tempfile::Builder::new()
             .prefix("credswap-bao-")
@@ -68,8 +80,14 @@ impl OpenBaoServer {
             port: 0,
             // OpenBao reserves the `s.` prefix for tokens it issues itself.
             root_token: format!("root-{}", random_token(24)),
+            tls_dir: None,
             dir,
         };
+        if tls {
+            let tls_dir = server.dir.path().join("tls");
+            std::fs::create_dir_all(&tls_dir).map_err(|e| TestkitError::io("create TLS dir", e))?;
+            server.tls_dir = Some(tls_dir);
+        }
         server.launch()?;
         Ok(server)
     }
@@ -98,11 +116,24 @@ impl OpenBaoServer {
                 .env("HOME", self.dir.path())
                 .env_remove("BAO_ADDR")
                 .env_remove("VAULT_ADDR");
+            if let Some(tls_dir) = &self.tls_dir {
+                let _ = command
+                    .arg("-dev-tls")
+                    .arg(format!("-dev-tls-cert-dir={}", tls_dir.display()));
+            }
             let log = self.dir.path().join(format!("bao-{port}.log"));
             let mut process = ServerProcess::spawn("OpenBao", command, log)?;
             let addr = SocketAddr::from(([127, 0, 0, 1], port));
-            match process.wait_until(Duration::from_secs(60), |_| {
-                http_status(addr, "/v1/sys/health") == Some(200)
+            let tls = self.tls_dir.is_some();
+            match process.wait_until(Duration::from_secs(60), |process| {
+                if tls {
+                    // No plain HTTP to poll: the dev banner comes once the server is unsealed.
+                    process.log_contains("Root Token:")
+                        && std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(500))
+                            .is_ok()
+                } else {
+                    http_status(addr, "/v1/sys/health") == Some(200)
+                }
             }) {
                 Ok(()) => {
                     self.port = port;
@@ -118,9 +149,21 @@ impl OpenBaoServer {
         }))
     }
 
-    /// The server's address, `http://127.0.0.1:PORT` (for `VAULT_ADDR` / `BAO_ADDR`).
+    /// The server's address, `http://127.0.0.1:PORT` (`https://` with TLS), for `VAULT_ADDR` /
+    /// `BAO_ADDR`.
     pub fn addr(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        let scheme = if self.tls_dir.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://127.0.0.1:{}", self.port)
+    }
+
+    /// With TLS, the CA certificate (PEM) the server's certificate is signed with, for
+    /// `VAULT_CACERT` / `BAO_CACERT`.
+    pub fn ca_cert(&self) -> Option<PathBuf> {
+        self.tls_dir.as_ref().map(|dir| dir.join("vault-ca.pem"))
     }
 
     /// The TCP port.
@@ -141,7 +184,11 @@ impl OpenBaoServer {
     /// Runs the `bao` CLI against this server as root (`BAO_ADDR`, `BAO_TOKEN` set) and returns
     /// what it printed, trimmed.
     pub fn cli(&self, args: &[&str]) -> Result<String, TestkitError> {
-        let output = Command::new(&self.binary)
+        let mut command = Command::new(&self.binary);
+        if let Some(ca) = self.ca_cert() {
+            let _ = command.env("BAO_CACERT", ca);
+        }
+        let output = command
             .args(args)
             .env("BAO_ADDR", self.addr())
             .env("BAO_TOKEN", &self.root_token)
@@ -168,10 +215,24 @@ impl OpenBaoServer {
 
     /// How many requests to `path` (such as `secret/metadata/myapp`) the server has answered.
     pub fn request_count(&self, path: &str) -> usize {
+        self.answered(|entry_path| entry_path == path)
+    }
+
+    /// How many requests, to any path, the server has answered.
+    pub fn request_total(&self) -> usize {
+        self.answered(|_| true)
+    }
+
+    fn answered(&self, path_matches: impl Fn(&str) -> bool) -> usize {
         let log = std::fs::read_to_string(self.audit_log()).unwrap_or_default();
         log.lines()
             .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-            .filter(|entry| entry["type"] == "response" && entry["request"]["path"] == path)
+            .filter(|entry| {
+                entry["type"] == "response"
+                    && entry["request"]["path"]
+                        .as_str()
+                        .is_some_and(|path| path_matches(path))
+            })
             .count()
     }
 

@@ -15,11 +15,11 @@ use crate::value::{Lease, SecretValue, Selector, Stage, Version, VersionId, Vers
 ///
 /// - `creds/<role>`: **dynamic** credentials. Each fetch creates a database user; the value is
 ///   `{"username", "password"}` (decode it as [`PgCredentials`](crate::pg::PgCredentials)), the
-///   version id is the lease id, and the [`Lease`] (duration, renewable) is kept — vaultrs drops it,
-///   so these endpoints are called directly. The cache renews the lease at about two thirds of
-///   what remains and fetches new credentials when a renewal comes back shortened by the max TTL, so
-///   handles swap — and pools drain the old user — before it ends.
-///   [`SecretCache::revoke_leases`](crate::SecretCache::revoke_leases) revokes them at shutdown.
+///   version id is the lease id, and the [`Lease`] (duration, renewable) is kept. The cache
+///   renews the lease at about two thirds of what remains and fetches new credentials when a
+///   renewal comes back shortened by the max TTL, so handles swap — and pools drain the old user —
+///   before it ends. [`SecretCache::shutdown_revoking_leases`](crate::SecretCache::shutdown_revoking_leases)
+///   revokes them at shutdown.
 /// - `static-creds/<role>`: **static** roles, whose password Vault rotates on a schedule. The
 ///   version id is the last rotation time, and the returned `ttl` tells the cache when the next
 ///   rotation happens: it asks again right after.

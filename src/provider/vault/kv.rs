@@ -1,8 +1,9 @@
+use std::collections::HashMap;
 use std::time::SystemTime;
 
 use async_trait::async_trait;
-use vaultrs::api::kv2::requests::{ReadSecretMetadataRequest, ReadSecretRequest};
-use vaultrs::api::kv2::responses::ReadSecretMetadataResponse;
+use reqwest::Method;
+use serde::Deserialize;
 
 use super::session::VaultSession;
 use crate::error::{Error, Result};
@@ -16,7 +17,8 @@ use crate::value::{SecretValue, Selector, Stage, Version, VersionId, Versioned};
 /// into your type). Versions are KV version numbers, with their creation time.
 ///
 /// - [`probe`](SecretProvider::probe) reads only the metadata endpoint (`current_version`): an
-///   unchanged secret costs no data read.
+///   unchanged secret costs no data read. A policy that allows reading the data but not the
+///   metadata still works: the cache then fetches.
 /// - [`Stage::Previous`] selects the newest earlier version that is neither deleted nor destroyed,
 ///   so a handle's dual-read and a pool's fallback have the real previous value.
 /// - 404 → not found; 403 → access denied; sealed, 5xx, unreachable → transient; 429 → throttled.
@@ -24,6 +26,41 @@ use crate::value::{SecretValue, Selector, Stage, Version, VersionId, Versioned};
 pub struct VaultKvProvider {
     session: VaultSession,
     mount: String,
+}
+
+/// `data` of a KV v2 metadata response.
+#[derive(Debug, Deserialize)]
+struct Metadata {
+    current_version: u64,
+    #[serde(default)]
+    versions: HashMap<String, VersionMetadata>,
+}
+
+#[derive(Debug, Deserialize)]
+struct VersionMetadata {
+    #[serde(default)]
+    deletion_time: String,
+    #[serde(default)]
+    destroyed: bool,
+}
+
+/// `data` of a KV v2 read response.
+#[derive(Deserialize)]
+struct Read {
+    #[serde(default)]
+    data: serde_json::Value,
+    metadata: ReadMetadata,
+}
+
+#[derive(Deserialize)]
+struct ReadMetadata {
+    version: u64,
+    #[serde(default)]
+    created_time: String,
+    #[serde(default)]
+    deletion_time: String,
+    #[serde(default)]
+    destroyed: bool,
 }
 
 fn parse_time(text: &str) -> Option<SystemTime> {
@@ -35,7 +72,7 @@ fn is_live(deletion_time: &str, destroyed: bool) -> bool {
 }
 
 /// The newest version before the current one that is neither deleted nor destroyed.
-fn previous_version(metadata: &ReadSecretMetadataResponse) -> Option<u64> {
+fn previous_version(metadata: &Metadata) -> Option<u64> {
     metadata
         .versions
         .iter()
@@ -47,6 +84,16 @@ fn previous_version(metadata: &ReadSecretMetadataResponse) -> Option<u64> {
         .max()
 }
 
+/// The `data` field of a Vault response, parsed as `T`, never echoing it in an error.
+fn data_of<T: serde::de::DeserializeOwned>(path: &str, response: serde_json::Value) -> Result<T> {
+    let data = match response {
+        serde_json::Value::Object(mut object) => object.remove("data"),
+        _ => None,
+    };
+    data.and_then(|data| serde_json::from_value(data).ok())
+        .ok_or_else(|| Error::invalid_request(path, "Vault's response has an unexpected shape"))
+}
+
 impl VaultKvProvider {
     /// A provider for the KV v2 engine mounted at `mount` (such as `secret`).
     pub fn new(session: VaultSession, mount: impl Into<String>) -> Self {
@@ -56,19 +103,10 @@ impl VaultKvProvider {
         }
     }
 
-    async fn metadata(&self, id: &str) -> Result<ReadSecretMetadataResponse> {
+    async fn metadata(&self, id: &str) -> Result<Metadata> {
         let path = format!("{}/metadata/{id}", self.mount);
-        let (mount, id) = (self.mount.clone(), id.to_owned());
-        self.session
-            .call(&path, |client| {
-                let endpoint = ReadSecretMetadataRequest::builder()
-                    .mount(mount.clone())
-                    .path(id.clone())
-                    .build()
-                    .expect("mount and path are set");
-                async move { vaultrs::api::exec_with_result(&*client, endpoint).await }
-            })
-            .await
+        let response = self.session.request(Method::GET, &path, None).await?;
+        data_of(&path, response)
     }
 
     /// Which version number `selector` means, `None` for the latest.
@@ -102,27 +140,20 @@ impl SecretProvider for VaultKvProvider {
     async fn fetch(&self, id: &str, selector: &Selector) -> Result<Versioned<SecretValue>> {
         let version = self.resolve(id, selector).await?;
         let path = format!("{}/data/{id}", self.mount);
-        let (mount, secret_path) = (self.mount.clone(), id.to_owned());
-        let response = self
-            .session
-            .call(&path, |client| {
-                let endpoint = ReadSecretRequest::builder()
-                    .mount(mount.clone())
-                    .path(secret_path.clone())
-                    .version(version)
-                    .build()
-                    .expect("mount and path are set");
-                async move { vaultrs::api::exec_with_result(&*client, endpoint).await }
-            })
-            .await?;
-        let metadata = &response.metadata;
-        if !is_live(&metadata.deletion_time, metadata.destroyed) || response.data.is_null() {
+        let query = match version {
+            Some(number) => format!("{path}?version={number}"),
+            None => path.clone(),
+        };
+        let response = self.session.request(Method::GET, &query, None).await?;
+        let read: Read = data_of(&path, response)?;
+        let metadata = &read.metadata;
+        if !is_live(&metadata.deletion_time, metadata.destroyed) || read.data.is_null() {
             return Err(Error::not_found(id).with_message(format!(
                 "version {} is deleted or destroyed",
                 metadata.version
             )));
         }
-        let value = SecretValue::text(response.data.to_string());
+        let value = SecretValue::text(read.data.to_string());
         let mut stages = Vec::new();
         if version.is_none() {
             stages.push(Stage::Current);
@@ -159,10 +190,8 @@ mod tests {
 
     #[test]
     fn previous_skips_deleted_and_destroyed_versions() {
-        let json = serde_json::json!({
+        let json = serde_json::json!({"data": {
             "cas_required": false, "created_time": "2026-01-01T00:00:00Z", "current_version": 5,
-            "delete_version_after": "0s", "max_versions": 0, "oldest_version": 0,
-            "updated_time": "2026-01-01T00:00:00Z", "custom_metadata": null,
             "versions": {
                 "1": {"created_time": "2026-01-01T00:00:00Z", "deletion_time": "", "destroyed": false},
                 "2": {"created_time": "2026-01-01T00:00:00Z", "deletion_time": "", "destroyed": false},
@@ -170,9 +199,12 @@ mod tests {
                 "4": {"created_time": "2026-01-01T00:00:00Z", "deletion_time": "2026-01-02T00:00:00Z", "destroyed": false},
                 "5": {"created_time": "2026-01-01T00:00:00Z", "deletion_time": "", "destroyed": false}
             }
-        });
-        let metadata: ReadSecretMetadataResponse = serde_json::from_value(json).unwrap();
+        }});
+        let metadata: Metadata = data_of("secret/metadata/app", json).unwrap();
         assert_eq!(previous_version(&metadata), Some(2));
         assert!(parse_time("2026-11-23T07:05:20.123456789Z").is_some());
+        let err = data_of::<Metadata>("secret/metadata/app", serde_json::json!({"data": "s3cr3t"}))
+            .unwrap_err();
+        assert!(!err.to_string().contains("s3cr3t"));
     }
 }

@@ -1,11 +1,18 @@
-//! Vault and OpenBao: a session that keeps its token alive, KV v2 and database credentials.
+//! Vault and OpenBao: a session that keeps its token alive, KV v2 and database credentials, all
+//! over one HTTP client configured once ([`VaultConfig`]).
 
+mod auth;
+mod config;
 mod database;
+mod http;
+mod keep_alive;
 mod kv;
 mod session;
 
 pub use self::{
+    auth::VaultAuth,
+    config::VaultConfig,
     database::VaultDatabaseProvider,
     kv::VaultKvProvider,
-    session::{VaultAuth, VaultSession},
+    session::{SessionEvent, VaultSession},
 };
