@@ -231,7 +231,7 @@ impl OpenBaoServer {
                 entry["type"] == "response"
                     && entry["request"]["path"]
                         .as_str()
-                        .is_some_and(|path| path_matches(path))
+                        .is_some_and(&path_matches)
             })
             .count()
     }
