@@ -294,3 +294,21 @@ async fn a_killed_server_is_invisible_within_max_stale_then_a_transient_error() 
     assert!(err.is_retryable());
     assert!(!format!("{err} {err:?}").contains("stale-ok"));
 }
+
+#[tokio::test]
+async fn a_replica_started_after_a_rotation_accepts_awsprevious_within_the_grace_period() {
+    let (_moto, client) = moto().await;
+    let _ = create(&client, "prod/app/api", &rds_json("key-one")).await;
+    let (old, new) = rotate(&client, "prod/app/api", &rds_json("key-two")).await;
+    // A new process: its cache has never seen version one.
+    let cache = SecretCache::builder(Arc::new(AwsSecretsManagerProvider::new(client)))
+        .grace_period(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let handle = cache.handle::<RdsSecret>("prod/app/api").await.unwrap();
+    let snapshot = handle.load();
+    assert_eq!(snapshot.version().id.as_str(), new);
+    assert_eq!(snapshot.previous_version().unwrap().id.as_str(), old);
+    assert!(handle.accepts(|s| s.password.expose_secret() == "key-one"));
+    assert!(handle.accepts(|s| s.password.expose_secret() == "key-two"));
+}

@@ -86,6 +86,18 @@ async fn kv_versions_swap_the_handle_and_previous_skips_deleted_versions() {
         .await
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::NotFound);
+    // A replica started now (its cache never saw version 3) accepts the newest live earlier
+    // version, 1, during the grace period, as its peers do.
+    let replica = SecretCache::builder(provider.clone())
+        .grace_period(Duration::from_secs(60))
+        .build()
+        .unwrap()
+        .handle::<AppSecret>("myapp/api")
+        .await
+        .unwrap();
+    assert_eq!(replica.load().version().id.as_str(), "4");
+    assert_eq!(replica.load().previous_version().unwrap().id.as_str(), "1");
+    assert!(replica.accepts(|s| s.api_key == "k-1"));
     let err = cache.get("myapp/nothing-here").await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::NotFound);
     assert!(
