@@ -99,6 +99,9 @@ async fn no_caller_sees_an_error_through_ten_rotations_in_both_orders() {
     // old_user_sessions_are_gone_within_the_drain_delay.)
     assert!(stats.last_update_latency.is_some());
     assert_eq!(stats.exhausted, 0);
+    // One user: its previous password died when the database took the new one, so no login was
+    // spent on it.
+    assert_eq!(stats.fallbacks_to_previous, 0, "{stats:?}");
     // And the pool ends on the newest password: a brand-new login works.
     tokio::time::sleep(Duration::from_millis(250)).await;
     let _ = pool.handle().refresh().await.unwrap();
@@ -174,7 +177,7 @@ async fn a_storm_of_rejected_logins_costs_the_store_one_call() {
         .pool_options(PgPoolOptions::new().max_connections(100))
         .connect_options(target(storm.pg.port()))
         .rotation(rotation(Duration::from_secs(60)))
-        .connect_lazy()
+        .build()
         .unwrap();
     let calls_before = storm.rotate_behind_the_handle().await;
 
@@ -267,7 +270,7 @@ async fn credentials_that_never_work_end_in_a_typed_error_not_a_hang() {
     assert!(err.to_string().contains("28P01"), "{err}");
     assert!(!err.to_string().contains("wrong-"));
 
-    let pool = builder().connect_lazy().unwrap();
+    let pool = builder().build().unwrap();
     let err = tokio::time::timeout(Duration::from_secs(20), pool.acquire())
         .await
         .expect("no hang")
@@ -317,4 +320,59 @@ async fn the_pool_recovers_from_a_database_restart_without_leaking_connections()
     let sessions = sessions_of(&admin, "app").await;
     assert!(sessions <= 8, "{sessions} sessions for a pool of 8");
     assert!(pool.inner().size() <= 8);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_users_own_sqlx_callbacks_still_run() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let fixture = fixture().await;
+    let connected = Arc::new(AtomicU64::new(0));
+    let checked = Arc::new(AtomicU64::new(0));
+    let released = Arc::new(AtomicU64::new(0));
+    let (c, k, r) = (connected.clone(), checked.clone(), released.clone());
+    let pool = RotatingPgPool::builder(fixture.handle.clone())
+        .pool_options(PgPoolOptions::new().max_connections(2))
+        .connect_options(target(fixture.port))
+        .after_connect(move |conn, _meta| {
+            let _ = c.fetch_add(1, Ordering::SeqCst);
+            Box::pin(async move {
+                use sqlx::Executor;
+                let _ = conn.execute("SET application_name = 'hooked'").await?;
+                Ok(())
+            })
+        })
+        .before_acquire(move |_conn, _meta| {
+            let _ = k.fetch_add(1, Ordering::SeqCst);
+            Box::pin(async { Ok(true) })
+        })
+        .after_release(move |_conn, _meta| {
+            let _ = r.fetch_add(1, Ordering::SeqCst);
+            Box::pin(async { Ok(true) })
+        })
+        .connect()
+        .await
+        .unwrap();
+    for _ in 0..10 {
+        let name: String = sqlx::query_scalar("SELECT current_setting('application_name')")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(
+            name, "hooked",
+            "the user's after_connect ran on the connection"
+        );
+    }
+    assert!(connected.load(Ordering::SeqCst) >= 1);
+    assert!(checked.load(Ordering::SeqCst) >= 5, "before_acquire ran");
+    assert!(
+        common::eventually(Duration::from_secs(5), || released.load(Ordering::SeqCst)
+            >= 10)
+        .await,
+        "after_release ran"
+    );
+    // And the pool's own bookkeeping still works beside them: the first connection was counted.
+    assert_eq!(
+        pool.monitor().rotations()[0].connections_opened,
+        connected.load(Ordering::SeqCst)
+    );
 }

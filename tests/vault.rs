@@ -377,3 +377,56 @@ async fn a_pool_on_dynamic_credentials_moves_to_the_new_user_with_no_caller_erro
     let printed = format!("{pool:?} {handle:?} {:?}", handle.load().current());
     assert!(!printed.contains(handle.load().current().password.expose_secret()));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pools_on_renewed_dynamic_credentials_drain_the_old_user_at_the_drain_delay_not_at_once() {
+    use credswap::pg::RotationConfig;
+    use pg_common::{Kind, TestPool, sessions_of};
+
+    let engine = database_engine().await;
+    let cache = dynamic_credentials_cache(&engine).await;
+    let handle = cache.handle::<PgCredentials>("creds/dyn").await.unwrap();
+    let first_user = handle.load().current().username.clone();
+    // The lease (4 s, renewed every ~2.6 s up to its 12 s max TTL) is renewed several times before
+    // new credentials come; the old user's lease then still has over a second to run.
+    let config = RotationConfig::default()
+        .drain_delay(Duration::from_secs(1))
+        .lease_margin(Duration::from_millis(300));
+    let mut pools = Vec::new();
+    for kind in [Kind::Sqlx, Kind::Deadpool] {
+        let pool = TestPool::open(kind, &handle, engine.pg.port(), 4, config.clone()).await;
+        let held = [pool.hold().await.unwrap(), pool.hold().await.unwrap()];
+        drop(held);
+        pools.push(pool);
+    }
+    let admin = pg_common::admin_client(&engine.pg).await;
+    assert_eq!(sessions_of(&admin, &first_user).await, 4);
+
+    let _ = tokio::time::timeout(Duration::from_secs(14), handle.changed())
+        .await
+        .expect("new credentials before the max TTL");
+    let swapped = tokio::time::Instant::now();
+    assert!(cache.stats().lease_renewals >= 2, "{:?}", cache.stats());
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(
+        sessions_of(&admin, &first_user).await,
+        4,
+        "the old user's connections stay until the drain delay (its renewed lease runs on)"
+    );
+    tokio::time::sleep_until(swapped + Duration::from_millis(2000)).await;
+    assert_eq!(sessions_of(&admin, &first_user).await, 0, "drained");
+    for pool in &pools {
+        let records = pool.monitor().rotations();
+        assert!(records.len() >= 2, "{records:?}");
+        let old = &records[records.len() - 2];
+        let deadline = old.drain_deadline.unwrap() - old.replaced_at.unwrap();
+        assert!(
+            deadline >= Duration::from_millis(500),
+            "drained {deadline:?} after the swap"
+        );
+        assert_eq!(
+            pool.query().await.unwrap(),
+            handle.load().current().username
+        );
+    }
+}

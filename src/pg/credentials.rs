@@ -3,6 +3,8 @@ use std::fmt;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Deserializer};
 
+use super::config::Endpoint;
+
 /// Credentials for a PostgreSQL login, as secret stores hold them.
 ///
 /// Deserializes from the JSON of an AWS RDS / Secrets Manager database secret
@@ -73,6 +75,72 @@ impl PgCredentials {
     }
 }
 
+/// How much TLS a login needs, as libpq's `sslmode` says it, from least to most.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum TlsLevel {
+    Disable,
+    Allow,
+    Prefer,
+    Require,
+    VerifyCa,
+    VerifyFull,
+}
+
+impl TlsLevel {
+    fn parse(mode: &str) -> Option<TlsLevel> {
+        Some(match mode.trim().to_ascii_lowercase().as_str() {
+            "disable" => TlsLevel::Disable,
+            "allow" => TlsLevel::Allow,
+            "prefer" => TlsLevel::Prefer,
+            "require" => TlsLevel::Require,
+            "verify-ca" | "verify_ca" => TlsLevel::VerifyCa,
+            "verify-full" | "verify_full" => TlsLevel::VerifyFull,
+            _ => return None,
+        })
+    }
+}
+
+/// What one login takes from the credentials, the same for both pools: who logs in, where to
+/// (unless the pool's own target is kept), and the least TLS the secret asks for. A pool applies
+/// it over its own settings, keeping every setting the secret does not speak of, and never
+/// lowering the TLS the pool was given.
+pub(crate) struct Login<'a> {
+    pub(crate) username: &'a str,
+    pub(crate) password: &'a str,
+    /// The host to connect to instead of the configured ones.
+    pub(crate) host: Option<&'a str>,
+    /// The port to connect to instead of the configured one.
+    pub(crate) port: Option<u16>,
+    pub(crate) dbname: Option<&'a str>,
+    /// The secret's `sslmode`: the pool's is raised to it, never lowered.
+    pub(crate) tls_at_least: Option<TlsLevel>,
+}
+
+impl PgCredentials {
+    /// What a login with these credentials takes from them, for a pool connecting to `endpoint`.
+    pub(crate) fn login(&self, endpoint: Endpoint) -> Login<'_> {
+        let from_secret = endpoint == Endpoint::FromSecret;
+        let tls_at_least = self.ssl_mode.as_deref().and_then(|mode| {
+            let level = TlsLevel::parse(mode);
+            if level.is_none() {
+                tracing::warn!(
+                    ssl_mode = %mode,
+                    "credswap: unknown ssl_mode in the database secret; keeping the pool's"
+                );
+            }
+            level
+        });
+        Login {
+            username: &self.username,
+            password: self.password.expose_secret(),
+            host: self.host.as_deref().filter(|_| from_secret),
+            port: self.port.filter(|_| from_secret),
+            dbname: self.dbname.as_deref(),
+            tls_at_least,
+        }
+    }
+}
+
 impl fmt::Debug for PgCredentials {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PgCredentials")
@@ -125,5 +193,22 @@ mod tests {
         let a = PgCredentials::new("u", "p");
         assert!(a.same_login(&PgCredentials::new("u", "p")));
         assert!(!a.same_login(&PgCredentials::new("u", "q")));
+    }
+
+    #[test]
+    fn a_login_takes_the_target_from_the_secret_unless_told_to_keep_the_pools() {
+        let rds: PgCredentials = serde_json::from_str(
+            r#"{"host":"db.internal","port":5432,"dbname":"d","username":"u","password":"p","ssl_mode":"verify-full"}"#,
+        )
+        .unwrap();
+        let login = rds.login(Endpoint::FromSecret);
+        assert_eq!((login.host, login.port), (Some("db.internal"), Some(5432)));
+        assert_eq!(login.tls_at_least, Some(TlsLevel::VerifyFull));
+        let login = rds.login(Endpoint::Configured);
+        assert_eq!((login.host, login.port), (None, None));
+        assert_eq!(login.dbname, Some("d"));
+        assert_eq!(login.password, "p");
+        assert!(TlsLevel::Require > TlsLevel::Prefer);
+        assert_eq!(TlsLevel::parse("nonsense"), None);
     }
 }

@@ -2,12 +2,17 @@
 //!
 //! [`PgCredentials`] reads the database secrets of AWS Secrets Manager (the RDS JSON shape) and
 //! Vault (`{username, password}`). [`RotatingPgPool`] (feature `sqlx`) and
-//! [`RotatingConnect`] (feature `deadpool`) open new connections with the newest credentials, turn
-//! an authentication failure into one coalesced refresh and a retry, and drain connections opened
-//! with credentials that have been rotated away. Pools know handles, not providers.
+//! [`RotatingDeadpoolBuilder`] (feature `deadpool`) open new connections with the newest
+//! credentials, turn an authentication failure into one coalesced refresh and a retry, and drain
+//! connections opened with credentials that have been rotated away — each version at its own
+//! deadline, logins in flight at a rotation included. Both share one mechanism and one
+//! [`RotationConfig`], and report through a [`PoolMonitor`]. Pools know handles, not providers.
 
 mod classify;
+mod config;
 mod credentials;
+mod ledger;
+mod monitor;
 mod rotation;
 
 #[cfg(feature = "deadpool")]
@@ -22,11 +27,12 @@ pub use self::{
         AuthFailurePolicy, INVALID_AUTHORIZATION_SPECIFICATION, INVALID_PASSWORD, SqlStatePolicy,
         sqlstate,
     },
+    config::{Endpoint, RotationConfig},
     credentials::PgCredentials,
-    rotation::{PoolStats, RotationConfig},
+    monitor::{PoolEvent, PoolMonitor, PoolStats, RotationRecord},
 };
 
 #[cfg(feature = "deadpool")]
-pub use self::deadpool::{PoolMonitor, RotatingConnect, RotatingDeadpoolBuilder};
+pub use self::deadpool::{RotatingConnect, RotatingDeadpoolBuilder};
 #[cfg(feature = "sqlx")]
 pub use self::sqlx::{RotatingPgPool, RotatingPgPoolBuilder, apply_credentials};

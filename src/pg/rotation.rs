@@ -1,89 +1,21 @@
-//! What both pools share: which credentials to connect with, what to do when they are rejected,
-//! which connections to retire, and the counters that show it.
+//! What both pools share: which credentials new logins use, what to do when they are rejected,
+//! which connections to retire and when, and what to report about it.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
 
-use crate::time::Instant;
-
-use backon::{BackoffBuilder, ExponentialBuilder};
+use tokio::sync::broadcast;
 
 use super::classify::{AuthFailurePolicy, SqlStatePolicy, is_auth_failure};
+use super::config::RotationConfig;
 use super::credentials::PgCredentials;
+use super::ledger::{Ledger, Verdict};
+use super::monitor::{PoolEvent, PoolStats, RotationRecord};
 use crate::events::bump;
 use crate::handle::{SecretHandle, Snapshot};
-use crate::value::VersionId;
-
-/// How a rotation-aware pool retries rejected logins and retires old connections.
-#[derive(Debug, Clone)]
-#[non_exhaustive]
-pub struct RotationConfig {
-    /// Connection attempts after an authentication failure before the caller sees it. Default: 8.
-    pub retry_attempts: u32,
-    /// The longest a caller waits for a login to succeed again. Default: 30 s.
-    pub retry_budget: Duration,
-    /// First and largest wait between attempts (jittered, exponential). Default: 50 ms to 2 s.
-    pub backoff_min: Duration,
-    /// See `backoff_min`.
-    pub backoff_max: Duration,
-    /// How long after a rotation connections opened with older credentials stay in use. They are
-    /// closed when they next come back to (or are taken from) the pool after that. Default: 30 s.
-    pub drain_delay: Duration,
-    /// Connections opened with leased credentials are retired at least this long before the lease
-    /// ends, whatever the drain delay. Default: 30 s.
-    pub lease_margin: Duration,
-}
-
-impl Default for RotationConfig {
-    fn default() -> Self {
-        RotationConfig {
-            retry_attempts: 8,
-            retry_budget: Duration::from_secs(30),
-            backoff_min: Duration::from_millis(50),
-            backoff_max: Duration::from_secs(2),
-            drain_delay: Duration::from_secs(30),
-            lease_margin: Duration::from_secs(30),
-        }
-    }
-}
-
-impl RotationConfig {
-    pub(crate) fn backoff(&self, attempt: u32) -> Duration {
-        ExponentialBuilder::default()
-            .with_min_delay(self.backoff_min)
-            .with_max_delay(self.backoff_max)
-            .with_jitter()
-            .without_max_times()
-            .build()
-            .nth(attempt.saturating_sub(1).min(32) as usize)
-            .unwrap_or(self.backoff_max)
-    }
-}
-
-/// Counters of a rotation-aware pool.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct PoolStats {
-    /// Logins the database rejected as authentication failures.
-    pub auth_failures: u64,
-    /// Connection attempts retried after such a failure.
-    pub retries: u64,
-    /// Credential refreshes requested from the secret cache (coalesced there: many requests, few
-    /// store calls).
-    pub refreshes_requested: u64,
-    /// Times the pool fell back to the previous credentials, still inside their grace period.
-    pub fallbacks_to_previous: u64,
-    /// Times the retry budget was spent and the caller saw the error.
-    pub exhausted: u64,
-    /// Times new credentials were applied for new connections.
-    pub credential_swaps: u64,
-    /// Connections closed because they were opened with older credentials.
-    pub connections_drained: u64,
-    /// Time from the pool seeing a new version to the first connection opened with it, for the
-    /// latest rotation (consumer update latency).
-    pub last_update_latency: Option<Duration>,
-}
+use crate::time::{Instant, instant_of};
+use crate::value::{Version, VersionId};
 
 #[derive(Default)]
 struct Counters {
@@ -98,7 +30,7 @@ struct Counters {
     last_update_latency: AtomicU64,
 }
 
-/// The credentials a connection attempt uses, and the epoch they belong to.
+/// The credentials a login attempt uses, and the epoch they belong to.
 #[derive(Clone)]
 pub(crate) struct Chosen {
     pub(crate) epoch: u64,
@@ -118,17 +50,13 @@ impl Chosen {
 }
 
 struct State {
-    /// Bumped whenever the credentials to use change (new version, or a fallback switch).
+    /// Bumped whenever the credentials new logins use change (a new version, or a switch to the
+    /// previous credentials and back).
     epoch: u64,
-    version: VersionId,
     use_previous: bool,
+    /// The handle's snapshot the pool has taken in.
     snapshot: Arc<Snapshot<PgCredentials>>,
-    /// When the pool switched to the newest version: connections opened before are old.
-    rotated_at: Option<Instant>,
-    /// When old connections must go.
-    drain_deadline: Option<Instant>,
-    /// When the newest version was seen, until a connection has been opened with it.
-    awaiting_first_connect: Option<(u64, Instant)>,
+    ledger: Ledger,
 }
 
 /// Applies chosen credentials to a pool (sqlx: `set_connect_options`). Called under the state
@@ -142,8 +70,16 @@ pub(crate) struct Rotation {
     state: Mutex<State>,
     counters: Counters,
     apply: Apply,
+    events: broadcast::Sender<PoolEvent>,
     /// Dropped with the rotation: tells its follower task to stop.
     shutdown: tokio::sync::watch::Sender<()>,
+}
+
+fn lease_end(version: &Version) -> Option<Instant> {
+    version
+        .lease
+        .as_ref()
+        .map(|lease| instant_of(lease.expires_at))
 }
 
 impl Rotation {
@@ -154,20 +90,24 @@ impl Rotation {
         apply: Apply,
     ) -> Arc<Self> {
         let snapshot = handle.load_full();
+        let now = Instant::now();
+        let mut ledger = Ledger::new(0, snapshot.version().id.clone(), snapshot.lease_end(), now);
+        if let Some(previous) = snapshot.previous_version() {
+            // Connections may fall back to these; they go like credentials replaced now.
+            ledger.adopt_replaced(&previous.id, lease_end(previous), now, &config);
+        }
         let rotation = Arc::new(Rotation {
             config,
             policy: policy.unwrap_or_else(|| Arc::new(SqlStatePolicy::default())),
             state: Mutex::new(State {
                 epoch: 0,
-                version: snapshot.version().id.clone(),
                 use_previous: false,
                 snapshot,
-                rotated_at: None,
-                drain_deadline: None,
-                awaiting_first_connect: None,
+                ledger,
             }),
             counters: Counters::default(),
             apply,
+            events: broadcast::channel(64).0,
             shutdown: tokio::sync::watch::Sender::new(()),
             handle,
         });
@@ -189,53 +129,67 @@ impl Rotation {
         }
     }
 
-    /// The credentials to connect with now, after taking in any new version of the handle.
+    fn emit(&self, event: PoolEvent) {
+        let _ = self.events.send(event);
+    }
+
+    /// The credentials to log in with now, after taking in any new version of the handle.
     pub(crate) fn current(&self) -> Chosen {
         let mut state = self.lock();
-        let _ = self.take_new_version(&mut state);
+        self.take_in(&mut state);
         self.chosen(&state)
     }
 
-    /// Takes in a new version of the handle, if there is one.
+    /// Takes in whatever the handle holds now.
     pub(crate) fn sync(&self) {
         let mut state = self.lock();
-        let _ = self.take_new_version(&mut state);
+        self.take_in(&mut state);
     }
 
-    fn take_new_version(&self, state: &mut State) -> bool {
+    /// Takes in a new snapshot of the handle: a new version (new logins use it; the one it
+    /// replaces gets its deadline) or new metadata of the same version (a renewed lease).
+    fn take_in(&self, state: &mut State) {
         let snapshot = self.handle.load();
-        if snapshot.version().id == state.version {
-            return false;
+        if Arc::ptr_eq(&snapshot, &state.snapshot) {
+            return;
         }
         let snapshot = Arc::clone(&*snapshot);
-        let now = Instant::now();
-        // Old connections go after the drain delay, and before the old lease ends, whichever is
-        // first.
-        let mut deadline = crate::time::later(now, self.config.drain_delay);
-        if let Some(lease) = &state.snapshot.version().lease {
-            let left = lease
-                .expires_at
-                .duration_since(SystemTime::now())
-                .unwrap_or(Duration::ZERO)
-                .saturating_sub(self.config.lease_margin);
-            deadline = deadline.min(crate::time::later(now, left));
+        let old = state.snapshot.version().id.clone();
+        let new = snapshot.version().id.clone();
+        if old == new {
+            // Same credentials, new metadata: follow the lease's renewals.
+            state.ledger.renewed(&new, snapshot.lease_end());
+            state.snapshot = snapshot;
+            return;
         }
-        tracing::info!(
-            old = %state.version,
-            new = %snapshot.version().id,
-            drain_in = ?deadline.saturating_duration_since(now),
-            "credswap: new database credentials for new connections"
-        );
-        state.version = snapshot.version().id.clone();
+        let now = Instant::now();
+        // The outgoing version's lease as the handle last saw it (renewals included).
+        let outgoing_lease = snapshot
+            .previous_version()
+            .filter(|previous| previous.id == old)
+            .and_then(lease_end);
+        let deadline = state
+            .ledger
+            .replace(&old, outgoing_lease, now, &self.config);
         state.snapshot = snapshot;
         state.use_previous = false;
         state.epoch += 1;
-        state.rotated_at = Some(now);
-        state.drain_deadline = Some(deadline);
-        state.awaiting_first_connect = Some((state.epoch, now));
+        state.ledger.begin(state.epoch, &new, now);
+        state.ledger.renewed(&new, state.snapshot.lease_end());
         bump(&self.counters.credential_swaps);
+        let drain_in = deadline.saturating_duration_since(now);
+        tracing::info!(
+            old = %old,
+            new = %new,
+            ?drain_in,
+            "credswap: new database credentials for new connections"
+        );
         (self.apply)(&self.chosen(state));
-        true
+        self.emit(PoolEvent::NewCredentials {
+            version: new,
+            replaced: old,
+            drain_in,
+        });
     }
 
     /// Fires (closes) when the rotation is dropped.
@@ -247,55 +201,77 @@ impl Rotation {
     #[cfg(feature = "sqlx")]
     pub(crate) fn reapply(&self) {
         let mut state = self.lock();
-        let _ = self.take_new_version(&mut state);
+        self.take_in(&mut state);
         (self.apply)(&self.chosen(&state));
     }
 
-    /// When old connections must go, if a rotation is pending or done.
-    pub(crate) fn drain_deadline(&self) -> Option<Instant> {
-        self.lock().drain_deadline
+    /// A login with the credentials of `epoch` finished now.
+    pub(crate) fn login_finished(&self, epoch: u64) {
+        let first = self.lock().ledger.login_finished(epoch, Instant::now());
+        if let Some((version, latency)) = first {
+            self.first_connection(version, latency);
+        }
     }
 
-    /// Whether a connection opened `age` ago must be closed now.
-    fn should_retire(&self, age: Duration) -> bool {
-        let now = Instant::now();
-        let state = self.lock();
-        let (Some(rotated_at), Some(deadline)) = (state.rotated_at, state.drain_deadline) else {
-            return false;
-        };
-        let opened_at = now.checked_sub(age).unwrap_or(now);
-        opened_at < rotated_at && now >= deadline
+    /// A login finished now whose credentials the pool did not choose (it did not go through
+    /// the rotating pool's acquire; it started at most `bound` ago).
+    #[cfg(feature = "sqlx")]
+    pub(crate) fn login_finished_unseen(&self, bound: Duration) {
+        self.lock()
+            .ledger
+            .login_finished_unseen(bound, Instant::now());
+    }
+
+    fn first_connection(&self, version: VersionId, latency: Duration) {
+        let nanos = u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX - 1);
+        self.counters
+            .last_update_latency
+            .store(nanos + 1, Ordering::Relaxed);
+        tracing::debug!(%version, ?latency, "credswap: first connection with new credentials");
+        self.emit(PoolEvent::FirstConnection {
+            version,
+            update_latency: latency,
+        });
     }
 
     /// Whether a connection opened `age` ago must be closed now; counts it as drained if so.
     pub(crate) fn retire(&self, age: Duration) -> bool {
-        let retire = self.should_retire(age);
-        if retire {
-            bump(&self.counters.connections_drained);
-        }
-        retire
-    }
-
-    /// A connection was opened with the credentials of `epoch`.
-    pub(crate) fn record_connected(&self, epoch: u64) {
+        let now = Instant::now();
         let mut state = self.lock();
-        if let Some((waiting_epoch, since)) = state.awaiting_first_connect {
-            if epoch >= waiting_epoch {
-                let latency = since.elapsed();
-                let nanos = u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX - 1);
-                self.counters
-                    .last_update_latency
-                    .store(nanos + 1, Ordering::Relaxed);
-                state.awaiting_first_connect = None;
-                tracing::debug!(?latency, "credswap: first connection with new credentials");
+        if !state.ledger.any_due(now) {
+            return false;
+        }
+        let created = now.checked_sub(age).unwrap_or(now);
+        match state.ledger.judge(created, now) {
+            Verdict::Keep => false,
+            Verdict::Retire(_) => {
+                bump(&self.counters.connections_drained);
+                true
             }
         }
     }
 
-    /// The epoch in force now (for connections whose credentials we cannot see, as in sqlx).
-    #[cfg(feature = "sqlx")]
-    pub(crate) fn epoch(&self) -> u64 {
-        self.lock().epoch
+    /// When the follower should next look for connections to retire.
+    fn next_sweep(&self) -> Option<Instant> {
+        self.lock().ledger.next_sweep(Instant::now())
+    }
+
+    /// After a sweep: announces versions whose deadline passed, and forgets what no connection
+    /// needs any more.
+    fn swept(&self) {
+        let now = Instant::now();
+        let due = {
+            let mut state = self.lock();
+            let due = state.ledger.newly_due(now);
+            state.ledger.prune(now);
+            due
+        };
+        for record in due {
+            self.emit(PoolEvent::Drained {
+                version: record.version,
+                drained: record.drained,
+            });
+        }
     }
 
     pub(crate) fn is_auth_failure(&self, error: &(dyn std::error::Error + 'static)) -> bool {
@@ -304,12 +280,14 @@ impl Rotation {
 
     /// Reacts to a rejected login made with the credentials of `epoch`: asks the cache for the
     /// newest version (coalesced), and if there is none, switches between the current and the
-    /// previous credentials (while the previous are inside their grace period).
+    /// previous credentials — only with alternating users: with one user, the previous password
+    /// stopped working when the database took the new one, so a login with it is wasted.
     pub(crate) async fn on_auth_failure(&self, epoch: u64) {
         bump(&self.counters.auth_failures);
         {
             let mut state = self.lock();
-            if self.take_new_version(&mut state) || state.epoch != epoch {
+            self.take_in(&mut state);
+            if state.epoch != epoch {
                 // The credentials changed since this attempt started: retry with the new ones,
                 // a refresh would learn nothing.
                 return;
@@ -320,22 +298,39 @@ impl Rotation {
             tracing::warn!(kind = %error.kind(), "credswap: credential refresh after a rejected login failed");
         }
         let mut state = self.lock();
-        if self.take_new_version(&mut state) || state.epoch != epoch {
+        self.take_in(&mut state);
+        if state.epoch != epoch {
             // New credentials, or another task already switched: just retry.
             return;
         }
-        let has_previous = state.snapshot.previous().is_some();
-        if !state.use_previous && has_previous {
+        let current = state.snapshot.current();
+        let alternating = state
+            .snapshot
+            .previous()
+            .is_some_and(|previous| previous.username != current.username);
+        let now = Instant::now();
+        if !state.use_previous && alternating {
+            let Some(previous) = state.snapshot.previous_version().cloned() else {
+                return;
+            };
             state.use_previous = true;
+            state.epoch += 1;
+            let epoch = state.epoch;
+            state.ledger.begin(epoch, &previous.id, now);
             bump(&self.counters.fallbacks_to_previous);
             tracing::info!("credswap: current credentials rejected; trying the previous ones");
+            (self.apply)(&self.chosen(&state));
+            drop(state);
+            self.emit(PoolEvent::FallbackToPrevious {
+                version: previous.id,
+            });
         } else if state.use_previous {
             state.use_previous = false;
-        } else {
-            return;
+            state.epoch += 1;
+            let (epoch, version) = (state.epoch, state.snapshot.version().id.clone());
+            state.ledger.begin(epoch, &version, now);
+            (self.apply)(&self.chosen(&state));
         }
-        state.epoch += 1;
-        (self.apply)(&self.chosen(&state));
     }
 
     pub(crate) fn record_retry(&self) {
@@ -363,6 +358,27 @@ impl Rotation {
             },
         }
     }
+
+    pub(crate) fn rotations(&self) -> Vec<RotationRecord> {
+        self.lock()
+            .ledger
+            .history()
+            .into_iter()
+            .map(|record| RotationRecord {
+                version: record.version,
+                seen_at: record.seen_at,
+                update_latency: record.update_latency,
+                replaced_at: record.replaced_at,
+                drain_deadline: record.deadline,
+                connections_opened: record.opened,
+                connections_drained: record.drained,
+            })
+            .collect()
+    }
+
+    pub(crate) fn subscribe(&self) -> broadcast::Receiver<PoolEvent> {
+        self.events.subscribe()
+    }
 }
 
 /// Runs `attempt` until it succeeds, fails with something other than an authentication failure,
@@ -387,7 +403,7 @@ where
             Err(error) if rotation.is_auth_failure(&error) => {
                 failures += 1;
                 rotation.on_auth_failure(epoch).await;
-                let wait = rotation.config.backoff(failures);
+                let wait = rotation.config.backoff_after(failures);
                 if failures > rotation.config.retry_attempts
                     || started.elapsed() + wait > rotation.config.retry_budget
                 {
@@ -406,35 +422,33 @@ where
     }
 }
 
-/// Follows the handle: applies each new version as soon as it appears, and once the drain deadline
-/// passes, calls `drain` so idle old connections are closed. Ends when `alive` reports false or the
-/// pool's shutdown signal fires.
+/// Follows the handle: takes in each new version as soon as it appears, and at each version's
+/// drain deadline (and for a while after, as busy connections come back) calls `drain`, which
+/// closes the pool's idle connections that must go. Ends when the rotation is dropped.
 pub(crate) fn spawn_follower(
-    rotation: std::sync::Weak<Rotation>,
+    rotation: Weak<Rotation>,
     handle: SecretHandle<PgCredentials>,
     mut shutdown: tokio::sync::watch::Receiver<()>,
     drain: impl Fn() + Send + 'static,
 ) {
     let _task = tokio::spawn(async move {
-        let mut pending_drain: Option<Instant> = None;
         loop {
-            let drain_at = pending_drain;
+            let next = match rotation.upgrade() {
+                Some(rotation) => rotation.next_sweep(),
+                None => return,
+            };
             tokio::select! {
                 _ = shutdown.changed() => return,
-                _ = handle.changed() => {}
-                () = sleep_until_opt(drain_at) => {
-                    pending_drain = None;
+                _ = handle.changed() => {
+                    let Some(rotation) = rotation.upgrade() else { return };
+                    rotation.sync();
+                }
+                () = sleep_until_opt(next) => {
+                    let Some(rotation) = rotation.upgrade() else { return };
                     drain();
-                    continue;
+                    rotation.swept();
                 }
             }
-            let Some(rotation) = rotation.upgrade() else {
-                return;
-            };
-            // The swap may already have been taken in by a connection attempt: either way, the
-            // drain deadline of the newest rotation is the one to wait for.
-            rotation.sync();
-            pending_drain = rotation.drain_deadline();
         }
     });
 }

@@ -1,21 +1,44 @@
 //! A sqlx PostgreSQL pool that follows a credentials handle.
 
 use std::fmt;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, OnceLock, Weak};
 
 use futures_util::future::BoxFuture;
 use futures_util::stream::BoxStream;
 use futures_util::{StreamExt, TryStreamExt};
-use secrecy::ExposeSecret;
-use sqlx::pool::PoolConnection;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgQueryResult, PgRow, PgSslMode};
+use sqlx::pool::{PoolConnection, PoolConnectionMetadata};
+use sqlx::postgres::{
+    PgConnectOptions, PgConnection, PgPoolOptions, PgQueryResult, PgRow, PgSslMode,
+};
 use sqlx::{Either, Execute, Executor, PgPool, Postgres, Transaction};
 
 use super::classify::AuthFailurePolicy;
-use super::credentials::PgCredentials;
-use super::rotation::{PoolStats, Rotation, RotationConfig, spawn_follower, with_auth_retry};
+use super::config::{Endpoint, RotationConfig};
+use super::credentials::{PgCredentials, TlsLevel};
+use super::monitor::{PoolMonitor, PoolStats};
+use super::rotation::{Rotation, spawn_follower, with_auth_retry};
 use crate::error::{Error, Result};
 use crate::handle::SecretHandle;
+
+tokio::task_local! {
+    /// The epoch of the credentials in force when this task's acquire started: a login inside it
+    /// used those or newer ones.
+    static LOGIN_EPOCH: u64;
+}
+
+type AfterConnect = Arc<
+    dyn for<'c> Fn(&'c mut PgConnection, PoolConnectionMetadata) -> BoxFuture<'c, sqlx::Result<()>>
+        + Send
+        + Sync,
+>;
+type Check = Arc<
+    dyn for<'c> Fn(
+            &'c mut PgConnection,
+            PoolConnectionMetadata,
+        ) -> BoxFuture<'c, sqlx::Result<bool>>
+        + Send
+        + Sync,
+>;
 
 /// A sqlx `PgPool` that keeps working while its database credentials rotate.
 ///
@@ -24,18 +47,22 @@ use crate::handle::SecretHandle;
 /// - When opening a connection fails with an authentication failure (SQLSTATE `28P01`/`28000`, or
 ///   whatever the [`AuthFailurePolicy`] says), it asks the handle for the newest credentials
 ///   (coalesced: a storm of failures costs the store one call), falls back to the previous
-///   credentials while they are inside their grace period (alternating users), and retries with a
-///   jittered backoff, within [`RotationConfig::retry_attempts`] and
-///   [`retry_budget`](RotationConfig::retry_budget). Only then does the caller see the error.
-/// - Connections opened before a rotation are closed when they come back to, or are taken from,
-///   the pool after [`drain_delay`](RotationConfig::drain_delay) (and before the old credentials'
-///   lease ends); idle ones are swept at that moment. A query in flight is never interrupted.
+///   credentials while they are inside their grace period (alternating users only: with one user
+///   the previous password no longer works), and retries with a jittered backoff, within
+///   [`RotationConfig::retry_attempts`] and [`retry_budget`](RotationConfig::retry_budget). Only
+///   then does the caller see the error.
+/// - Each connection is judged by the credentials its login used, logins that were in flight at a
+///   rotation included. Each version of the credentials gets its own deadline when it is replaced
+///   ([`drain_delay`](RotationConfig::drain_delay) later, or before its lease ends); its
+///   connections are closed when they come back to, or are taken from, the pool after it, and idle
+///   ones are swept then. A query in flight is never interrupted.
 ///
 /// `&RotatingPgPool` is an [`Executor`], like `&PgPool`: `sqlx::query(..).fetch_all(&pool)` works
 /// unchanged.
 ///
-/// The pool installs its own `before_acquire`, `after_release` and `after_connect` callbacks on the
-/// [`PgPoolOptions`] it is given, replacing any set there.
+/// The pool needs sqlx's `before_acquire`, `after_release` and `after_connect` callbacks: set yours
+/// on the [builder](RotatingPgPoolBuilder::before_acquire), which runs them after its own, not on
+/// the [`PgPoolOptions`] (whose callbacks it replaces).
 ///
 /// ```no_run
 /// # #![allow(dead_code)]
@@ -82,6 +109,9 @@ pub struct RotatingPgPoolBuilder {
     connect_options: PgConnectOptions,
     config: RotationConfig,
     policy: Option<Arc<dyn AuthFailurePolicy>>,
+    after_connect: Option<AfterConnect>,
+    before_acquire: Option<Check>,
+    after_release: Option<Check>,
 }
 
 impl fmt::Debug for RotatingPgPoolBuilder {
@@ -93,49 +123,76 @@ impl fmt::Debug for RotatingPgPoolBuilder {
     }
 }
 
-/// Connect options with the credentials (and whatever target the secret names) applied.
-pub fn apply_credentials(base: &PgConnectOptions, creds: &PgCredentials) -> PgConnectOptions {
+fn pg_ssl_mode(level: TlsLevel) -> PgSslMode {
+    match level {
+        TlsLevel::Disable => PgSslMode::Disable,
+        TlsLevel::Allow => PgSslMode::Allow,
+        TlsLevel::Prefer => PgSslMode::Prefer,
+        TlsLevel::Require => PgSslMode::Require,
+        TlsLevel::VerifyCa => PgSslMode::VerifyCa,
+        TlsLevel::VerifyFull => PgSslMode::VerifyFull,
+    }
+}
+
+fn level_of(mode: PgSslMode) -> TlsLevel {
+    match mode {
+        PgSslMode::Disable => TlsLevel::Disable,
+        PgSslMode::Allow => TlsLevel::Allow,
+        PgSslMode::Prefer => TlsLevel::Prefer,
+        PgSslMode::Require => TlsLevel::Require,
+        PgSslMode::VerifyCa => TlsLevel::VerifyCa,
+        PgSslMode::VerifyFull => TlsLevel::VerifyFull,
+    }
+}
+
+/// Connect options with the credentials applied: the user and password; the host and port the
+/// secret names, unless `endpoint` keeps the configured ones; the database it names; its
+/// `sslmode` if stricter than the options' own. Every other setting of `base` stays.
+pub fn apply_credentials(
+    base: &PgConnectOptions,
+    creds: &PgCredentials,
+    endpoint: Endpoint,
+) -> PgConnectOptions {
+    let login = creds.login(endpoint);
     let mut options = base
         .clone()
-        .username(&creds.username)
-        .password(creds.password.expose_secret());
-    if let Some(host) = &creds.host {
+        .username(login.username)
+        .password(login.password);
+    if let Some(host) = login.host {
         options = options.host(host);
     }
-    if let Some(port) = creds.port {
+    if let Some(port) = login.port {
         options = options.port(port);
     }
-    if let Some(dbname) = &creds.dbname {
+    if let Some(dbname) = login.dbname {
         options = options.database(dbname);
     }
-    if let Some(mode) = &creds.ssl_mode {
-        match mode.parse::<PgSslMode>() {
-            Ok(mode) => options = options.ssl_mode(mode),
-            Err(_) => tracing::warn!(
-                ssl_mode = %mode,
-                "credswap: unknown ssl_mode in the database secret; keeping the pool's"
-            ),
+    if let Some(level) = login.tls_at_least {
+        if level > level_of(base.get_ssl_mode()) {
+            options = options.ssl_mode(pg_ssl_mode(level));
         }
     }
     options
 }
 
 impl RotatingPgPoolBuilder {
-    /// Pool settings (size, timeouts). Default: `PgPoolOptions::new()`.
+    /// Pool settings (size, timeouts). Default: `PgPoolOptions::new()`. Its `after_connect`,
+    /// `before_acquire` and `after_release` are replaced: set yours on this builder.
     pub fn pool_options(mut self, options: PgPoolOptions) -> Self {
         self.pool_options = options;
         self
     }
 
-    /// Connection settings the secret does not carry (host, port, database, TLS, application
-    /// name); the secret's username and password, and any host, port, database or SSL mode it
-    /// names, are applied on top. Default: `PgConnectOptions::new()` (libpq environment variables).
+    /// Connection settings (host, port, database, TLS, application name, ...). The secret's
+    /// username and password go on top, with its host, port and database unless the
+    /// [`Endpoint`] says otherwise; its `sslmode` only when stricter. Default:
+    /// `PgConnectOptions::new()` (libpq environment variables).
     pub fn connect_options(mut self, options: PgConnectOptions) -> Self {
         self.connect_options = options;
         self
     }
 
-    /// Retry and drain settings.
+    /// Retry, drain and endpoint settings.
     pub fn rotation(mut self, config: RotationConfig) -> Self {
         self.config = config;
         self
@@ -147,8 +204,60 @@ impl RotatingPgPoolBuilder {
         self
     }
 
-    fn build(self) -> RotatingPgPool {
+    /// sqlx's `after_connect`, run after the pool's own bookkeeping for each new connection.
+    pub fn after_connect<F>(mut self, callback: F) -> Self
+    where
+        F: for<'c> Fn(
+                &'c mut PgConnection,
+                PoolConnectionMetadata,
+            ) -> BoxFuture<'c, sqlx::Result<()>>
+            + Send
+            + Sync
+            + 'static,
+    {
+        self.after_connect = Some(Arc::new(callback));
+        self
+    }
+
+    /// sqlx's `before_acquire`, run for connections the pool keeps (one opened with retired
+    /// credentials is closed first, without calling it).
+    pub fn before_acquire<F>(mut self, callback: F) -> Self
+    where
+        F: for<'c> Fn(
+                &'c mut PgConnection,
+                PoolConnectionMetadata,
+            ) -> BoxFuture<'c, sqlx::Result<bool>>
+            + Send
+            + Sync
+            + 'static,
+    {
+        self.before_acquire = Some(Arc::new(callback));
+        self
+    }
+
+    /// sqlx's `after_release`, run for connections the pool keeps (as for `before_acquire`).
+    pub fn after_release<F>(mut self, callback: F) -> Self
+    where
+        F: for<'c> Fn(
+                &'c mut PgConnection,
+                PoolConnectionMetadata,
+            ) -> BoxFuture<'c, sqlx::Result<bool>>
+            + Send
+            + Sync
+            + 'static,
+    {
+        self.after_release = Some(Arc::new(callback));
+        self
+    }
+
+    /// Builds the pool without connecting; connections open on first use.
+    ///
+    /// # Errors
+    ///
+    /// None today; the signature matches the deadpool builder's.
+    pub fn build(self) -> Result<RotatingPgPool> {
         let base = self.connect_options;
+        let endpoint = self.config.endpoint;
         // The rotation applies credentials to the pool, which needs the rotation's callbacks to
         // exist first: the pool goes in this slot once built.
         let slot: Arc<OnceLock<PgPool>> = Arc::new(OnceLock::new());
@@ -160,33 +269,27 @@ impl RotatingPgPoolBuilder {
             self.policy,
             Box::new(move |chosen| {
                 if let Some(pool) = apply_slot.get() {
-                    pool.set_connect_options(apply_credentials(&apply_base, chosen.credentials()));
+                    pool.set_connect_options(apply_credentials(
+                        &apply_base,
+                        chosen.credentials(),
+                        endpoint,
+                    ));
                 }
             }),
         );
-        let initial = apply_credentials(&base, rotation.current().credentials());
-
-        let retire = Arc::downgrade(&rotation);
-        let retire_on_release = retire.clone();
-        let connected = retire.clone();
-        let options = self
-            .pool_options
-            .before_acquire(move |_conn, meta| {
-                let retire = retire.upgrade().is_some_and(|r| r.retire(meta.age));
-                Box::pin(async move { Ok(!retire) })
-            })
-            .after_release(move |_conn, meta| {
-                let retire = retire_on_release
-                    .upgrade()
-                    .is_some_and(|r| r.retire(meta.age));
-                Box::pin(async move { Ok(!retire) })
-            })
-            .after_connect(move |_conn, _meta| {
-                if let Some(rotation) = connected.upgrade() {
-                    rotation.record_connected(rotation.epoch());
-                }
-                Box::pin(async { Ok(()) })
-            });
+        let initial = apply_credentials(&base, rotation.current().credentials(), endpoint);
+        // The longest a login can take: sqlx gives up connecting after the acquire timeout.
+        let login_bound = self.pool_options.get_acquire_timeout();
+        let options = with_callbacks(
+            self.pool_options,
+            Arc::downgrade(&rotation),
+            login_bound,
+            Callbacks {
+                after_connect: self.after_connect,
+                before_acquire: self.before_acquire,
+                after_release: self.after_release,
+            },
+        );
         let pool = options.connect_lazy_with(initial);
         let _ = slot.set(pool.clone());
         // A rotation that landed while the pool was being built found no pool: apply again.
@@ -199,9 +302,9 @@ impl RotatingPgPoolBuilder {
             rotation.shutdown_signal(),
             move || sweep_idle(&drain_pool),
         );
-        RotatingPgPool {
+        Ok(RotatingPgPool {
             shared: Arc::new(Shared { pool, rotation }),
-        }
+        })
     }
 
     /// Builds the pool and opens one connection, so that bad settings or credentials show now.
@@ -212,16 +315,68 @@ impl RotatingPgPoolBuilder {
     /// rejecting the credentials past the retry budget; [`ErrorKind::Transient`](crate::ErrorKind::Transient)
     /// when it cannot be reached.
     pub async fn connect(self) -> Result<RotatingPgPool> {
-        let pool = self.build();
+        let pool = self.build()?;
         let conn = pool.acquire().await.map_err(|e| to_error(&pool, e))?;
         drop(conn);
         Ok(pool)
     }
+}
 
-    /// Builds the pool without connecting; connections open on first use.
-    pub fn connect_lazy(self) -> Result<RotatingPgPool> {
-        Ok(self.build())
-    }
+/// The user's callbacks, run after the pool's own.
+struct Callbacks {
+    after_connect: Option<AfterConnect>,
+    before_acquire: Option<Check>,
+    after_release: Option<Check>,
+}
+
+fn with_callbacks(
+    options: PgPoolOptions,
+    rotation: Weak<Rotation>,
+    login_bound: std::time::Duration,
+    user: Callbacks,
+) -> PgPoolOptions {
+    let connected = rotation.clone();
+    let before = rotation.clone();
+    let after = rotation;
+    let Callbacks {
+        after_connect,
+        before_acquire,
+        after_release,
+    } = user;
+    options
+        .after_connect(move |conn, meta| {
+            if let Some(rotation) = connected.upgrade() {
+                // Which credentials did this login use? Those in force when our acquire started,
+                // or newer; a login outside it (sqlx's own upkeep, `inner()`) is judged by the
+                // oldest it may have used.
+                match LOGIN_EPOCH.try_with(|epoch| *epoch) {
+                    Ok(epoch) => rotation.login_finished(epoch),
+                    Err(_) => rotation.login_finished_unseen(login_bound),
+                }
+            }
+            match &after_connect {
+                Some(user) => user(conn, meta),
+                None => Box::pin(async { Ok(()) }),
+            }
+        })
+        .before_acquire(move |conn, meta| {
+            if before.upgrade().is_some_and(|r| r.retire(meta.age)) {
+                return Box::pin(async { Ok(false) });
+            }
+            match &before_acquire {
+                Some(user) => user(conn, meta),
+                None => Box::pin(async { Ok(true) }),
+            }
+        })
+        .after_release(move |conn, meta| {
+            if after.upgrade().is_some_and(|r| r.retire(meta.age)) {
+                return Box::pin(async { Ok(false) });
+            }
+            match &after_release {
+                Some(user) => user(conn, meta),
+                None => Box::pin(async { Ok(true) }),
+            }
+        })
 }
 
 /// Takes every idle connection out and puts it back, so `after_release` closes the old ones.
@@ -263,6 +418,9 @@ impl RotatingPgPool {
             connect_options: PgConnectOptions::new(),
             config: RotationConfig::default(),
             policy: None,
+            after_connect: None,
+            before_acquire: None,
+            after_release: None,
         }
     }
 
@@ -275,7 +433,10 @@ impl RotatingPgPool {
     /// (`as_database_error().code()` is `28P01` or `28000`), or any other error at once.
     pub async fn acquire(&self) -> Result<PoolConnection<Postgres>, sqlx::Error> {
         let pool = &self.shared.pool;
-        with_auth_retry(&self.shared.rotation, |_chosen| pool.acquire()).await
+        with_auth_retry(&self.shared.rotation, |chosen| {
+            LOGIN_EPOCH.scope(chosen.epoch, pool.acquire())
+        })
+        .await
     }
 
     /// A transaction on a connection from [`acquire`](Self::acquire).
@@ -298,6 +459,13 @@ impl RotatingPgPool {
     /// Counters: authentication failures, retries, refreshes, drained connections, update latency.
     pub fn stats(&self) -> PoolStats {
         self.shared.rotation.stats()
+    }
+
+    /// A monitor of the pool: counters, a record per version of the credentials, events.
+    pub fn monitor(&self) -> PoolMonitor {
+        PoolMonitor {
+            rotation: Arc::clone(&self.shared.rotation),
+        }
     }
 
     /// Closes the pool: waits for connections in use to come back, then closes all.
@@ -356,5 +524,44 @@ impl<'p> Executor<'p> for &'_ RotatingPgPool {
     ) -> BoxFuture<'e, Result<sqlx::Describe<Postgres>, sqlx::Error>> {
         let pool = self.clone();
         Box::pin(async move { pool.acquire().await?.describe(sql).await })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_go_on_top_of_the_options_and_tls_only_goes_up() {
+        let creds: PgCredentials = serde_json::from_str(
+            r#"{"host": "db.internal", "port": 5432, "dbname": "orders", "username": "app",
+                "password": "pw", "ssl_mode": "disable"}"#,
+        )
+        .unwrap();
+        let base = PgConnectOptions::new()
+            .host("proxy.internal")
+            .port(6432)
+            .application_name("orders-api")
+            .ssl_mode(PgSslMode::Require);
+        let options = apply_credentials(&base, &creds, Endpoint::FromSecret);
+        assert_eq!(
+            (options.get_host(), options.get_port()),
+            ("db.internal", 5432)
+        );
+        assert_eq!(options.get_username(), "app");
+        assert_eq!(options.get_database(), Some("orders"));
+        assert_eq!(options.get_application_name(), Some("orders-api"));
+        assert!(matches!(options.get_ssl_mode(), PgSslMode::Require));
+        let options = apply_credentials(&base, &creds, Endpoint::Configured);
+        assert_eq!(
+            (options.get_host(), options.get_port()),
+            ("proxy.internal", 6432)
+        );
+        let strict: PgCredentials = serde_json::from_str(
+            r#"{"username": "app", "password": "pw", "sslmode": "verify-full"}"#,
+        )
+        .unwrap();
+        let options = apply_credentials(&base, &strict, Endpoint::FromSecret);
+        assert!(matches!(options.get_ssl_mode(), PgSslMode::VerifyFull));
     }
 }

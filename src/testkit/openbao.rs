@@ -229,9 +229,7 @@ impl OpenBaoServer {
             .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
             .filter(|entry| {
                 entry["type"] == "response"
-                    && entry["request"]["path"]
-                        .as_str()
-                        .is_some_and(&path_matches)
+                    && entry["request"]["path"].as_str().is_some_and(&path_matches)
             })
             .count()
     }

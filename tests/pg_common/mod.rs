@@ -218,3 +218,173 @@ impl Storm {
         self.provider.calls()
     }
 }
+
+/// A TCP proxy on loopback in front of PostgreSQL that holds every new connection for a while
+/// before connecting it upstream (a slow network, a busy proxy), and counts the connections.
+pub struct Proxy {
+    pub port: u16,
+    accepted: Arc<AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Proxy {
+    pub async fn start(upstream: u16, delay: Duration) -> Proxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let accepted = Arc::new(AtomicU64::new(0));
+        let counter = accepted.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((mut client, _)) = listener.accept().await else {
+                    return;
+                };
+                let _ = counter.fetch_add(1, Ordering::SeqCst);
+                let _piping = tokio::spawn(async move {
+                    tokio::time::sleep(delay).await;
+                    if let Ok(mut server) =
+                        tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await
+                    {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+            }
+        });
+        Proxy {
+            port,
+            accepted,
+            task,
+        }
+    }
+
+    /// Connections accepted so far.
+    pub fn accepted(&self) -> u64 {
+        self.accepted.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Sqlx,
+    Deadpool,
+}
+
+/// A rotating pool of either kind, with what the tests need of it.
+#[derive(Clone)]
+pub enum TestPool {
+    Sqlx(credswap::pg::RotatingPgPool),
+    Deadpool(deadpool_postgres::Pool, credswap::pg::PoolMonitor),
+}
+
+/// A connection taken from a [`TestPool`], returned on drop.
+pub enum Held {
+    Sqlx(sqlx::pool::PoolConnection<sqlx::Postgres>),
+    Deadpool(deadpool_postgres::Object),
+}
+
+impl TestPool {
+    /// A pool of `kind` on `handle`, to 127.0.0.1:`port` (database `postgres`), with `config`.
+    pub async fn open(
+        kind: Kind,
+        handle: &SecretHandle<PgCredentials>,
+        port: u16,
+        max: u32,
+        config: credswap::pg::RotationConfig,
+    ) -> TestPool {
+        match kind {
+            Kind::Sqlx => TestPool::Sqlx(
+                credswap::pg::RotatingPgPool::builder(handle.clone())
+                    .pool_options(sqlx::postgres::PgPoolOptions::new().max_connections(max))
+                    .connect_options(
+                        sqlx::postgres::PgConnectOptions::new()
+                            .host("127.0.0.1")
+                            .port(port)
+                            .database("postgres"),
+                    )
+                    .rotation(config)
+                    .build()
+                    .unwrap(),
+            ),
+            Kind::Deadpool => {
+                let mut target = tokio_postgres::Config::new();
+                let _ = target.host("127.0.0.1").port(port).dbname("postgres");
+                let (pool, monitor) = credswap::pg::RotatingDeadpoolBuilder::new(handle.clone())
+                    .pg_config(target)
+                    .max_size(max as usize)
+                    .wait_timeout(Some(Duration::from_secs(30)))
+                    .rotation(config)
+                    .build_monitored()
+                    .unwrap();
+                TestPool::Deadpool(pool, monitor)
+            }
+        }
+    }
+
+    pub async fn hold(&self) -> Result<Held, String> {
+        match self {
+            TestPool::Sqlx(pool) => pool
+                .acquire()
+                .await
+                .map(Held::Sqlx)
+                .map_err(|e| e.to_string()),
+            TestPool::Deadpool(pool, _) => pool
+                .get()
+                .await
+                .map(Held::Deadpool)
+                .map_err(|e| e.to_string()),
+        }
+    }
+
+    /// `SELECT current_user` through the pool.
+    pub async fn query(&self) -> Result<String, String> {
+        match self {
+            TestPool::Sqlx(pool) => sqlx::query_scalar::<_, String>("SELECT current_user::text")
+                .fetch_one(pool)
+                .await
+                .map_err(|e| e.to_string()),
+            TestPool::Deadpool(pool, _) => {
+                let client = pool.get().await.map_err(|e| e.to_string())?;
+                client
+                    .query_one("SELECT current_user::text", &[])
+                    .await
+                    .map(|row| row.get(0))
+                    .map_err(|e| e.to_string())
+            }
+        }
+    }
+
+    pub fn monitor(&self) -> credswap::pg::PoolMonitor {
+        match self {
+            TestPool::Sqlx(pool) => pool.monitor(),
+            TestPool::Deadpool(_, monitor) => monitor.clone(),
+        }
+    }
+}
+
+/// A cache whose secret `db` can be switched at once (no refresh rate limit), over `store`.
+pub async fn switchable(
+    store: &Arc<MemoryProvider>,
+    json: &str,
+) -> (SecretCache, SecretHandle<PgCredentials>) {
+    let _ = store.set("db", json);
+    let cache = SecretCache::builder(store.clone())
+        .ttl(Duration::from_secs(3600))
+        .min_refresh_interval(Duration::ZERO)
+        .grace_period(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let handle = cache.handle::<PgCredentials>("db").await.unwrap();
+    (cache, handle)
+}
+
+/// Puts `json` in the store and makes the handle take it now; returns when it did.
+pub async fn switch_now(store: &MemoryProvider, handle: &SecretHandle<PgCredentials>, json: &str) {
+    let version = store.set("db", json);
+    let snapshot = handle.refresh().await.unwrap();
+    assert_eq!(snapshot.version().id, version);
+}

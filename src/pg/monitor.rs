@@ -1,0 +1,137 @@
+//! What a rotating pool tells its user: counters, a record per version of the credentials, and
+//! an event for each step of a rotation.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::broadcast;
+
+use super::credentials::PgCredentials;
+use super::rotation::Rotation;
+use crate::handle::SecretHandle;
+use crate::time::Instant;
+use crate::value::VersionId;
+
+/// Counters of a rotation-aware pool.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PoolStats {
+    /// Logins the database rejected as authentication failures.
+    pub auth_failures: u64,
+    /// Connection attempts retried after such a failure.
+    pub retries: u64,
+    /// Credential refreshes requested from the secret cache (coalesced there: many requests, few
+    /// store calls).
+    pub refreshes_requested: u64,
+    /// Times the pool fell back to the previous credentials (alternating users, inside grace).
+    pub fallbacks_to_previous: u64,
+    /// Times the retry budget was spent and the caller saw the error.
+    pub exhausted: u64,
+    /// Times new credentials were applied for new connections.
+    pub credential_swaps: u64,
+    /// Connections closed because they were opened with credentials past their drain deadline.
+    pub connections_drained: u64,
+    /// Time from the pool taking in a version to the first connection opened with it, for the
+    /// latest version that has one (consumer update latency). Every version's is in
+    /// [`PoolMonitor::rotations`].
+    pub last_update_latency: Option<Duration>,
+}
+
+/// What a rotating pool knows about one version of its credentials.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RotationRecord {
+    /// The version.
+    pub version: VersionId,
+    /// When the pool took it in (Tokio's clock).
+    pub seen_at: Instant,
+    /// From taking it in to the first connection opened with it.
+    pub update_latency: Option<Duration>,
+    /// When a newer version replaced it.
+    pub replaced_at: Option<Instant>,
+    /// When its connections must go (the drain delay after the replacement, or its lease's end
+    /// minus the margin, whichever is first).
+    pub drain_deadline: Option<Instant>,
+    /// Connections opened with it.
+    pub connections_opened: u64,
+    /// Connections closed because its deadline passed.
+    pub connections_drained: u64,
+}
+
+/// A step of a rotation, as a rotating pool lived it. Carries versions and counts, never
+/// credentials.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PoolEvent {
+    /// New connections use `version` from now on; connections of `replaced` go within
+    /// `drain_in`.
+    NewCredentials {
+        /// The version now used for new connections.
+        version: VersionId,
+        /// The version it replaced.
+        replaced: VersionId,
+        /// How long until the connections of `replaced` are closed.
+        drain_in: Duration,
+    },
+    /// The first connection with `version` opened: the consumer update latency.
+    FirstConnection {
+        /// The version.
+        version: VersionId,
+        /// From the pool taking it in to this connection.
+        update_latency: Duration,
+    },
+    /// The current credentials were rejected and the pool tries the previous ones (alternating
+    /// users, inside their grace period).
+    FallbackToPrevious {
+        /// The previous version now used for new connections.
+        version: VersionId,
+    },
+    /// The drain deadline of `version` passed: its idle connections were closed, and busy ones
+    /// are closed when they come back. `drained` counts those closed so far.
+    Drained {
+        /// The version whose connections go.
+        version: VersionId,
+        /// Connections of it closed so far.
+        drained: u64,
+    },
+}
+
+/// Watches a rotating pool (either kind): counters, per-version records, events.
+///
+/// Get one from [`RotatingPgPool::monitor`](crate::pg::RotatingPgPool::monitor) or
+/// [`RotatingDeadpoolBuilder::build_monitored`](crate::pg::RotatingDeadpoolBuilder::build_monitored).
+#[derive(Clone)]
+pub struct PoolMonitor {
+    pub(crate) rotation: Arc<Rotation>,
+}
+
+impl fmt::Debug for PoolMonitor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PoolMonitor")
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+impl PoolMonitor {
+    /// Counters since the pool was built.
+    pub fn stats(&self) -> PoolStats {
+        self.rotation.stats()
+    }
+
+    /// A record for each version of the credentials the pool used (the last 32), oldest first.
+    pub fn rotations(&self) -> Vec<RotationRecord> {
+        self.rotation.rotations()
+    }
+
+    /// A receiver of every [`PoolEvent`] from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<PoolEvent> {
+        self.rotation.subscribe()
+    }
+
+    /// The credentials handle the pool follows.
+    pub fn handle(&self) -> &SecretHandle<PgCredentials> {
+        &self.rotation.handle
+    }
+}
