@@ -1,0 +1,1 @@
+//! # Rotating credentials
