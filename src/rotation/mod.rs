@@ -128,6 +128,8 @@ mod sql;
 mod store;
 mod strategy;
 mod target;
+#[cfg(test)]
+mod tests;
 #[cfg(feature = "vault")]
 mod vault;
 
