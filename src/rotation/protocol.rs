@@ -12,7 +12,7 @@ use super::engine::Run;
 use super::events::{Outcome, RotationEvent};
 use super::password::PasswordPolicy;
 use super::store::RotationStore;
-use super::strategy::Strategy;
+use super::strategy::{SecretDocument, Strategy};
 use super::target::{RotationTarget, TargetSession};
 use crate::error::{Error, ErrorKind, Result};
 use crate::value::VersionId;
@@ -357,6 +357,15 @@ impl Rotator {
     async fn open(&self, secret_id: &str) -> Result<Opened> {
         let store = &self.inner.store;
         let current = store.current(secret_id).await?;
+        // Names the database cannot take fail here, before any login or change.
+        let document = SecretDocument::parse(secret_id, &current.value)?;
+        let username = document.username(secret_id)?;
+        let target = &self.inner.target;
+        target.check_username(secret_id, username)?;
+        target.check_username(
+            secret_id,
+            &self.inner.strategy.pending_role(username).username,
+        )?;
         let pending_token = store.pending_token(secret_id).await?;
         let pending = match &pending_token {
             Some(token) => store.read_pending(secret_id, token).await?,
