@@ -46,6 +46,7 @@ use crate::value::SecretValue;
 /// let target = PostgresTarget::new()
 ///     .admin("rotator", std::env::var("ROTATOR_PASSWORD").unwrap())
 ///     .test_query("SELECT count(*) FROM orders WHERE false");
+/// # drop(target);
 /// ```
 pub struct PostgresTarget<T = NoTls> {
     connection: Config,
