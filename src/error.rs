@@ -31,6 +31,13 @@ pub enum ErrorKind {
     Config,
     /// The cache this handle belongs to has been dropped.
     Closed,
+    /// Someone else got there first: a rotation of this secret is already under way, or a
+    /// check-and-set write lost to a concurrent writer. Nothing was changed by this call.
+    Conflict,
+    /// A rotation's `test` step failed and the rotation was undone: the database is back on the
+    /// current credential and the pending version is gone from the store. The message says which
+    /// step failed and what was restored.
+    RolledBack,
 }
 
 impl ErrorKind {
@@ -46,6 +53,8 @@ impl ErrorKind {
             ErrorKind::AuthRejected => "auth_rejected",
             ErrorKind::Config => "config",
             ErrorKind::Closed => "closed",
+            ErrorKind::Conflict => "conflict",
+            ErrorKind::RolledBack => "rolled_back",
         }
     }
 
@@ -60,6 +69,8 @@ impl ErrorKind {
             ErrorKind::AuthRejected => "credentials rejected",
             ErrorKind::Config => "invalid configuration",
             ErrorKind::Closed => "secret cache closed",
+            ErrorKind::Conflict => "conflicting rotation or write",
+            ErrorKind::RolledBack => "rotation rolled back",
         }
     }
 }
@@ -311,6 +322,8 @@ mod tests {
             ErrorKind::AuthRejected,
             ErrorKind::Config,
             ErrorKind::Closed,
+            ErrorKind::Conflict,
+            ErrorKind::RolledBack,
         ] {
             assert!(!Error::new(kind).is_retryable(), "{kind}");
         }

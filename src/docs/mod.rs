@@ -4,4 +4,7 @@ pub mod aws;
 pub mod patterns;
 pub mod performance;
 pub mod pitfalls;
+#[cfg(feature = "rotation")]
+#[cfg_attr(docsrs, doc(cfg(feature = "rotation")))]
+pub mod rotation;
 pub mod vault;

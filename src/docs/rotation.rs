@@ -1,0 +1,127 @@
+//! # Rotating credentials with the rotation engine
+//!
+//! The [`rotation`](crate::rotation) module performs rotations of PostgreSQL credentials held in
+//! AWS Secrets Manager or Vault/OpenBao KV v2, in four idempotent steps (`create`, `set`, `test`,
+//! `finish`), one rotator per secret. This page is the operator's view: how to run it, what
+//! happens when something fails, and the least privilege each part needs.
+//!
+//! ## Three ways to run it
+//!
+//! **A job or an operator's command**: [`Rotator::rotate`](crate::rotation::Rotator::rotate) runs
+//! all four steps under one lock. Run it from as many replicas as you like: one rotates, the others
+//! get [`RotationOutcome::UnderWay`](crate::rotation::RotationOutcome::UnderWay).
+//!
+//! **A service that rotates its own secret**: [`Rotator::schedule`](crate::rotation::Rotator::schedule)
+//! with a [`Schedule`](crate::rotation::Schedule) (a period, jitter, an optional daily UTC window).
+//! Each attempt skips a secret rotated less than half a period ago, so replicas on the same
+//! schedule rotate once per period.
+//!
+//! **The body of an AWS Secrets Manager rotation function**: AWS invokes the function four times
+//! per rotation with `SecretId`, `ClientRequestToken` and `Step`; [`Rotator::step`](crate::rotation::Rotator::step)
+//! takes exactly those. AWS creates the rotation (and its token) itself; the steps are idempotent,
+//! so AWS's retries are harmless.
+//!
+//! ```no_run
+//! # #![allow(dead_code)]
+//! # #[cfg(feature = "aws")]
+//! # async fn handler() -> credswap::Result<()> {
+//! use std::sync::Arc;
+//! use credswap::rotation::{AwsRotationStore, PostgresTarget, Rotator, Step, Strategy};
+//!
+//! #[derive(serde::Deserialize)]
+//! #[serde(rename_all = "PascalCase")]
+//! struct RotationEvent {
+//!     secret_id: String,
+//!     client_request_token: String,
+//!     step: String,
+//! }
+//!
+//! // In a Lambda runtime (say, the `lambda_runtime` crate), for each event:
+//! let event: RotationEvent = serde_json::from_str(
+//!     r#"{"SecretId": "arn:aws:secretsmanager:eu-west-1:123456789012:secret:prod/orders/db-AbCdEf",
+//!         "ClientRequestToken": "4c1f0c1e-7a5e-4d7b-9a57-2f4c5b8a9e10", "Step": "createSecret"}"#,
+//! ).unwrap();
+//! let admin_password = std::env::var("ROTATOR_PASSWORD").unwrap(); // or read a master secret
+//! let rotator = Rotator::builder(
+//!     Arc::new(AwsRotationStore::from_env().await),
+//!     Arc::new(PostgresTarget::new().admin("rotator", admin_password)),
+//! )
+//! .strategy(Strategy::alternating_users())
+//! .build()?;
+//! let step: Step = event.step.parse()?;
+//! rotator.step(&event.secret_id, &event.client_request_token, step).await?;
+//! # Ok(()) }
+//! ```
+//!
+//! An error makes the invocation fail and AWS retries it; a failed `testSecret` has already been
+//! rolled back ([`ErrorKind::RolledBack`](crate::ErrorKind::RolledBack)) by the time AWS sees the
+//! error.
+//!
+//! ## What is better than the usual rotation functions
+//!
+//! | | AWS's PostgreSQL Lambdas, Vault's database plugin | this engine |
+//! |---|---|---|
+//! | password in SQL | `ALTER USER … WITH PASSWORD '<plaintext>'`: in the statement log | a client-computed SCRAM-SHA-256 verifier only |
+//! | idempotence | re-checks state in each step | the same, per token, and tested by crashing after every step |
+//! | failed test | the database keeps the new password, the rotation is marked failed | the database goes back to the current credential, the pending version is removed |
+//! | concurrent rotators | one per AWS rotation / Vault's own queue | advisory lock per secret plus the store's check-and-set |
+//!
+//! ## When something fails
+//!
+//! | what happened | what you see | what to do |
+//! |---|---|---|
+//! | `test` failed, rollback succeeded | [`ErrorKind::RolledBack`](crate::ErrorKind::RolledBack): which step failed, what was restored | fix the cause (grants, `pg_hba.conf`, the test query) and rotate again |
+//! | `test` failed, rollback failed too | the rollback's error kind, a message saying `ROLLBACK FAILED` | [`Rotator::abort`](crate::rotation::Rotator::abort) retries the rollback |
+//! | the rotator died mid-rotation | later rotations answer `UnderWay` with the token | [`Rotator::resume`](crate::rotation::Rotator::resume) finishes it, `abort` undoes it |
+//! | another rotator is running | `UnderWay` from `rotate`, [`ErrorKind::Conflict`](crate::ErrorKind::Conflict) from `step` | nothing |
+//! | someone wrote the secret during the rotation | `Conflict` at `finish` (the store's check-and-set) | `abort`, then rotate again |
+//!
+//! With single user, a rotator that dies between `set` and `finish` leaves a database that accepts
+//! only the pending password: consumers whose cache holds the current one are rejected until
+//! `resume` or `abort`. Alternating users never have that window. Run `resume` from the same
+//! schedule (or alert on `UnderWay` with the same token twice).
+//!
+//! ## Least privilege
+//!
+//! **AWS** (the rotator's IAM role; consumers need only `GetSecretValue` and `DescribeSecret`, see
+//! [`docs::aws`](crate::docs::aws)):
+//!
+//! ```json
+//! {
+//!   "Version": "2012-10-17",
+//!   "Statement": [{
+//!     "Effect": "Allow",
+//!     "Action": [
+//!       "secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret",
+//!       "secretsmanager:PutSecretValue", "secretsmanager:UpdateSecretVersionStage"
+//!     ],
+//!     "Resource": "arn:aws:secretsmanager:eu-west-1:123456789012:secret:prod/orders/db-??????"
+//!   }]
+//! }
+//! ```
+//!
+//! plus `kms:Decrypt` and `kms:GenerateDataKey` on a customer-managed key, if the secret uses one.
+//!
+//! **Vault / OpenBao** (KV v2 at `secret`, pending slots under the default prefix): the policy in
+//! the [`VaultKvRotationStore`](crate::rotation) docs: `create`, `read`, `update` on
+//! `secret/data/<path>` and `secret/data/credswap-pending/<path>`, `read`, `update` on
+//! `secret/metadata/<path>`, `read`, `delete` on `secret/metadata/credswap-pending/<path>`. Readers
+//! get `read` on `secret/data/<path>` and `secret/metadata/<path>` only, never the pending prefix.
+//!
+//! **PostgreSQL**:
+//! - Single user without an admin credential: none beyond `LOGIN`: a role may change its own
+//!   password.
+//! - With an admin credential (required for alternating users): a role with `CREATEROLE`; from
+//!   PostgreSQL 16, `CREATEROLE` acts only on roles the admin has `ADMIN OPTION` on, so create the
+//!   application roles as the admin, or `GRANT app TO rotator WITH ADMIN OPTION` (and the same for
+//!   `app_clone` once it exists). The admin needs `ADMIN OPTION` on `app` to `GRANT app TO
+//!   app_clone`. It does not need to be a superuser.
+//! - Everyone involved connects to the same database, where the advisory lock lives.
+//!
+//! ## What is logged
+//!
+//! Each step, rollback and rotation emits a [`RotationEvent`](crate::rotation::RotationEvent) and a
+//! `tracing` event (target `credswap::rotation`) with the rotation id, secret id, step, token, old and
+//! new version ids, outcome and duration. Never a password: the test suite runs rotations (and
+//! failed ones) at TRACE level and scans everything captured, and scans the PostgreSQL statement
+//! log (`log_statement = 'all'`) for every password used.

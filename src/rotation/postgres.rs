@@ -1,0 +1,366 @@
+//! PostgreSQL as a rotation target: roles re-passworded with client-side SCRAM verifiers, an
+//! advisory lock per secret.
+
+use std::fmt;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use secrecy::{ExposeSecret, SecretString};
+use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
+use tokio_postgres::{Client, Config, NoTls, Socket};
+
+use super::sql::{
+    check_role_name, lock_key, map_pg_error, quote_identifier, quote_literal, scram_verifier,
+};
+use super::strategy::Strategy;
+use super::target::{RotationTarget, TargetSession};
+use crate::error::{Error, ErrorKind, Result};
+use crate::pg::PgCredentials;
+use crate::value::SecretValue;
+
+/// A PostgreSQL server whose roles' passwords rotate.
+///
+/// - **No password in SQL.** `set` computes the SCRAM-SHA-256 verifier on the client and sends
+///   `ALTER ROLE "<role>" PASSWORD '<verifier>'`; the server (and its statement log) never sees the
+///   password. Role names are quoted identifiers, so any name works; names over 63 bytes are
+///   refused before anything changes (the server would truncate them).
+/// - **One rotator per secret.** A session holds `pg_try_advisory_lock(<64-bit key from the secret
+///   id>)` for the whole rotation; a rotator that cannot take it reports the rotation as under way.
+///   The lock lives with the session, so a crashed rotator's lock goes with its connection.
+///   Rotators of one secret must use the same database.
+/// - **Where to connect.** Host, port and database come from the secret (the RDS JSON shape) unless
+///   [`connection`](Self::connection) names them; TLS through any `MakeTlsConnect`, as
+///   tokio-postgres does ([`NoTls`] by default).
+/// - **Who connects.** With an [`admin`](Self::admin) credential, the lock session and `set` use
+///   it (required for alternating users; the admin needs `CREATEROLE`, and from PostgreSQL 16
+///   `ADMIN OPTION` on the rotated roles). Without one (single user), the role changes its own
+///   password, logging in with the current credential, or with the pending one after a crash that
+///   happened after `set`.
+/// - **Test.** `test` logs in with the pending credential on a new connection and runs the test
+///   query (`SELECT 1` unless [`test_query`](Self::test_query) says otherwise).
+///
+/// ```no_run
+/// # #![allow(dead_code)]
+/// use credswap::rotation::PostgresTarget;
+///
+/// let target = PostgresTarget::new()
+///     .admin("rotator", std::env::var("ROTATOR_PASSWORD").unwrap())
+///     .test_query("SELECT count(*) FROM orders WHERE false");
+/// # drop(target);
+/// ```
+pub struct PostgresTarget<T = NoTls> {
+    connection: Config,
+    admin: Option<(String, SecretString)>,
+    tls: T,
+    test_query: String,
+}
+
+impl<T: Clone> Clone for PostgresTarget<T> {
+    fn clone(&self) -> Self {
+        PostgresTarget {
+            connection: self.connection.clone(),
+            admin: self.admin.clone(),
+            tls: self.tls.clone(),
+            test_query: self.test_query.clone(),
+        }
+    }
+}
+
+impl<T> fmt::Debug for PostgresTarget<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // tokio-postgres's Config redacts its password in Debug.
+        f.debug_struct("PostgresTarget")
+            .field("connection", &self.connection)
+            .field("admin", &self.admin.as_ref().map(|(user, _)| user))
+            .field("test_query", &self.test_query)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for PostgresTarget<NoTls> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl PostgresTarget<NoTls> {
+    /// A target that connects where the secret says, without TLS.
+    pub fn new() -> Self {
+        PostgresTarget {
+            connection: Config::new(),
+            admin: None,
+            tls: NoTls,
+            test_query: "SELECT 1".to_owned(),
+        }
+    }
+}
+
+impl<T> PostgresTarget<T> {
+    /// Connection settings that take precedence over the secret's: host, port and database when
+    /// set here, and anything else tokio-postgres offers (timeouts, SSL mode, application name).
+    /// User and password are always those of the credential in use.
+    pub fn connection(mut self, config: Config) -> Self {
+        self.connection = config;
+        self
+    }
+
+    /// The credential that takes the lock and changes roles (needed for alternating users).
+    pub fn admin(mut self, username: impl Into<String>, password: impl Into<SecretString>) -> Self {
+        self.admin = Some((username.into(), password.into()));
+        self
+    }
+
+    /// The query `test` runs as the pending credential (default `SELECT 1`).
+    pub fn test_query(mut self, sql: impl Into<String>) -> Self {
+        self.test_query = sql.into();
+        self
+    }
+
+    /// Connects with TLS.
+    pub fn tls<U>(self, tls: U) -> PostgresTarget<U> {
+        PostgresTarget {
+            connection: self.connection,
+            admin: self.admin,
+            tls,
+            test_query: self.test_query,
+        }
+    }
+
+    /// Settings for logging in as `username` at the place `location` (a secret) names.
+    fn config(
+        &self,
+        secret_id: &str,
+        location: &PgCredentials,
+        username: &str,
+        password: &SecretString,
+    ) -> Result<Config> {
+        let mut config = self.connection.clone();
+        if config.get_hosts().is_empty() {
+            let host = location.host.as_deref().ok_or_else(|| {
+                Error::config(
+                    "no database host: the secret has no `host` and PostgresTarget::connection \
+                     names none",
+                )
+                .with_id(secret_id)
+            })?;
+            let _ = config.host(host);
+        }
+        if config.get_ports().is_empty() {
+            if let Some(port) = location.port {
+                let _ = config.port(port);
+            }
+        }
+        if config.get_dbname().is_none() {
+            if let Some(dbname) = &location.dbname {
+                let _ = config.dbname(dbname);
+            }
+        }
+        if config.get_connect_timeout().is_none() {
+            let _ = config.connect_timeout(Duration::from_secs(10));
+        }
+        if config.get_application_name().is_none() {
+            let _ = config.application_name("credswap-rotation");
+        }
+        let _ = config
+            .user(username)
+            .password(password.expose_secret().as_bytes());
+        Ok(config)
+    }
+}
+
+fn credentials(secret_id: &str, value: &SecretValue) -> Result<PgCredentials> {
+    let text = value
+        .expose_str()
+        .ok_or_else(|| Error::decode(secret_id, "the secret is binary, not a JSON object"))?;
+    serde_json::from_str(text)
+        .map_err(|e| Error::decode(secret_id, crate::error::describe_json_error(&e)))
+}
+
+impl<T> PostgresTarget<T>
+where
+    T: MakeTlsConnect<Socket> + Clone + Send + Sync + 'static,
+    T::Stream: Send + Sync + 'static,
+    T::TlsConnect: Send + Sync,
+    <T::TlsConnect as TlsConnect<Socket>>::Future: Send,
+{
+    async fn connect(&self, secret_id: &str, config: &Config, what: &str) -> Result<Client> {
+        let (client, connection) = config
+            .connect(self.tls.clone())
+            .await
+            .map_err(|e| map_pg_error(secret_id, what, e))?;
+        let _task = tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(%error, "credswap: rotation connection ended with an error");
+            }
+        });
+        Ok(client)
+    }
+
+    async fn login(&self, secret_id: &str, credential: &SecretValue, what: &str) -> Result<Client> {
+        let creds = credentials(secret_id, credential)?;
+        let config = self.config(secret_id, &creds, &creds.username, &creds.password)?;
+        self.connect(secret_id, &config, what).await
+    }
+}
+
+#[async_trait]
+impl<T> RotationTarget for PostgresTarget<T>
+where
+    T: MakeTlsConnect<Socket> + Clone + Send + Sync + 'static,
+    T::Stream: Send + Sync + 'static,
+    T::TlsConnect: Send + Sync,
+    <T::TlsConnect as TlsConnect<Socket>>::Future: Send,
+{
+    fn name(&self) -> &str {
+        "postgres"
+    }
+
+    fn check_username(&self, secret_id: &str, username: &str) -> Result<()> {
+        check_role_name(secret_id, username)
+    }
+
+    async fn begin(
+        &self,
+        secret_id: &str,
+        strategy: &Strategy,
+        current: &SecretValue,
+        pending: Option<&SecretValue>,
+    ) -> Result<Option<Box<dyn TargetSession>>> {
+        let location = credentials(secret_id, current)?;
+        let control = match &self.admin {
+            Some((user, password)) => {
+                let config = self.config(secret_id, &location, user, password)?;
+                self.connect(secret_id, &config, "admin login").await?
+            }
+            None if strategy.needs_admin() => {
+                return Err(Error::config(
+                    "alternating users create and re-password another role: give the target an \
+                     admin credential (PostgresTarget::admin)",
+                )
+                .with_id(secret_id));
+            }
+            None => match self
+                .login(secret_id, current, "login as the current role")
+                .await
+            {
+                // After a crash between `set` and `finish`, only the pending password works.
+                Err(error) if error.kind() == ErrorKind::AuthRejected && pending.is_some() => {
+                    let pending = pending.unwrap_or(current);
+                    self.login(secret_id, pending, "login as the pending role")
+                        .await?
+                }
+                other => other?,
+            },
+        };
+        let key = lock_key(secret_id);
+        let locked: bool = control
+            .query_one("SELECT pg_try_advisory_lock($1)", &[&key])
+            .await
+            .map_err(|e| map_pg_error(secret_id, "taking the rotation lock", e))?
+            .get(0);
+        if !locked {
+            return Ok(None);
+        }
+        Ok(Some(Box::new(PostgresSession {
+            target: self.clone(),
+            secret_id: secret_id.to_owned(),
+            control,
+            key,
+        })))
+    }
+}
+
+/// A lock session: the advisory lock is held until released or until the connection closes.
+struct PostgresSession<T> {
+    target: PostgresTarget<T>,
+    secret_id: String,
+    control: Client,
+    key: i64,
+}
+
+#[async_trait]
+impl<T> TargetSession for PostgresSession<T>
+where
+    T: MakeTlsConnect<Socket> + Clone + Send + Sync + 'static,
+    T::Stream: Send + Sync + 'static,
+    T::TlsConnect: Send + Sync,
+    <T::TlsConnect as TlsConnect<Socket>>::Future: Send,
+{
+    async fn logs_in(&mut self, credential: &SecretValue) -> Result<bool> {
+        match self
+            .target
+            .login(&self.secret_id, credential, "login as the pending role")
+            .await
+        {
+            Ok(_client) => Ok(true),
+            Err(error) if error.kind() == ErrorKind::AuthRejected => Ok(false),
+            Err(error) => Err(error),
+        }
+    }
+
+    async fn apply(&mut self, credential: &SecretValue, clone_of: Option<&str>) -> Result<()> {
+        let id = self.secret_id.as_str();
+        let creds = credentials(id, credential)?;
+        check_role_name(id, &creds.username)?;
+        let verifier = scram_verifier(&creds.password).await?;
+        let role = quote_identifier(&creds.username);
+        let password = quote_literal(&verifier);
+        if let Some(base) = clone_of {
+            check_role_name(id, base)?;
+            let exists = self
+                .control
+                .query_opt(
+                    "SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = $1",
+                    &[&creds.username],
+                )
+                .await
+                .map_err(|e| map_pg_error(id, "looking up the clone role", e))?
+                .is_some();
+            if !exists {
+                let transaction = self
+                    .control
+                    .transaction()
+                    .await
+                    .map_err(|e| map_pg_error(id, "creating the clone role", e))?;
+                transaction
+                    .batch_execute(&format!(
+                        "CREATE ROLE {role} LOGIN PASSWORD {password}; GRANT {} TO {role}",
+                        quote_identifier(base)
+                    ))
+                    .await
+                    .map_err(|e| map_pg_error(id, "creating the clone role", e))?;
+                return transaction
+                    .commit()
+                    .await
+                    .map_err(|e| map_pg_error(id, "creating the clone role", e));
+            }
+        }
+        self.control
+            .batch_execute(&format!("ALTER ROLE {role} PASSWORD {password}"))
+            .await
+            .map_err(|e| map_pg_error(id, "setting the role's password", e))
+    }
+
+    async fn verify(&mut self, credential: &SecretValue) -> Result<()> {
+        let id = self.secret_id.as_str();
+        let client = self
+            .target
+            .login(id, credential, "login with the pending credential")
+            .await?;
+        let _rows = client
+            .simple_query(&self.target.test_query)
+            .await
+            .map_err(|e| map_pg_error(id, "the test query", e))?;
+        Ok(())
+    }
+
+    async fn release(self: Box<Self>) -> Result<()> {
+        let _released: bool = self
+            .control
+            .query_one("SELECT pg_advisory_unlock($1)", &[&self.key])
+            .await
+            .map_err(|e| map_pg_error(&self.secret_id, "releasing the rotation lock", e))?
+            .get(0);
+        Ok(())
+    }
+}

@@ -1,0 +1,456 @@
+//! The four steps, what a rotation comes to, and the [`Rotator`] that runs them.
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::broadcast;
+
+use super::builder::RotatorBuilder;
+use super::engine::Run;
+use super::events::{Outcome, RotationEvent};
+use super::password::PasswordPolicy;
+use super::store::RotationStore;
+use super::strategy::{SecretDocument, Strategy};
+use super::target::{RotationTarget, TargetSession};
+use crate::error::{Error, ErrorKind, Result};
+use crate::value::VersionId;
+
+/// One of the four steps of a rotation, spelled as AWS Secrets Manager's rotation functions
+/// receive them (`createSecret`, `setSecret`, `testSecret`, `finishSecret`).
+///
+/// ```
+/// use credswap::rotation::Step;
+///
+/// assert_eq!("setSecret".parse::<Step>()?, Step::Set);
+/// assert_eq!(Step::Finish.as_aws_str(), "finishSecret");
+/// assert!("dropSecret".parse::<Step>().is_err());
+/// # Ok::<(), credswap::Error>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Step {
+    /// Generate a password and store the new credential as pending (before the database changes).
+    Create,
+    /// Apply the pending credential to the database.
+    Set,
+    /// Log in with the pending credential and run a query; roll back when it fails.
+    Test,
+    /// Promote pending to current; the old current becomes previous.
+    Finish,
+}
+
+impl Step {
+    /// The four steps in order.
+    pub const ALL: [Step; 4] = [Step::Create, Step::Set, Step::Test, Step::Finish];
+
+    /// AWS's name for the step.
+    pub fn as_aws_str(self) -> &'static str {
+        match self {
+            Step::Create => "createSecret",
+            Step::Set => "setSecret",
+            Step::Test => "testSecret",
+            Step::Finish => "finishSecret",
+        }
+    }
+}
+
+impl fmt::Display for Step {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_aws_str())
+    }
+}
+
+impl FromStr for Step {
+    type Err = Error;
+
+    /// AWS's spellings, and the short ones (`create`, `set`, `test`, `finish`), in any case.
+    fn from_str(text: &str) -> Result<Self> {
+        let lower = text.trim().to_ascii_lowercase();
+        match lower.strip_suffix("secret").unwrap_or(&lower) {
+            "create" => Ok(Step::Create),
+            "set" => Ok(Step::Set),
+            "test" => Ok(Step::Test),
+            "finish" => Ok(Step::Finish),
+            _ => Err(Error::new(ErrorKind::InvalidRequest).with_message(format!(
+                "unknown rotation step `{}` (expected createSecret, setSecret, testSecret or \
+                 finishSecret)",
+                text.escape_debug()
+            ))),
+        }
+    }
+}
+
+/// What one [`Rotator::step`] call did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StepOutcome {
+    /// The step was performed now.
+    Done,
+    /// An earlier run had already performed it; nothing changed.
+    AlreadyDone,
+}
+
+/// What a [`Rotator::rotate`] call came to. Only a failure is an error: a rotation found under way
+/// or not yet due is an ordinary answer, so replicas that run the same schedule see one rotation
+/// and calm answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RotationOutcome {
+    /// The secret rotated.
+    Rotated {
+        /// The id of this rotation's events.
+        rotation_id: Arc<str>,
+        /// The rotation's token (the new version's request token).
+        token: String,
+        /// The version that was current before.
+        old_version: VersionId,
+        /// The version that is current now.
+        new_version: VersionId,
+    },
+    /// Another rotation of this secret is under way (its lock is held, or its pending version is
+    /// in the store); nothing was changed. `token` is its token when the store shows one. A pending
+    /// version that stays (its rotator crashed) is finished by [`Rotator::resume`] or undone by
+    /// [`Rotator::abort`].
+    UnderWay {
+        /// The token of the rotation under way, when known.
+        token: Option<String>,
+    },
+    /// The current version is younger than the minimum age given to
+    /// [`Rotator::rotate_if_due`]; nothing was changed.
+    NotDue {
+        /// The current version.
+        current_version: VersionId,
+        /// Its age.
+        age: Duration,
+    },
+}
+
+impl RotationOutcome {
+    /// Whether the secret rotated.
+    pub fn rotated(&self) -> bool {
+        matches!(self, RotationOutcome::Rotated { .. })
+    }
+}
+
+pub(crate) type FinishedHook = Arc<dyn Fn(&str, &VersionId) + Send + Sync>;
+
+pub(crate) struct Inner {
+    pub(crate) store: Arc<dyn RotationStore>,
+    pub(crate) target: Arc<dyn RotationTarget>,
+    pub(crate) strategy: Strategy,
+    pub(crate) policy: PasswordPolicy,
+    pub(crate) on_finished: Option<FinishedHook>,
+    pub(crate) events: broadcast::Sender<RotationEvent>,
+}
+
+/// Runs rotations of secrets held in a [`RotationStore`] for credentials of a
+/// [`RotationTarget`]: the four steps, crash-safe and idempotent per token, one rotator per secret.
+///
+/// Cheap to clone (an `Arc`); one rotator serves any number of secrets.
+///
+/// # Concurrent calls on the same secret
+///
+/// Exactly one rotation of a secret runs at a time, across processes: the target's lock (a
+/// PostgreSQL advisory lock) is held for the whole rotation, and the store's pending version marks
+/// a rotation under way between processes that do not share the lock (an AWS rotation function).
+/// A second `rotate` returns [`RotationOutcome::UnderWay`] without changing anything.
+///
+/// # Cancellation
+///
+/// Dropping a `rotate` future between two steps leaves a pending version, which `resume` finishes
+/// and `abort` undoes; the lock goes with the dropped session.
+#[derive(Clone)]
+pub struct Rotator {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl fmt::Debug for Rotator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Rotator")
+            .field("store", &self.inner.store.name())
+            .field("target", &self.inner.target.name())
+            .field("strategy", &self.inner.strategy)
+            .field("policy", &self.inner.policy)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Rotator {
+    /// A builder for a rotator of secrets in `store` for credentials of `target`.
+    pub fn builder(
+        store: Arc<dyn RotationStore>,
+        target: Arc<dyn RotationTarget>,
+    ) -> RotatorBuilder {
+        RotatorBuilder::new(store, target)
+    }
+
+    /// The strategy in use.
+    pub fn strategy(&self) -> &Strategy {
+        &self.inner.strategy
+    }
+
+    /// The audit trail: every step's [`RotationEvent`] from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<RotationEvent> {
+        self.inner.events.subscribe()
+    }
+
+    /// Rotates `secret_id` now: `create`, `set`, `test`, `finish` under one lock, with a new token.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::RolledBack`] when `test` failed and the rotation was undone; the store's or the
+    /// database's error when a step failed (re-running finishes or undoes it: see [`resume`](Self::resume)
+    /// and [`abort`](Self::abort)); [`ErrorKind::InvalidRequest`] for a role name the database cannot
+    /// take, before anything changed.
+    pub async fn rotate(&self, secret_id: &str) -> Result<RotationOutcome> {
+        self.rotate_with(secret_id, None).await
+    }
+
+    /// Like [`rotate`](Self::rotate), unless the current version is younger than `min_age`
+    /// ([`RotationOutcome::NotDue`]): replicas that run the same schedule rotate once, not once
+    /// each. A store that does not say when the current version was made always rotates.
+    pub async fn rotate_if_due(
+        &self,
+        secret_id: &str,
+        min_age: Duration,
+    ) -> Result<RotationOutcome> {
+        self.rotate_with(secret_id, Some(min_age)).await
+    }
+
+    async fn rotate_with(
+        &self,
+        secret_id: &str,
+        min_age: Option<Duration>,
+    ) -> Result<RotationOutcome> {
+        let run = Run::new(&self.inner, secret_id);
+        let result = match self.open(secret_id).await {
+            Ok(Opened::Locked(token)) => Ok(RotationOutcome::UnderWay { token }),
+            Ok(Opened::Session(mut session)) => {
+                let result = self
+                    .rotate_locked(&run, session.as_mut(), secret_id, min_age)
+                    .await;
+                release(secret_id, session, result).await
+            }
+            Err(error) => Err(error),
+        };
+        run.finish_rotation(&result);
+        result
+    }
+
+    async fn rotate_locked(
+        &self,
+        run: &Run<'_>,
+        session: &mut dyn TargetSession,
+        secret_id: &str,
+        min_age: Option<Duration>,
+    ) -> Result<RotationOutcome> {
+        let store = &self.inner.store;
+        // Read again under the lock: another rotator may have started or finished meanwhile.
+        if let Some(token) = store.pending_token(secret_id).await? {
+            return Ok(RotationOutcome::UnderWay { token: Some(token) });
+        }
+        let current = store.current(secret_id).await?;
+        if let (Some(min_age), Some(created)) = (min_age, current.version.created_at) {
+            let age = SystemTime::now()
+                .duration_since(created)
+                .unwrap_or(Duration::ZERO);
+            if age < min_age {
+                return Ok(RotationOutcome::NotDue {
+                    current_version: current.version.id,
+                    age,
+                });
+            }
+        }
+        let token = new_token()?;
+        let new_version = run.steps(session, &token).await?;
+        Ok(RotationOutcome::Rotated {
+            rotation_id: run.rotation_id(),
+            token,
+            old_version: current.version.id,
+            new_version,
+        })
+    }
+
+    /// Finishes the rotation under way (a pending version left by a crashed or timed-out rotator):
+    /// all four steps with its token, each re-run harmlessly where it had already been done.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::NotFound`] when no rotation is under way; otherwise as [`rotate`](Self::rotate).
+    pub async fn resume(&self, secret_id: &str) -> Result<RotationOutcome> {
+        let run = Run::new(&self.inner, secret_id);
+        let result = match self.open(secret_id).await {
+            Ok(Opened::Locked(token)) => Ok(RotationOutcome::UnderWay { token }),
+            Ok(Opened::Session(mut session)) => {
+                let result = async {
+                    let store = &self.inner.store;
+                    let Some(token) = store.pending_token(secret_id).await? else {
+                        return Err(Error::not_found(secret_id)
+                            .with_message("no rotation is under way: nothing to resume"));
+                    };
+                    let old_version = store.current(secret_id).await?.version.id;
+                    let new_version = run.steps(session.as_mut(), &token).await?;
+                    Ok(RotationOutcome::Rotated {
+                        rotation_id: run.rotation_id(),
+                        token,
+                        old_version,
+                        new_version,
+                    })
+                }
+                .await;
+                release(secret_id, session, result).await
+            }
+            Err(error) => Err(error),
+        };
+        run.finish_rotation(&result);
+        result
+    }
+
+    /// Undoes the rotation under way: the database goes back to the current credential (for
+    /// alternating users, the other role back to the previous version's) and the pending version is
+    /// removed. Returns the token undone, `None` when nothing was pending.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Conflict`] when a rotator is running now (it holds the lock); the database's
+    /// or the store's error otherwise (the pending version is kept: call again).
+    pub async fn abort(&self, secret_id: &str) -> Result<Option<String>> {
+        let run = Run::new(&self.inner, secret_id);
+        match self.open(secret_id).await? {
+            Opened::Locked(token) => Err(lock_held(secret_id, token)),
+            Opened::Session(mut session) => {
+                let result = async {
+                    let Some(token) = self.inner.store.pending_token(secret_id).await? else {
+                        return Ok(None);
+                    };
+                    let _restored = run.undo(session.as_mut(), &token).await?;
+                    Ok(Some(token))
+                }
+                .await;
+                release(secret_id, session, result).await
+            }
+        }
+    }
+
+    /// Runs one step of the rotation identified by `token`, as the body of an AWS Secrets Manager
+    /// rotation function does with the event's `SecretId`, `ClientRequestToken` and `Step`.
+    /// Each call takes the lock for its duration; every step is idempotent for its token.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Conflict`] when another rotator holds the lock or another token's rotation is
+    /// under way; [`ErrorKind::RolledBack`] when `testSecret` failed and was undone; the store's or
+    /// database's error otherwise (the caller, or AWS, retries the step).
+    pub async fn step(&self, secret_id: &str, token: &str, step: Step) -> Result<StepOutcome> {
+        let run = Run::new(&self.inner, secret_id);
+        match self.open(secret_id).await? {
+            Opened::Locked(held_by) => Err(lock_held(secret_id, held_by)),
+            Opened::Session(mut session) => {
+                let result = run.step(session.as_mut(), token, step).await;
+                release(secret_id, session, result).await
+            }
+        }
+    }
+
+    /// Opens a session with the target, which takes the rotation lock.
+    async fn open(&self, secret_id: &str) -> Result<Opened> {
+        let store = &self.inner.store;
+        let current = store.current(secret_id).await?;
+        // Names the database cannot take fail here, before any login or change.
+        let document = SecretDocument::parse(secret_id, &current.value)?;
+        let username = document.username(secret_id)?;
+        let target = &self.inner.target;
+        target.check_username(secret_id, username)?;
+        target.check_username(
+            secret_id,
+            &self.inner.strategy.pending_role(username).username,
+        )?;
+        let pending_token = store.pending_token(secret_id).await?;
+        let pending = match &pending_token {
+            Some(token) => store.read_pending(secret_id, token).await?,
+            None => None,
+        };
+        let session = self
+            .inner
+            .target
+            .begin(
+                secret_id,
+                &self.inner.strategy,
+                &current.value,
+                pending.as_ref(),
+            )
+            .await?;
+        Ok(match session {
+            Some(session) => Opened::Session(session),
+            None => Opened::Locked(pending_token),
+        })
+    }
+}
+
+enum Opened {
+    Session(Box<dyn TargetSession>),
+    /// Another rotator holds the lock (with the token the store shows, if any).
+    Locked(Option<String>),
+}
+
+fn lock_held(secret_id: &str, token: Option<String>) -> Error {
+    Error::new(ErrorKind::Conflict)
+        .with_id(secret_id)
+        .with_message(match token {
+            Some(token) => format!("another rotator holds the rotation lock (rotation {token})"),
+            None => "another rotator holds the rotation lock".to_owned(),
+        })
+}
+
+/// Releases the lock. A failure to release matters less than the work's result: the lock goes
+/// with the session's connection, which is closed either way.
+async fn release<T>(
+    secret_id: &str,
+    session: Box<dyn TargetSession>,
+    result: Result<T>,
+) -> Result<T> {
+    if let Err(error) = session.release().await {
+        tracing::warn!(
+            target: "credswap::rotation",
+            secret_id,
+            kind = %error.kind(),
+            "credswap: releasing the rotation lock failed; it ends with the connection"
+        );
+    }
+    result
+}
+
+/// A new rotation token: a random UUID (version 4), which AWS accepts as a `ClientRequestToken`
+/// (32 to 64 characters).
+pub(crate) fn new_token() -> Result<String> {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes).map_err(|e| {
+        Error::new(ErrorKind::Transient)
+            .with_message(format!("the operating system's random source failed: {e}"))
+    })?;
+    bytes[6] = (bytes[6] & 0x0f) | 0x40;
+    bytes[8] = (bytes[8] & 0x3f) | 0x80;
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    Ok(format!(
+        "{}-{}-{}-{}-{}",
+        &hex[..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..]
+    ))
+}
+
+pub(crate) fn emit(inner: &Inner, event: RotationEvent) {
+    event.log();
+    let _ = inner.events.send(event);
+}
+
+pub(crate) fn failure_outcome(error: &Error) -> Outcome {
+    if error.kind() == ErrorKind::RolledBack {
+        Outcome::RolledBack
+    } else {
+        Outcome::Failed(error.kind())
+    }
+}

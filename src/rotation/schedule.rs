@@ -1,0 +1,320 @@
+//! An in-process schedule, for services that rotate their own secrets.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use super::protocol::{RotationOutcome, Rotator};
+use crate::error::{Error, Result};
+use crate::time::later_wall;
+
+const DAY: u64 = 24 * 60 * 60;
+
+/// A daily window (UTC) in which scheduled rotations may run, such as 02:00–04:00.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    start: u64,
+    length: Duration,
+}
+
+impl Window {
+    /// A window opening every day at `hour:minute` UTC for `length` (at most 24 hours; it may run
+    /// past midnight).
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Config`](crate::ErrorKind::Config) for an hour over 23, a minute over 59, or a
+    /// length of zero or over a day.
+    pub fn daily_utc(hour: u8, minute: u8, length: Duration) -> Result<Self> {
+        if hour > 23 || minute > 59 {
+            return Err(Error::config(format!(
+                "{hour:02}:{minute:02} is not a time of day"
+            )));
+        }
+        if length.is_zero() || length > Duration::from_secs(DAY) {
+            return Err(Error::config(
+                "a rotation window lasts more than zero and at most 24 hours",
+            ));
+        }
+        Ok(Window {
+            start: u64::from(hour) * 3600 + u64::from(minute) * 60,
+            length,
+        })
+    }
+
+    /// The first moment at or after `at` inside a window, plus `offset` (capped to stay inside)
+    /// when `at` itself is outside.
+    fn next_inside(&self, at: SystemTime, offset: Duration) -> SystemTime {
+        let since_epoch = at.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO);
+        let day_start = since_epoch.as_secs() - since_epoch.as_secs() % DAY;
+        // Today's window and yesterday's (which may run past midnight into today).
+        for opens in [day_start.saturating_sub(DAY), day_start] {
+            let opens = Duration::from_secs(opens + self.start);
+            if since_epoch >= opens && since_epoch < opens + self.length {
+                return at;
+            }
+        }
+        let today = Duration::from_secs(day_start + self.start);
+        let opens = if since_epoch < today {
+            today
+        } else {
+            today + Duration::from_secs(DAY)
+        };
+        let offset = offset.min(self.length.saturating_sub(Duration::from_secs(1)));
+        UNIX_EPOCH + opens + offset
+    }
+}
+
+/// When a [`ScheduledRotation`] rotates: every `period`, each attempt delayed by a random part of
+/// `jitter` (so replicas and secrets do not rotate in step), moved into the daily
+/// [`Window`] when there is one. An attempt is [`rotate_if_due`](Rotator::rotate_if_due) with a
+/// minimum age (half the period by default), so replicas running the same schedule rotate once
+/// per period, not once each; a failed attempt is tried again after `retry_after`.
+///
+/// ```
+/// use std::time::Duration;
+/// use credswap::rotation::{Schedule, Window};
+///
+/// let schedule = Schedule::every(Duration::from_secs(7 * 24 * 3600))
+///     .jitter(Duration::from_secs(30 * 60))
+///     .window(Window::daily_utc(2, 0, Duration::from_secs(2 * 3600))?);
+/// # drop(schedule);
+/// # Ok::<(), credswap::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Schedule {
+    period: Duration,
+    jitter: Duration,
+    window: Option<Window>,
+    retry_after: Duration,
+    min_age: Option<Duration>,
+}
+
+impl Schedule {
+    /// Rotate every `period` (no jitter, no window, retries after 5 minutes or a period if
+    /// shorter).
+    pub fn every(period: Duration) -> Self {
+        Schedule {
+            period,
+            jitter: Duration::ZERO,
+            window: None,
+            retry_after: period.min(Duration::from_secs(300)),
+            min_age: None,
+        }
+    }
+
+    /// Delays each attempt by a random duration up to `jitter`.
+    pub fn jitter(mut self, jitter: Duration) -> Self {
+        self.jitter = jitter;
+        self
+    }
+
+    /// Rotates only inside `window`.
+    pub fn window(mut self, window: Window) -> Self {
+        self.window = Some(window);
+        self
+    }
+
+    /// How long after a failed attempt to try again.
+    pub fn retry_after(mut self, retry_after: Duration) -> Self {
+        self.retry_after = retry_after;
+        self
+    }
+
+    /// Skips a secret whose current version is younger than this (default: half the period).
+    pub fn min_age(mut self, min_age: Duration) -> Self {
+        self.min_age = Some(min_age);
+        self
+    }
+
+    fn validate(&self) -> Result<()> {
+        if self.period < Duration::from_secs(1) || self.retry_after < Duration::from_millis(10) {
+            return Err(Error::config(
+                "a rotation schedule's period is at least a second and its retry delay at least \
+                 10 ms",
+            ));
+        }
+        for (what, value) in [
+            ("period", Some(self.period)),
+            ("jitter", Some(self.jitter)),
+            ("retry delay", Some(self.retry_after)),
+            ("minimum age", self.min_age),
+        ] {
+            if value.is_some_and(|value| value > crate::time::MAX_SETTING) {
+                return Err(Error::config(format!(
+                    "the rotation schedule's {what} is over ten years"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The moment of the attempt planned for `due`, with `fraction` (0 to 1) of the jitter.
+    pub(crate) fn plan(&self, due: SystemTime, fraction: f64) -> SystemTime {
+        let jitter = self.jitter.mul_f64(fraction.clamp(0.0, 1.0));
+        let at = later_wall(due, jitter);
+        match &self.window {
+            Some(window) => window.next_inside(at, jitter),
+            None => at,
+        }
+    }
+}
+
+/// The clock a schedule runs by: the wall clock at start plus Tokio's clock since then, so the
+/// window follows the time of day, and tests under `tokio::time::pause()` control it entirely.
+#[derive(Clone, Copy)]
+struct Clock {
+    wall: SystemTime,
+    instant: tokio::time::Instant,
+}
+
+impl Clock {
+    fn start() -> Self {
+        Clock {
+            wall: SystemTime::now(),
+            instant: tokio::time::Instant::now(),
+        }
+    }
+
+    fn now(&self) -> SystemTime {
+        later_wall(self.wall, self.instant.elapsed())
+    }
+
+    fn instant_of(&self, at: SystemTime) -> tokio::time::Instant {
+        let since_start = at.duration_since(self.wall).unwrap_or(Duration::ZERO);
+        self.instant
+            .checked_add(since_start)
+            .unwrap_or(self.instant + crate::time::MAX_SETTING)
+    }
+}
+
+/// A rotation running on a [`Schedule`] in a background task; stopped when dropped.
+#[derive(Debug)]
+pub struct ScheduledRotation {
+    task: JoinHandle<()>,
+    attempts: watch::Receiver<Attempts>,
+}
+
+/// What the schedule has done so far.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct Attempts {
+    /// Attempts made.
+    pub count: u64,
+    /// The last attempt's result (an error rendered as its kind and message).
+    pub last: Option<std::result::Result<RotationOutcome, Error>>,
+}
+
+impl ScheduledRotation {
+    /// Attempts made so far, and the last one's result.
+    pub fn attempts(&self) -> Attempts {
+        self.attempts.borrow().clone()
+    }
+
+    /// Waits for the next attempt to complete and returns the tally.
+    pub async fn next_attempt(&mut self) -> Attempts {
+        let _ = self.attempts.changed().await;
+        self.attempts.borrow().clone()
+    }
+
+    /// Stops the schedule (a rotation in progress is cancelled between two store or database
+    /// calls; its pending version is resumed or undone by a later `rotate`/`resume`/`abort`).
+    pub fn stop(self) {}
+}
+
+impl Drop for ScheduledRotation {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Rotator {
+    /// Rotates `secret_id` on `schedule` in a background task until the returned handle is
+    /// dropped. Each attempt's events go to [`subscribe`](Self::subscribe)rs as usual.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Config`](crate::ErrorKind::Config) for a period under a second or absurd
+    /// durations.
+    pub fn schedule(&self, secret_id: &str, schedule: Schedule) -> Result<ScheduledRotation> {
+        schedule.validate()?;
+        let (report, attempts) = watch::channel(Attempts::default());
+        let rotator = self.clone();
+        let secret_id: Arc<str> = secret_id.into();
+        let task = tokio::spawn(async move {
+            let clock = Clock::start();
+            let min_age = schedule.min_age.unwrap_or(schedule.period / 2);
+            let mut due = clock.now();
+            loop {
+                let at = schedule.plan(due, fastrand::f64());
+                tokio::time::sleep_until(clock.instant_of(at)).await;
+                let started = clock.now();
+                let result = rotator.rotate_if_due(&secret_id, min_age).await;
+                due = match &result {
+                    Ok(_) => later_wall(started, schedule.period),
+                    Err(_) => later_wall(clock.now(), schedule.retry_after),
+                };
+                report.send_modify(|attempts| {
+                    attempts.count += 1;
+                    attempts.last = Some(result);
+                });
+            }
+        });
+        Ok(ScheduledRotation { task, attempts })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(day: u64, hour: u64, minute: u64) -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(day * DAY + hour * 3600 + minute * 60)
+    }
+
+    #[test]
+    fn attempts_move_into_the_window() {
+        let window = Window::daily_utc(2, 0, Duration::from_secs(2 * 3600)).unwrap();
+        let schedule = Schedule::every(Duration::from_secs(DAY))
+            .jitter(Duration::from_secs(600))
+            .window(window);
+        // Inside the window: as planned, plus the jitter.
+        assert_eq!(schedule.plan(at(10, 2, 30), 0.5), at(10, 2, 35));
+        // Before it: the window's opening, plus the jitter.
+        assert_eq!(schedule.plan(at(10, 1, 0), 0.5), at(10, 2, 5));
+        // After it: tomorrow's opening.
+        assert_eq!(schedule.plan(at(10, 9, 0), 0.0), at(11, 2, 0));
+        // A window running past midnight.
+        let night = Schedule::every(Duration::from_secs(DAY))
+            .window(Window::daily_utc(23, 0, Duration::from_secs(3 * 3600)).unwrap());
+        assert_eq!(night.plan(at(10, 1, 0), 0.0), at(10, 1, 0));
+        assert_eq!(night.plan(at(10, 3, 0), 0.0), at(10, 23, 0));
+        // No window: jitter only.
+        let plain = Schedule::every(Duration::from_secs(60)).jitter(Duration::from_secs(10));
+        assert_eq!(
+            plain.plan(at(1, 0, 0), 1.0),
+            at(1, 0, 0) + Duration::from_secs(10)
+        );
+    }
+
+    #[test]
+    fn bad_windows_and_schedules_are_configuration_errors() {
+        assert!(Window::daily_utc(24, 0, Duration::from_secs(60)).is_err());
+        assert!(Window::daily_utc(1, 60, Duration::from_secs(60)).is_err());
+        assert!(Window::daily_utc(1, 0, Duration::ZERO).is_err());
+        assert!(Window::daily_utc(1, 0, Duration::from_secs(DAY + 1)).is_err());
+        assert!(
+            Schedule::every(Duration::from_millis(10))
+                .validate()
+                .is_err()
+        );
+        assert!(
+            Schedule::every(Duration::from_secs(60))
+                .jitter(Duration::MAX)
+                .validate()
+                .is_err()
+        );
+    }
+}

@@ -1,0 +1,183 @@
+//! The seam between the rotation protocol and a secret store.
+
+use async_trait::async_trait;
+
+use crate::error::Result;
+use crate::value::{SecretValue, VersionId, Versioned};
+
+/// A secret store as the rotation protocol uses it: a current version, at most one pending
+/// version identified by its rotation token, and a promotion that makes the pending version
+/// current.
+///
+/// Every method must be idempotent for its token: the protocol re-runs steps after crashes and
+/// timeouts, and a re-run must neither fail because the first run succeeded nor do anything twice.
+/// Where the store can, writes are checked against concurrent writers (AWS: the
+/// `RemoveFromVersionId` of a stage move; Vault: check-and-set) and lose with
+/// [`ErrorKind::Conflict`](crate::ErrorKind::Conflict). Errors never contain a value.
+///
+/// The trait is object safe: the [`Rotator`](super::Rotator) holds an `Arc<dyn RotationStore>`.
+/// Implementations: [`MemoryRotationStore`](super::MemoryRotationStore), `AwsRotationStore`
+/// (feature `aws`), `VaultKvRotationStore` (feature `vault`).
+///
+/// # Example
+///
+/// A complete store over a map, one current and one pending version per secret:
+///
+/// ```
+/// use std::collections::HashMap;
+/// use std::sync::Mutex;
+///
+/// use async_trait::async_trait;
+/// use credswap::rotation::RotationStore;
+/// use credswap::{Error, Result, SecretValue, Version, VersionId, Versioned};
+///
+/// #[derive(Default)]
+/// struct MapStore {
+///     // id -> (versions as (version id, value), index of current, pending token)
+///     secrets: Mutex<HashMap<String, Slot>>,
+/// }
+///
+/// #[derive(Default)]
+/// struct Slot {
+///     versions: Vec<(String, SecretValue)>,
+///     current: usize,
+///     pending: Option<String>,
+/// }
+///
+/// impl MapStore {
+///     fn with<T>(&self, id: &str, f: impl FnOnce(&mut Slot) -> Result<T>) -> Result<T> {
+///         let mut secrets = self.secrets.lock().unwrap();
+///         f(secrets.get_mut(id).ok_or_else(|| Error::not_found(id))?)
+///     }
+/// }
+///
+/// fn versioned(slot: &Slot, index: usize) -> Versioned<SecretValue> {
+///     let (version, value) = &slot.versions[index];
+///     Versioned::new(value.clone(), Version::current(version.as_str()))
+/// }
+///
+/// #[async_trait]
+/// impl RotationStore for MapStore {
+///     fn name(&self) -> &str {
+///         "map"
+///     }
+///
+///     async fn current(&self, id: &str) -> Result<Versioned<SecretValue>> {
+///         self.with(id, |slot| Ok(versioned(slot, slot.current)))
+///     }
+///
+///     async fn previous(&self, id: &str) -> Result<Option<Versioned<SecretValue>>> {
+///         self.with(id, |slot| Ok(slot.current.checked_sub(1).map(|i| versioned(slot, i))))
+///     }
+///
+///     async fn pending_token(&self, id: &str) -> Result<Option<String>> {
+///         self.with(id, |slot| Ok(slot.pending.clone()))
+///     }
+///
+///     async fn read_pending(&self, id: &str, token: &str) -> Result<Option<SecretValue>> {
+///         self.with(id, |slot| {
+///             Ok(slot.versions.iter().skip(slot.current + 1)
+///                 .find(|(version, _)| version == token)
+///                 .map(|(_, value)| value.clone()))
+///         })
+///     }
+///
+///     async fn write_pending(
+///         &self, id: &str, token: &str, value: &SecretValue, base: &VersionId,
+///     ) -> Result<()> {
+///         self.with(id, |slot| match &slot.pending {
+///             Some(pending) if pending == token => Ok(()), // a re-run: already written
+///             Some(_) => Err(Error::new(credswap::ErrorKind::Conflict).with_id(id)),
+///             None if slot.versions[slot.current].0 != base.as_str() => {
+///                 Err(Error::new(credswap::ErrorKind::Conflict).with_id(id))
+///             }
+///             None => {
+///                 slot.versions.truncate(slot.current + 1);
+///                 slot.versions.push((token.to_owned(), value.clone()));
+///                 slot.pending = Some(token.to_owned());
+///                 Ok(())
+///             }
+///         })
+///     }
+///
+///     async fn promote(&self, id: &str, token: &str) -> Result<VersionId> {
+///         self.with(id, |slot| {
+///             if slot.versions[slot.current].0 == token {
+///                 return Ok(VersionId::new(token)); // already current
+///             }
+///             if slot.pending.as_deref() != Some(token) {
+///                 return Err(Error::not_found(id).with_message("no pending version for token"));
+///             }
+///             slot.current += 1;
+///             slot.pending = None;
+///             Ok(VersionId::new(token))
+///         })
+///     }
+///
+///     async fn remove_pending(&self, id: &str, token: &str) -> Result<()> {
+///         self.with(id, |slot| {
+///             if slot.pending.as_deref() == Some(token) {
+///                 slot.pending = None;
+///                 slot.versions.truncate(slot.current + 1);
+///             }
+///             Ok(())
+///         })
+///     }
+///
+///     async fn is_current(&self, id: &str, token: &str) -> Result<bool> {
+///         self.with(id, |slot| Ok(slot.versions[slot.current].0 == token))
+///     }
+/// }
+///
+/// let store: std::sync::Arc<dyn RotationStore> = std::sync::Arc::new(MapStore::default());
+/// # drop(store);
+/// ```
+#[async_trait]
+pub trait RotationStore: Send + Sync + 'static {
+    /// A short name for events and logs (`"aws-secretsmanager"`, `"vault-kv2"`, …).
+    fn name(&self) -> &str;
+
+    /// The current version: its value and version id (and, where the store says, its creation
+    /// time, which [`Rotator::rotate_if_due`](super::Rotator::rotate_if_due) reads).
+    async fn current(&self, id: &str) -> Result<Versioned<SecretValue>>;
+
+    /// The version before the current one, if the store keeps it (AWS `AWSPREVIOUS`, the previous
+    /// KV version). Alternating-users rollback restores the other role to it.
+    async fn previous(&self, id: &str) -> Result<Option<Versioned<SecretValue>>>;
+
+    /// The token of the rotation under way, if a pending version exists. A pending version that
+    /// is also current (a finished rotation whose label was not yet removed) does not count.
+    async fn pending_token(&self, id: &str) -> Result<Option<String>>;
+
+    /// The pending value written for `token`, if there is one.
+    async fn read_pending(&self, id: &str, token: &str) -> Result<Option<SecretValue>>;
+
+    /// Stores `value` as the pending version for `token`, made from current version `base`.
+    ///
+    /// Idempotent: when `token`'s pending version already exists, this does nothing but make sure
+    /// it is marked pending (the protocol reads it back first and writes the same value again,
+    /// never a different one for a token).
+    /// Fails with [`ErrorKind::Conflict`](crate::ErrorKind::Conflict) when another token's
+    /// rotation is under way or `base` is no longer current.
+    async fn write_pending(
+        &self,
+        id: &str,
+        token: &str,
+        value: &SecretValue,
+        base: &VersionId,
+    ) -> Result<()>;
+
+    /// Makes `token`'s pending version current (the current one becomes previous) and returns the
+    /// new current version id. Idempotent: when `token` is already current, finishes any cleanup
+    /// and returns its version id.
+    async fn promote(&self, id: &str, token: &str) -> Result<VersionId>;
+
+    /// Removes `token`'s pending version, if it is there (rollback, abort).
+    async fn remove_pending(&self, id: &str, token: &str) -> Result<()>;
+
+    /// Whether `token`'s version is the current one (its rotation has finished).
+    async fn is_current(&self, id: &str, token: &str) -> Result<bool>;
+}
+
+// The rotator stores `Arc<dyn RotationStore>`: keep the trait object safe.
+const _: Option<&dyn RotationStore> = None;

@@ -1,0 +1,401 @@
+//! Vault / OpenBao KV v2 as a rotation store.
+//!
+//! KV v2 has versions but no stages, and every reader of a path reads its latest version. So the
+//! pending credential must not be written to the path itself: a reader would pick up a password
+//! the database does not accept yet. The scheme:
+//!
+//! - **The pending slot** is a separate KV entry, `<mount>/data/<prefix><path>` (prefix
+//!   `credswap-pending/` by default), holding `{"token", "base_version", "value"}`. Readers' policies
+//!   grant `<path>` and never the prefix, so no reader can see an untested credential.
+//! - **`create`** writes the slot with `cas=0` ("only if it does not exist"): of two writers, one
+//!   wins and the other gets [`ErrorKind::Conflict`]; the same token writing again is a re-run and
+//!   succeeds. The slot records the version of `<path>` it was made from (`base_version`).
+//! - **A rotation is under way** while the slot exists and names a token that is not finished.
+//! - **`finish`** writes the value to `<path>` with `cas=<base_version>`: if anyone wrote the path
+//!   since `create` read it (another finisher, an operator), the write is refused and the rotation
+//!   reports a conflict instead of overwriting. It then records the token in the path's custom
+//!   metadata (`credswap-rotation-token`, `credswap-rotation-version`), and deletes the slot. Each
+//!   of the three is checked on a re-run: a finish that crashed after the write recognises its own
+//!   version (`base_version + 1` with the slot's value) and completes the other two.
+//! - **Rollback and abort** delete the slot (all its versions, through the metadata endpoint).
+//!
+//! The previous version is the newest live KV version before the current one, as
+//! [`VaultKvProvider`](crate::provider::VaultKvProvider) reads it.
+//!
+//! Policy for the rotator (mount `secret`, secrets under `myapp/`):
+//!
+//! ```hcl
+//! path "secret/data/myapp/*"                      { capabilities = ["create", "read", "update"] }
+//! path "secret/metadata/myapp/*"                  { capabilities = ["read", "update"] }
+//! path "secret/data/credswap-pending/myapp/*"     { capabilities = ["create", "read", "update"] }
+//! path "secret/metadata/credswap-pending/myapp/*" { capabilities = ["read", "delete"] }
+//! ```
+
+use async_trait::async_trait;
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use super::store::RotationStore;
+use crate::error::{Error, ErrorKind, Result};
+use crate::provider::VaultSession;
+use crate::value::{SecretValue, Stage, Version, VersionId, Versioned};
+
+const TOKEN_KEY: &str = "credswap-rotation-token";
+const VERSION_KEY: &str = "credswap-rotation-version";
+
+/// A [`RotationStore`] over a Vault/OpenBao KV version 2 mount; see the module documentation
+/// above for how it keeps untested credentials from readers and lets one writer win.
+///
+/// Secret ids are paths inside the mount (`myapp/db`), as for
+/// [`VaultKvProvider`](crate::provider::VaultKvProvider), which consumers use to read them.
+#[derive(Debug, Clone)]
+pub struct VaultKvRotationStore {
+    session: VaultSession,
+    mount: String,
+    pending_prefix: String,
+}
+
+/// The pending slot's content.
+struct Slot {
+    token: String,
+    base_version: u64,
+    value: Value,
+}
+
+/// What the metadata endpoint says about a path.
+struct Metadata {
+    current_version: u64,
+    live_versions: Vec<u64>,
+    custom: serde_json::Map<String, Value>,
+}
+
+impl Metadata {
+    fn finished_token(&self) -> Option<&str> {
+        let version = self.custom.get(VERSION_KEY)?.as_str()?;
+        (version == self.current_version.to_string())
+            .then(|| self.custom.get(TOKEN_KEY)?.as_str())
+            .flatten()
+    }
+}
+
+impl VaultKvRotationStore {
+    /// A store for the KV v2 engine mounted at `mount` (such as `secret`).
+    pub fn new(session: VaultSession, mount: impl Into<String>) -> Self {
+        VaultKvRotationStore {
+            session,
+            mount: mount.into().trim_matches('/').to_owned(),
+            pending_prefix: "credswap-pending/".to_owned(),
+        }
+    }
+
+    /// Where pending slots live inside the mount (default `credswap-pending/`): a prefix that
+    /// readers' policies do not grant.
+    pub fn pending_prefix(mut self, prefix: impl Into<String>) -> Self {
+        let prefix = prefix.into();
+        self.pending_prefix = format!("{}/", prefix.trim_matches('/'));
+        self
+    }
+
+    fn slot_path(&self, id: &str) -> String {
+        format!("{}{id}", self.pending_prefix)
+    }
+
+    async fn call(&self, method: Method, path: &str, body: Option<Value>) -> Result<Value> {
+        self.session.request(method, path, body).await
+    }
+
+    async fn metadata(&self, id: &str) -> Result<Metadata> {
+        let path = format!("{}/metadata/{id}", self.mount);
+        let response = self.call(Method::GET, &path, None).await?;
+        let data = &response["data"];
+        let current_version = data["current_version"].as_u64().unwrap_or(0);
+        let live_versions = data["versions"]
+            .as_object()
+            .map(|versions| {
+                versions
+                    .iter()
+                    .filter(|(_, meta)| {
+                        meta["deletion_time"].as_str().unwrap_or("").is_empty()
+                            && !meta["destroyed"].as_bool().unwrap_or(false)
+                    })
+                    .filter_map(|(number, _)| number.parse().ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let custom = data["custom_metadata"]
+            .as_object()
+            .cloned()
+            .unwrap_or_default();
+        Ok(Metadata {
+            current_version,
+            live_versions,
+            custom,
+        })
+    }
+
+    /// Version `version` (the latest for `None`) of the entry at `path` in the mount.
+    async fn read(&self, path: &str, version: Option<u64>) -> Result<Option<(Value, Version)>> {
+        let mut url = format!("{}/data/{path}", self.mount);
+        if let Some(version) = version {
+            url.push_str(&format!("?version={version}"));
+        }
+        let response = match self.call(Method::GET, &url, None).await {
+            Ok(response) => response,
+            Err(error) if error.kind() == ErrorKind::NotFound => return Ok(None),
+            Err(error) => return Err(error),
+        };
+        let data = &response["data"];
+        if data["data"].is_null() {
+            return Ok(None); // deleted or destroyed
+        }
+        let metadata = &data["metadata"];
+        let number = metadata["version"].as_u64().unwrap_or(0);
+        let version = Version {
+            id: VersionId::new(number.to_string()),
+            stages: if version.is_none() {
+                vec![Stage::Current]
+            } else {
+                Vec::new()
+            },
+            created_at: metadata["created_time"]
+                .as_str()
+                .and_then(|t| humantime::parse_rfc3339_weak(t).ok()),
+            lease: None,
+            next_rotation: None,
+        };
+        Ok(Some((data["data"].clone(), version)))
+    }
+
+    async fn slot(&self, id: &str) -> Result<Option<Slot>> {
+        let Some((data, _)) = self.read(&self.slot_path(id), None).await? else {
+            return Ok(None);
+        };
+        let (Some(token), Some(base_version)) =
+            (data["token"].as_str(), data["base_version"].as_u64())
+        else {
+            return Err(Error::decode(
+                id,
+                "the pending slot lacks `token` or `base_version`",
+            ));
+        };
+        Ok(Some(Slot {
+            token: token.to_owned(),
+            base_version,
+            value: data["value"].clone(),
+        }))
+    }
+
+    async fn delete_slot(&self, id: &str) -> Result<()> {
+        let path = format!("{}/metadata/{}", self.mount, self.slot_path(id));
+        match self.call(Method::DELETE, &path, None).await {
+            Err(error) if error.kind() != ErrorKind::NotFound => Err(error),
+            _ => Ok(()),
+        }
+    }
+
+    /// Writes `data` at `path` with check-and-set `cas`; the new version number.
+    async fn write(&self, id: &str, path: &str, cas: u64, data: Value) -> Result<u64> {
+        let url = format!("{}/data/{path}", self.mount);
+        let body = json!({ "options": { "cas": cas }, "data": data });
+        match self.call(Method::POST, &url, Some(body)).await {
+            Ok(response) => Ok(response["data"]["version"].as_u64().unwrap_or(0)),
+            Err(error) if is_cas_mismatch(&error) => Err(Error::new(ErrorKind::Conflict)
+                .with_id(id)
+                .with_message(format!(
+                    "check-and-set lost writing {path}: another writer got there first"
+                ))),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Whether `token`'s value is the path's current version: recorded in the custom metadata, or
+    /// (a finish that crashed after its write) the version right after the slot's base, holding
+    /// the slot's value.
+    async fn finished(&self, id: &str, token: &str, metadata: &Metadata) -> Result<Option<u64>> {
+        if metadata.finished_token() == Some(token) {
+            return Ok(Some(metadata.current_version));
+        }
+        let Some(slot) = self.slot(id).await?.filter(|slot| slot.token == token) else {
+            return Ok(None);
+        };
+        if metadata.current_version != slot.base_version + 1 {
+            return Ok(None);
+        }
+        let written = self.read(id, Some(metadata.current_version)).await?;
+        Ok(written
+            .filter(|(data, _)| *data == slot.value)
+            .map(|_| metadata.current_version))
+    }
+}
+
+/// Vault answers a lost check-and-set with 400 and "check-and-set parameter did not match".
+fn is_cas_mismatch(error: &Error) -> bool {
+    error.kind() == ErrorKind::InvalidRequest
+        && error.message().is_some_and(|m| m.contains("check-and-set"))
+}
+
+fn to_value(id: &str, value: &SecretValue) -> Result<Value> {
+    let text = value
+        .expose_str()
+        .ok_or_else(|| Error::invalid_request(id, "a KV value must be a JSON object"))?;
+    match serde_json::from_str(text) {
+        Ok(object @ Value::Object(_)) => Ok(object),
+        Ok(_) => Err(Error::invalid_request(
+            id,
+            "a KV value must be a JSON object",
+        )),
+        Err(error) => Err(Error::decode(id, crate::error::describe_json_error(&error))),
+    }
+}
+
+fn from_value(value: &Value) -> SecretValue {
+    SecretValue::text(value.to_string())
+}
+
+#[async_trait]
+impl RotationStore for VaultKvRotationStore {
+    fn name(&self) -> &str {
+        "vault-kv2"
+    }
+
+    async fn current(&self, id: &str) -> Result<Versioned<SecretValue>> {
+        let (data, version) = self
+            .read(id, None)
+            .await?
+            .ok_or_else(|| Error::not_found(format!("{}/data/{id}", self.mount)))?;
+        Ok(Versioned::new(from_value(&data), version))
+    }
+
+    async fn previous(&self, id: &str) -> Result<Option<Versioned<SecretValue>>> {
+        let metadata = self.metadata(id).await?;
+        let Some(previous) = metadata
+            .live_versions
+            .iter()
+            .copied()
+            .filter(|v| *v < metadata.current_version)
+            .max()
+        else {
+            return Ok(None);
+        };
+        Ok(self
+            .read(id, Some(previous))
+            .await?
+            .map(|(data, mut version)| {
+                version.stages = vec![Stage::Previous];
+                Versioned::new(from_value(&data), version)
+            }))
+    }
+
+    async fn pending_token(&self, id: &str) -> Result<Option<String>> {
+        let Some(slot) = self.slot(id).await? else {
+            return Ok(None);
+        };
+        let metadata = self.metadata(id).await?;
+        // A slot whose token is already current is cleanup `finish` has yet to do, not a
+        // rotation under way.
+        Ok((metadata.finished_token() != Some(slot.token.as_str())).then_some(slot.token))
+    }
+
+    async fn read_pending(&self, id: &str, token: &str) -> Result<Option<SecretValue>> {
+        Ok(self
+            .slot(id)
+            .await?
+            .filter(|slot| slot.token == token)
+            .map(|slot| from_value(&slot.value)))
+    }
+
+    async fn write_pending(
+        &self,
+        id: &str,
+        token: &str,
+        value: &SecretValue,
+        base: &VersionId,
+    ) -> Result<()> {
+        let conflict = |message: String| {
+            Error::new(ErrorKind::Conflict)
+                .with_id(id)
+                .with_message(message)
+        };
+        if let Some(slot) = self.slot(id).await? {
+            return if slot.token == token {
+                Ok(())
+            } else {
+                Err(conflict(format!(
+                    "rotation {} is under way; not writing pending {token}",
+                    slot.token
+                )))
+            };
+        }
+        let base_version: u64 = base
+            .as_str()
+            .parse()
+            .map_err(|_| Error::invalid_request(id, "a KV version id is a version number"))?;
+        if self.metadata(id).await?.current_version != base_version {
+            return Err(conflict(format!(
+                "version {base} is no longer current; not writing pending {token}"
+            )));
+        }
+        let slot = json!({
+            "token": token,
+            "base_version": base_version,
+            "value": to_value(id, value)?,
+        });
+        match self.write(id, &self.slot_path(id), 0, slot).await {
+            Ok(_) => Ok(()),
+            // Lost the creation race: fine if the winner was an earlier run of this token.
+            Err(error) if error.kind() == ErrorKind::Conflict => match self.slot(id).await? {
+                Some(slot) if slot.token == token => Ok(()),
+                _ => Err(error),
+            },
+            Err(error) => Err(error),
+        }
+    }
+
+    async fn promote(&self, id: &str, token: &str) -> Result<VersionId> {
+        let metadata = self.metadata(id).await?;
+        let version = match self.finished(id, token, &metadata).await? {
+            Some(version) => version,
+            None => {
+                let slot = self
+                    .slot(id)
+                    .await?
+                    .filter(|slot| slot.token == token)
+                    .ok_or_else(|| {
+                        Error::not_found(id)
+                            .with_message(format!("no pending version for token {token}"))
+                    })?;
+                // Refused if anyone wrote the path since `create` read it.
+                self.write(id, id, slot.base_version, slot.value).await?
+            }
+        };
+        if metadata.finished_token() != Some(token) || metadata.current_version != version {
+            let mut custom = metadata.custom;
+            let _ = custom.insert(TOKEN_KEY.to_owned(), Value::String(token.to_owned()));
+            let _ = custom.insert(VERSION_KEY.to_owned(), Value::String(version.to_string()));
+            let path = format!("{}/metadata/{id}", self.mount);
+            let _ = self
+                .call(
+                    Method::POST,
+                    &path,
+                    Some(json!({ "custom_metadata": custom })),
+                )
+                .await?;
+        }
+        if self.slot(id).await?.is_some_and(|slot| slot.token == token) {
+            self.delete_slot(id).await?;
+        }
+        Ok(VersionId::new(version.to_string()))
+    }
+
+    async fn remove_pending(&self, id: &str, token: &str) -> Result<()> {
+        match self.slot(id).await? {
+            Some(slot) if slot.token == token => self.delete_slot(id).await,
+            _ => Ok(()),
+        }
+    }
+
+    async fn is_current(&self, id: &str, token: &str) -> Result<bool> {
+        let metadata = self.metadata(id).await?;
+        Ok(self.finished(id, token, &metadata).await?.is_some())
+    }
+}
