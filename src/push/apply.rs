@@ -1,0 +1,250 @@
+//! Turning payloads into cache refreshes: decode, skip what no cache watches, coalesce
+//! announcements per cache and secret into one refresh task, follow up when a cache is behind, and
+//! re-check everything after a (re)connect.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use futures_util::StreamExt;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use super::announcement::Announcement;
+use super::events::{PushEvent, RecheckPass};
+use super::subscriber::Shared;
+use crate::cache::SecretCache;
+use crate::events::bump;
+use crate::value::VersionId;
+
+/// A cache (by its position in the subscriber) and a secret id.
+pub(super) type PendingKey = (usize, Arc<str>);
+
+/// Announcements for one cache and secret that its refresh task has not taken yet. The entry
+/// exists while a task runs for the pair; announcements arriving meanwhile join it instead of
+/// starting another task.
+pub(super) struct PendingNews {
+    news: Option<News>,
+}
+
+/// What a batch of announcements for one secret asks for.
+#[derive(Clone)]
+struct News {
+    /// The version the latest announcement named (`None`: it named none).
+    target: Option<VersionId>,
+    /// The earliest send time of the batch, for the latency.
+    sent_at: Option<SystemTime>,
+    /// When the earliest announcement of the batch arrived.
+    received_at: Instant,
+}
+
+impl News {
+    /// Adds a later announcement: its target wins, the latency counts from the earliest.
+    fn absorb(&mut self, later: News) {
+        self.target = later.target;
+        self.sent_at = match (self.sent_at, later.sent_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        self.received_at = self.received_at.min(later.received_at);
+    }
+}
+
+/// Handles one payload: decode it, find the caches that watch its secret, and hand it to (or start)
+/// their refresh tasks.
+pub(super) fn receive(
+    shared: &Arc<Shared>,
+    tasks: &mut JoinSet<()>,
+    payload: &[u8],
+    received_at: Instant,
+) {
+    bump(&shared.counters.received);
+    let announcement = match Announcement::decode(payload) {
+        Ok(announcement) => announcement,
+        Err(error) => {
+            bump(&shared.counters.malformed);
+            shared.emit(PushEvent::Malformed {
+                error,
+                bytes: payload.len(),
+            });
+            return;
+        }
+    };
+    tracing::trace!(
+        target: "credswap::push",
+        id = announcement.id(),
+        version = ?announcement.version(),
+        "announcement received"
+    );
+    let news = News {
+        target: announcement.version().cloned(),
+        sent_at: announcement.sent_at(),
+        received_at,
+    };
+    let id: Arc<str> = Arc::from(announcement.id());
+    let mut relevant = false;
+    for (index, cache) in shared.caches().into_iter().enumerate() {
+        // Lock-free for the cache's entries; no store call.
+        if !cache.is_cached(&id) {
+            continue;
+        }
+        relevant = true;
+        let key: PendingKey = (index, Arc::clone(&id));
+        let mut pending = shared.pending.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(entry) = pending.get_mut(&key) {
+            match &mut entry.news {
+                Some(waiting) => waiting.absorb(news.clone()),
+                None => entry.news = Some(news.clone()),
+            }
+            continue;
+        }
+        let _ = pending.insert(
+            key.clone(),
+            PendingNews {
+                news: Some(news.clone()),
+            },
+        );
+        drop(pending);
+        let _ = tasks.spawn(refresh_task(Arc::clone(shared), cache, key));
+    }
+    if relevant {
+        bump(&shared.counters.relevant);
+    } else {
+        bump(&shared.counters.ignored);
+        shared.emit(PushEvent::Ignored { id });
+    }
+}
+
+/// Takes the announcements waiting for `key`, leaving its entry in place (the task still runs).
+fn take(shared: &Shared, key: &PendingKey) -> Option<News> {
+    let mut pending = shared.pending.lock().unwrap_or_else(|e| e.into_inner());
+    pending.get_mut(key).and_then(|entry| entry.news.take())
+}
+
+/// The task is done with what it took: returns what arrived meanwhile, or removes the entry (so
+/// the next announcement starts a new task) when nothing did or what did asks for the version the
+/// cache already holds.
+fn finish_or_take(shared: &Shared, key: &PendingKey, held: Option<&VersionId>) -> Option<News> {
+    let mut pending = shared.pending.lock().unwrap_or_else(|e| e.into_inner());
+    let waiting = pending.get_mut(key).and_then(|entry| entry.news.take());
+    match waiting {
+        Some(news) if news.target.is_none() || news.target.as_ref() != held => Some(news),
+        _ => {
+            let _ = pending.remove(key);
+            None
+        }
+    }
+}
+
+/// Refreshes secret `key.1` in `cache` for the announcements waiting under `key`, following up
+/// while the cache is behind the announced version, until no announcement is left.
+async fn refresh_task(shared: Arc<Shared>, cache: SecretCache, key: PendingKey) {
+    let settings = &shared.settings;
+    if !settings.spread.is_zero() {
+        tokio::time::sleep(settings.spread_delay()).await;
+    }
+    let id = &key.1;
+    let Some(mut news) = take(&shared, &key) else {
+        let _ = finish_or_take(&shared, &key, None);
+        return;
+    };
+    let mut follow_ups = 0u32;
+    let mut applied: Option<VersionId> = None;
+    loop {
+        bump(&shared.counters.refreshes);
+        // Through the cache: coalesced with its other loads of `id`, and at most one store call
+        // per `min_refresh_interval` however many announcements arrive.
+        let retry_in = match cache.refresh(id).await {
+            Ok(value) => {
+                let held = &value.version.id;
+                match &news.target {
+                    Some(announced) if announced != held => {
+                        let retry_in = (follow_ups < settings.max_follow_ups)
+                            .then(|| settings.jittered_follow_up());
+                        shared.emit(PushEvent::Behind {
+                            id: Arc::clone(id),
+                            announced: announced.clone(),
+                            held: held.clone(),
+                            retry_in,
+                        });
+                        retry_in
+                    }
+                    _ => {
+                        if applied.as_ref() != Some(held) {
+                            bump(&shared.counters.applied);
+                            shared.emit(PushEvent::Applied {
+                                id: Arc::clone(id),
+                                version: held.clone(),
+                                announced: news.target.clone(),
+                                since_sent: news
+                                    .sent_at
+                                    .and_then(|sent| SystemTime::now().duration_since(sent).ok()),
+                                since_received: news.received_at.elapsed(),
+                                follow_ups,
+                            });
+                            applied = Some(held.clone());
+                        }
+                        None
+                    }
+                }
+            }
+            Err(error) => {
+                bump(&shared.counters.refresh_failures);
+                let retry_in = (error.is_retryable() && follow_ups < settings.max_follow_ups)
+                    .then(|| settings.jittered_follow_up());
+                shared.emit(PushEvent::RefreshFailed {
+                    id: Arc::clone(id),
+                    kind: error.kind(),
+                    retry_in,
+                });
+                retry_in
+            }
+        };
+        if let Some(delay) = retry_in {
+            follow_ups += 1;
+            bump(&shared.counters.follow_ups);
+            tokio::time::sleep(delay).await;
+            if let Some(later) = take(&shared, &key) {
+                news.absorb(later);
+            }
+            continue;
+        }
+        match finish_or_take(&shared, &key, applied.as_ref()) {
+            Some(later) => news = later,
+            None => return,
+        }
+    }
+}
+
+/// After a (re)connect: refreshes every secret every cache holds or follows, at once and again one
+/// follow-up delay later (see [`RecheckPass`]), a few at a time.
+pub(super) async fn recheck(shared: Arc<Shared>) {
+    let settings = &shared.settings;
+    if !settings.spread.is_zero() {
+        tokio::time::sleep(settings.spread_delay()).await;
+    }
+    let mut found_any = false;
+    for pass in [RecheckPass::Immediate, RecheckPass::Confirming] {
+        if pass == RecheckPass::Confirming && found_any {
+            tokio::time::sleep(settings.jittered_follow_up()).await;
+        }
+        let mut jobs: Vec<(SecretCache, Arc<str>)> = Vec::new();
+        for cache in shared.caches() {
+            for id in cache.cached_ids() {
+                jobs.push((cache.clone(), id));
+            }
+        }
+        let ids = jobs.len();
+        found_any |= ids > 0;
+        let counters = &shared.counters;
+        let failed = futures_util::stream::iter(jobs)
+            .map(|(cache, id)| async move {
+                bump(&counters.refreshes);
+                cache.refresh(&id).await.is_err()
+            })
+            .buffer_unordered(settings.recheck_concurrency)
+            .filter(|failed| std::future::ready(*failed))
+            .count()
+            .await;
+        shared.emit(PushEvent::Rechecked { pass, ids, failed });
+    }
+}
