@@ -17,6 +17,8 @@ mod apply;
 mod builder;
 mod channel;
 mod events;
+#[cfg(feature = "push-postgres")]
+mod postgres;
 mod subscriber;
 #[cfg(test)]
 mod tests;
@@ -28,3 +30,7 @@ pub use self::{
     events::{PushEvent, PushStats, RecheckPass},
     subscriber::Subscriber,
 };
+
+#[cfg(feature = "push-postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "push-postgres")))]
+pub use self::postgres::{PgListener, PgPublisher};
