@@ -19,6 +19,8 @@ mod channel;
 mod events;
 #[cfg(feature = "push-postgres")]
 mod postgres;
+#[cfg(feature = "push-redis")]
+mod redis;
 mod subscriber;
 #[cfg(test)]
 mod tests;
@@ -34,3 +36,7 @@ pub use self::{
 #[cfg(feature = "push-postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "push-postgres")))]
 pub use self::postgres::{PgListener, PgPublisher};
+
+#[cfg(feature = "push-redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "push-redis")))]
+pub use self::redis::{RedisListener, RedisPublisher};
