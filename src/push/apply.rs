@@ -3,7 +3,7 @@
 //! re-check everything after a (re)connect.
 
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use futures_util::StreamExt;
 use tokio::task::JoinSet;
@@ -19,11 +19,34 @@ use crate::value::VersionId;
 /// A cache (by its position in the subscriber) and a secret id.
 pub(super) type PendingKey = (usize, Arc<str>);
 
-/// Announcements for one cache and secret that its refresh task has not taken yet. The entry
-/// exists while a task runs for the pair; announcements arriving meanwhile join it instead of
-/// starting another task.
+/// What the subscriber knows about one cache and secret: announcements its refresh task has not
+/// taken yet, whether that task runs, and what the last refresh found.
+#[derive(Default)]
 pub(super) struct PendingNews {
     news: Option<News>,
+    running: bool,
+    /// The version the last refresh found, and when.
+    seen: Option<(VersionId, Instant)>,
+}
+
+impl PendingNews {
+    /// Whether a refresh task runs (or waits to follow up) for this cache and secret.
+    #[cfg(test)]
+    pub(super) fn is_running(&self) -> bool {
+        self.running
+    }
+
+    /// Whether an announcement of `target` is already applied: a refresh of ours found that version
+    /// within the follow-up delay (so within the cache's rate limit, where another refresh would
+    /// be answered from the cache anyway). Repeats of an announcement then cost no refresh and no
+    /// event. Outside that window an announcement is always acted on, so a rollback to an earlier
+    /// version is never mistaken for a repeat.
+    fn already_applied(&self, target: Option<&VersionId>, window: Duration) -> bool {
+        match (target, &self.seen) {
+            (Some(target), Some((seen, at))) => target == seen && at.elapsed() < window,
+            _ => false,
+        }
+    }
 }
 
 /// What a batch of announcements for one secret asks for.
@@ -90,19 +113,19 @@ pub(super) fn receive(
         relevant = true;
         let key: PendingKey = (index, Arc::clone(&id));
         let mut pending = shared.pending.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(entry) = pending.get_mut(&key) {
+        let entry = pending.entry(key.clone()).or_default();
+        if entry.running {
             match &mut entry.news {
                 Some(waiting) => waiting.absorb(news.clone()),
                 None => entry.news = Some(news.clone()),
             }
             continue;
         }
-        let _ = pending.insert(
-            key.clone(),
-            PendingNews {
-                news: Some(news.clone()),
-            },
-        );
+        if entry.already_applied(news.target.as_ref(), shared.settings.follow_up_delay) {
+            continue;
+        }
+        entry.news = Some(news.clone());
+        entry.running = true;
         drop(pending);
         let _ = tasks.spawn(refresh_task(Arc::clone(shared), cache, key));
     }
@@ -114,22 +137,30 @@ pub(super) fn receive(
     }
 }
 
-/// Takes the announcements waiting for `key`, leaving its entry in place (the task still runs).
+/// Takes the announcements waiting for `key`, leaving its task marked as running.
 fn take(shared: &Shared, key: &PendingKey) -> Option<News> {
     let mut pending = shared.pending.lock().unwrap_or_else(|e| e.into_inner());
     pending.get_mut(key).and_then(|entry| entry.news.take())
 }
 
-/// The task is done with what it took: returns what arrived meanwhile, or removes the entry (so
-/// the next announcement starts a new task) when nothing did or what did asks for the version the
-/// cache already holds.
-fn finish_or_take(shared: &Shared, key: &PendingKey, held: Option<&VersionId>) -> Option<News> {
+/// Notes that a refresh for `key` found `version`.
+fn saw(shared: &Shared, key: &PendingKey, version: &VersionId) {
     let mut pending = shared.pending.lock().unwrap_or_else(|e| e.into_inner());
-    let waiting = pending.get_mut(key).and_then(|entry| entry.news.take());
-    match waiting {
-        Some(news) if news.target.is_none() || news.target.as_ref() != held => Some(news),
+    if let Some(entry) = pending.get_mut(key) {
+        entry.seen = Some((version.clone(), Instant::now()));
+    }
+}
+
+/// The task is done with what it took: returns what arrived meanwhile, or marks the task as ended
+/// (so the next announcement starts a new one) when nothing did or what did is already applied.
+fn finish_or_take(shared: &Shared, key: &PendingKey) -> Option<News> {
+    let window = shared.settings.follow_up_delay;
+    let mut pending = shared.pending.lock().unwrap_or_else(|e| e.into_inner());
+    let entry = pending.get_mut(key)?;
+    match entry.news.take() {
+        Some(news) if !entry.already_applied(news.target.as_ref(), window) => Some(news),
         _ => {
-            let _ = pending.remove(key);
+            entry.running = false;
             None
         }
     }
@@ -144,7 +175,7 @@ async fn refresh_task(shared: Arc<Shared>, cache: SecretCache, key: PendingKey) 
     }
     let id = &key.1;
     let Some(mut news) = take(&shared, &key) else {
-        let _ = finish_or_take(&shared, &key, None);
+        let _ = finish_or_take(&shared, &key);
         return;
     };
     let mut follow_ups = 0u32;
@@ -156,6 +187,7 @@ async fn refresh_task(shared: Arc<Shared>, cache: SecretCache, key: PendingKey) 
         let retry_in = match cache.refresh(id).await {
             Ok(value) => {
                 let held = &value.version.id;
+                saw(&shared, &key, held);
                 match &news.target {
                     Some(announced) if announced != held => {
                         let retry_in = (follow_ups < settings.max_follow_ups)
@@ -208,7 +240,7 @@ async fn refresh_task(shared: Arc<Shared>, cache: SecretCache, key: PendingKey) 
             }
             continue;
         }
-        match finish_or_take(&shared, &key, applied.as_ref()) {
+        match finish_or_take(&shared, &key) {
             Some(later) => news = later,
             None => return,
         }

@@ -487,7 +487,8 @@ fn starting_outside_a_runtime_is_a_config_error() {
 
 /// Whether no refresh task is running or waiting.
 fn idle(subscriber: &Subscriber) -> bool {
-    subscriber.shared.pending.lock().unwrap().is_empty()
+    let pending = subscriber.shared.pending.lock().unwrap();
+    pending.values().all(|entry| !entry.is_running())
 }
 
 /// Polls `condition` every 10 ms for up to ten seconds.
