@@ -4,4 +4,5 @@ pub mod aws;
 pub mod patterns;
 pub mod performance;
 pub mod pitfalls;
+pub mod push;
 pub mod vault;

@@ -88,7 +88,9 @@ impl<P: Publisher + ?Sized> Publisher for Arc<P> {
 /// promoting a new version.
 ///
 /// ```no_run
+/// # #![allow(dead_code)]
 /// # async fn run(client: tokio_postgres::Client) -> credswap::Result<()> {
+/// # let _ = &client;
 /// # #[cfg(feature = "push-postgres")] {
 /// use credswap::VersionId;
 /// use credswap::push::{DEFAULT_CHANNEL, PgPublisher, announce};

@@ -11,6 +11,9 @@
 //!   consumers already talk to PostgreSQL, one connection per process) and Redis pub/sub (feature
 //!   `push-redis`; made for fan-out to thousands of pods). Both are thin transports over one
 //!   shared mechanism; a broker of your own implements [`Channel`] and [`Publisher`].
+//!
+//! The guide, with what is guaranteed and what is not and how to choose and size a broker, is
+//! [`docs::push`](crate::docs::push).
 
 mod announcement;
 mod apply;

@@ -31,6 +31,7 @@ const QUEUE: usize = 4096;
 /// config names another. The role needs only `LOGIN` and `CONNECT` on the database.
 ///
 /// ```no_run
+/// # #![allow(dead_code)]
 /// # async fn run() -> credswap::Result<()> {
 /// use std::sync::Arc;
 /// use credswap::push::{DEFAULT_CHANNEL, PgListener, Subscriber};
@@ -217,6 +218,7 @@ async fn drive<S, T>(
 /// listening at that moment; a client in autocommit mode (as here) commits at once.
 ///
 /// ```no_run
+/// # #![allow(dead_code)]
 /// # async fn run(version: credswap::VersionId) -> credswap::Result<()> {
 /// use credswap::push::{DEFAULT_CHANNEL, PgPublisher, Publisher};
 ///

@@ -29,6 +29,7 @@ const PUBLISH_TIMEOUT: Duration = Duration::from_secs(10);
 /// `&<channel>`.
 ///
 /// ```no_run
+/// # #![allow(dead_code)]
 /// # async fn run() -> credswap::Result<()> {
 /// use std::sync::Arc;
 /// use credswap::push::{DEFAULT_CHANNEL, RedisListener, Subscriber};
@@ -149,6 +150,7 @@ impl Inbox for RedisInbox {
 /// announcement. The connection is opened on first use and opened again after a failure.
 ///
 /// ```no_run
+/// # #![allow(dead_code)]
 /// # async fn run(version: credswap::VersionId) -> credswap::Result<()> {
 /// use credswap::push::{DEFAULT_CHANNEL, Publisher, RedisPublisher};
 ///
