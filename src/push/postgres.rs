@@ -217,6 +217,10 @@ async fn drive<S, T>(
 /// Notifications are delivered when the publishing transaction commits, to the sessions that are
 /// listening at that moment; a client in autocommit mode (as here) commits at once.
 ///
+/// A publisher does not reconnect: once its connection is lost, every publish fails with a
+/// transient error. Long-lived rotation code should make a new one then (or publish through a
+/// pool's client, see [`docs::push`](crate::docs::push)).
+///
 /// ```no_run
 /// # #![allow(dead_code)]
 /// # async fn run(version: credswap::VersionId) -> credswap::Result<()> {
