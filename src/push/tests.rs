@@ -338,7 +338,7 @@ async fn announcements_are_coalesced_and_unknown_or_malformed_ones_cost_nothing(
 #[tokio::test]
 async fn a_cache_behind_the_announced_version_is_followed_up_until_it_catches_up() {
     let (store, _) = store_with("db", "one");
-    let interval = Duration::from_millis(300);
+    let interval = Duration::from_secs(1);
     let cache = cache_over(&store, interval);
     let handle = cache.handle_raw("db").await.unwrap();
     let channel = TestChannel::default();
@@ -359,9 +359,13 @@ async fn a_cache_behind_the_announced_version_is_followed_up_until_it_catches_up
     })
     .await;
 
-    // Force the rate limit: a refresh just asked the store, so the announcement's refresh is
-    // answered from the cache, and only the follow-up reaches the store.
+    // Force the rate limit: past the window of the re-check's store call, a refresh asks the
+    // store, and for a whole interval after it the announcement's refresh is answered from the
+    // cache; only the follow-up reaches the store.
+    tokio::time::sleep(interval).await;
+    let probes = store.probe_calls();
     let _ = handle.cache().refresh("db").await.unwrap();
+    assert_eq!(store.probe_calls(), probes + 1);
     let version = store.set("db", "two");
     channel.announce("db", &version);
     let behind = next(&mut events, |e| matches!(e, PushEvent::Behind { .. })).await;
