@@ -166,16 +166,46 @@ fn finish_or_take(shared: &Shared, key: &PendingKey) -> Option<News> {
     }
 }
 
+/// Marks the task of a key as ended when it ends other than through [`finish_or_take`] (an event
+/// hook that panicked, an abort): otherwise later announcements for the key would wait for it
+/// forever.
+struct Running {
+    shared: Arc<Shared>,
+    key: PendingKey,
+    finished: bool,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        let mut pending = self
+            .shared
+            .pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(entry) = pending.get_mut(&self.key) {
+            entry.running = false;
+        }
+    }
+}
+
 /// Refreshes secret `key.1` in `cache` for the announcements waiting under `key`, following up
 /// while the cache is behind the announced version, until no announcement is left.
 async fn refresh_task(shared: Arc<Shared>, cache: SecretCache, key: PendingKey) {
+    let mut running = Running {
+        shared: Arc::clone(&shared),
+        key: key.clone(),
+        finished: false,
+    };
     let settings = &shared.settings;
     if !settings.spread.is_zero() {
         tokio::time::sleep(settings.spread_delay()).await;
     }
     let id = &key.1;
     let Some(mut news) = take(&shared, &key) else {
-        let _ = finish_or_take(&shared, &key);
+        running.finished = finish_or_take(&shared, &key).is_none();
         return;
     };
     let mut follow_ups = 0u32;
@@ -242,7 +272,10 @@ async fn refresh_task(shared: Arc<Shared>, cache: SecretCache, key: PendingKey) 
         }
         match finish_or_take(&shared, &key) {
             Some(later) => news = later,
-            None => return,
+            None => {
+                running.finished = true;
+                return;
+            }
         }
     }
 }

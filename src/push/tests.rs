@@ -400,6 +400,47 @@ async fn a_cache_behind_the_announced_version_is_followed_up_until_it_catches_up
     assert_eq!(handle.load().version().id, version);
 }
 
+#[tokio::test]
+async fn a_panicking_event_hook_does_not_stop_later_announcements() {
+    let (store, _) = store_with("db", "one");
+    let cache = cache_over(&store, Duration::ZERO);
+    let handle = cache.handle_raw("db").await.unwrap();
+    let channel = TestChannel::default();
+    let panicked = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&panicked);
+    let subscriber = Subscriber::builder(channel.clone())
+        .cache(cache)
+        .on_event(move |event| {
+            if matches!(event, PushEvent::Applied { .. }) && !flag.swap(true, Ordering::SeqCst) {
+                panic!("a hook that fails once");
+            }
+        })
+        .start()
+        .unwrap();
+    let mut events = subscriber.subscribe();
+    let _ = next(&mut events, |e| {
+        matches!(
+            e,
+            PushEvent::Rechecked {
+                pass: RecheckPass::Confirming,
+                ..
+            }
+        )
+    })
+    .await;
+    channel.announce("db", &store.set("db", "two"));
+    assert!(eventually(|| panicked.load(Ordering::SeqCst)).await);
+    let third = store.set("db", "three");
+    channel.announce("db", &third);
+    let applied = next(
+        &mut events,
+        |e| matches!(e, PushEvent::Applied { version, .. } if *version == third),
+    )
+    .await;
+    assert!(matches!(applied, PushEvent::Applied { .. }));
+    assert_eq!(handle.load().version().id, third);
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_connection_that_stops_answering_pings_is_replaced() {
     let channel = TestChannel::default();
