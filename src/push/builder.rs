@@ -176,7 +176,8 @@ impl SubscriberBuilder {
         self
     }
 
-    /// Calls `hook` for every event, on the subscriber's tasks: keep it short and non-blocking.
+    /// Calls `hook` for every event, on the subscriber's tasks: keep it short and non-blocking. A
+    /// hook that panics is logged (at `error`) and the subscriber carries on.
     pub fn on_event(mut self, hook: impl Fn(&PushEvent) + Send + Sync + 'static) -> Self {
         self.hooks.push(Arc::new(hook));
         self

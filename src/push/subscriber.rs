@@ -95,7 +95,12 @@ impl Shared {
     pub(super) fn emit(&self, event: PushEvent) {
         event.trace();
         for hook in &self.hooks {
-            hook(&event);
+            // A hook that panics must not take the connection loop (or a refresh) down with it:
+            // the subscriber would stop hearing announcements without a word.
+            let called = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| hook(&event)));
+            if called.is_err() {
+                tracing::error!(target: "credswap::push", event = event.name(), "a push event hook panicked");
+            }
         }
         let _ = self.events.send(event);
     }

@@ -401,7 +401,7 @@ async fn a_cache_behind_the_announced_version_is_followed_up_until_it_catches_up
 }
 
 #[tokio::test]
-async fn a_panicking_event_hook_does_not_stop_later_announcements() {
+async fn a_panicking_event_hook_stops_neither_the_loop_nor_later_announcements() {
     let (store, _) = store_with("db", "one");
     let cache = cache_over(&store, Duration::ZERO);
     let handle = cache.handle_raw("db").await.unwrap();
@@ -411,7 +411,11 @@ async fn a_panicking_event_hook_does_not_stop_later_announcements() {
     let subscriber = Subscriber::builder(channel.clone())
         .cache(cache)
         .on_event(move |event| {
-            if matches!(event, PushEvent::Applied { .. }) && !flag.swap(true, Ordering::SeqCst) {
+            let fails = matches!(
+                event,
+                PushEvent::Connected { .. } | PushEvent::Applied { .. }
+            );
+            if fails && !flag.swap(true, Ordering::SeqCst) {
                 panic!("a hook that fails once");
             }
         })
