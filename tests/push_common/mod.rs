@@ -223,6 +223,12 @@ pub async fn fifty_caches_follow_one_announcement(broker: &dyn Broker, name: &st
         "{on_new} of {CACHES} handles hold the new version"
     );
     assert_eq!(on_new, CACHES);
+    // A handle's swap event follows its swap by a moment.
+    let recorded = eventually(Duration::from_secs(10), || {
+        swaps.lock().unwrap().len() >= CACHES
+    })
+    .await;
+    assert!(recorded, "swap events missing");
     let mut latencies: Vec<Duration> = swaps
         .lock()
         .unwrap()
@@ -233,8 +239,14 @@ pub async fn fifty_caches_follow_one_announcement(broker: &dyn Broker, name: &st
     // One announcement: one probe (changed) and one fetch per cache, no follow-up, no re-check.
     assert_eq!(store.probe_calls() - probes, CACHES as u64);
     assert_eq!(store.fetch_calls() - fetches, CACHES as u64);
+    // Each subscriber reports after its refresh returned, a moment after its handle swapped.
+    let _ = log
+        .wait_for(CACHES, "announcements applied", |e| {
+            matches!(e, PushEvent::Applied { follow_ups: 0, .. })
+        })
+        .await;
     assert_eq!(
-        log.count(|e| matches!(e, PushEvent::Applied { follow_ups: 0, .. })),
+        log.count(|e| matches!(e, PushEvent::Applied { .. })),
         CACHES
     );
     latencies.sort();
