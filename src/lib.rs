@@ -13,6 +13,7 @@ pub mod handle;
 #[cfg_attr(docsrs, doc(cfg(any(feature = "sqlx", feature = "deadpool"))))]
 pub mod pg;
 pub mod provider;
+pub mod push;
 #[cfg(feature = "rotation")]
 #[cfg_attr(docsrs, doc(cfg(feature = "rotation")))]
 pub mod rotation;

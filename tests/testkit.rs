@@ -3,7 +3,7 @@
 use std::net::TcpStream;
 use std::time::Duration;
 
-use credswap::testkit::{MotoServer, OpenBaoServer, PostgresServer};
+use credswap::testkit::{MotoServer, OpenBaoServer, PostgresServer, RedisServer};
 
 fn accepts_connections(port: u16) -> bool {
     TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(500)).is_ok()
@@ -130,4 +130,36 @@ async fn postgres_takes_settings_and_shows_its_log() {
         "{}",
         pg.log()
     );
+}
+
+#[test]
+fn redis_starts_answers_commands_restarts_on_its_port_and_stops_on_drop() {
+    let mut redis = RedisServer::start().expect("start Redis");
+    let port = redis.port();
+    assert!(accepts_connections(port));
+    assert_eq!(redis.url(), format!("redis://127.0.0.1:{port}"));
+    assert_eq!(redis.command(&["PING"]).unwrap(), "PONG");
+    assert_eq!(redis.command(&["SET", "k", "a value"]).unwrap(), "OK");
+    assert_eq!(redis.command(&["GET", "k"]).unwrap(), "a value");
+    assert_eq!(redis.command(&["GET", "missing"]).unwrap(), "(nil)");
+    assert_eq!(redis.command(&["PUBLISH", "c", "x"]).unwrap(), "0");
+    assert_eq!(redis.command(&["PUBSUB", "NUMSUB", "c"]).unwrap(), "c\n0");
+    // Nothing is persisted: no snapshots.
+    assert_eq!(redis.command(&["CONFIG", "GET", "save"]).unwrap(), "save\n");
+    let err = redis.command(&["NO-SUCH-COMMAND"]).unwrap_err();
+    assert!(err.to_string().contains("unknown command"), "{err}");
+
+    redis.stop();
+    assert!(wait_closed(port));
+    assert!(redis.command(&["PING"]).is_err());
+    redis.restart().expect("restart after stop");
+    assert_eq!(redis.port(), port);
+    assert_eq!(redis.command(&["GET", "k"]).unwrap(), "(nil)");
+    redis.kill();
+    assert!(wait_closed(port));
+    redis.restart().expect("restart after a crash");
+    assert_eq!(redis.command(&["PING"]).unwrap(), "PONG");
+
+    drop(redis);
+    assert!(wait_closed(port), "Redis still listening after drop");
 }

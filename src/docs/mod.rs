@@ -4,6 +4,7 @@ pub mod aws;
 pub mod patterns;
 pub mod performance;
 pub mod pitfalls;
+pub mod push;
 #[cfg(feature = "rotation")]
 #[cfg_attr(docsrs, doc(cfg(feature = "rotation")))]
 pub mod rotation;

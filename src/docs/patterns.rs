@@ -34,6 +34,8 @@
 //! The TTL is the backstop. When something knows a secret changed (the rotation job, an operator,
 //! a message on a bus), call [`SecretCache::invalidate`](crate::SecretCache::invalidate): the next
 //! read goes to the store and handles reload at once.
+//! To do that across a fleet, announce the rotation on PostgreSQL `NOTIFY` or Redis pub/sub and run
+//! a [`push::Subscriber`](crate::push::Subscriber) in every process: see [`docs::push`](super::push).
 //!
 //! ## Watch what happens
 //!

@@ -1,5 +1,5 @@
-//! Throwaway servers for tests: PostgreSQL, OpenBao and moto, each a child process on a free
-//! loopback port in a temp dir, stopped on drop.
+//! Throwaway servers for tests: PostgreSQL, OpenBao, moto and Redis, each a child process on a
+//! free loopback port in a temp dir, stopped on drop.
 //!
 //! A missing binary is an error that says how to install it ([`TestkitError::MissingBinary`]),
 //! so a test that needs a server fails loudly rather than skipping. The start functions block
@@ -10,11 +10,13 @@ mod moto;
 mod openbao;
 mod postgres;
 mod process;
+mod redis;
 
 pub use self::{
     moto::{MotoServer, find_moto},
     openbao::{OpenBaoServer, find_bao},
     postgres::{PostgresServer, find_pg_bin},
+    redis::{RedisServer, find_redis},
 };
 
 /// Why a test server could not be started or used.

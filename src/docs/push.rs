@@ -1,0 +1,145 @@
+//! # Push invalidation: every consumer on the new secret within a second
+//!
+//! A cache learns of a rotation at its next refresh point. With a five-minute TTL that is up to
+//! four and a half minutes of old credentials; with the one-hour TTLs that keep store bills low,
+//! most of an hour. Push closes the gap: whatever rotates a secret *announces* it on a broker the
+//! fleet already runs, and a [`Subscriber`](crate::push::Subscriber) in every process refreshes
+//! that secret at once. The TTL stays as the backstop, so it can be long.
+//!
+//! ## Wiring a subscriber (once per process)
+//!
+//! ```no_run
+//! # #![allow(dead_code)]
+//! # async fn run() -> credswap::Result<()> {
+//! # #[cfg(feature = "push-redis")] {
+//! use std::sync::Arc;
+//! use std::time::Duration;
+//! use credswap::push::{DEFAULT_CHANNEL, RedisListener, Subscriber};
+//! use credswap::{FileProvider, SecretCache};
+//!
+//! let cache = SecretCache::builder(Arc::new(FileProvider::new("/var/run/secrets")))
+//!     .ttl(Duration::from_secs(3600)) // push does the work; the TTL is the backstop
+//!     .build()?;
+//! let subscriber = Subscriber::builder(RedisListener::open("redis://broker:6379", DEFAULT_CHANNEL)?)
+//!     .cache(cache.clone())
+//!     .start()?;
+//! // Keep `subscriber` alive as long as the cache (in your application state); at exit:
+//! subscriber.shutdown().await;
+//! # }
+//! # Ok(()) }
+//! ```
+//!
+//! With PostgreSQL, `PgListener::new(config, DEFAULT_CHANNEL)?` takes the place of the
+//! `RedisListener` (feature `push-postgres`). One subscriber serves any number of caches
+//! (`.cache(a).cache(b)`); it refreshes a secret only in the caches that hold it or follow it
+//! with a handle.
+//!
+//! ## Publishing after a rotation
+//!
+//! Announce once the new version is *current* (AWS: after `finishSecret` moved `AWSCURRENT`;
+//! Vault KV: after the write), never before: subscribers fetch at once and must find it.
+//!
+//! ```no_run
+//! # #![allow(dead_code)]
+//! # async fn run(version: credswap::VersionId) -> credswap::Result<()> {
+//! # let _ = &version;
+//! # #[cfg(feature = "push-postgres")] {
+//! use credswap::push::{DEFAULT_CHANNEL, PgPublisher, announce};
+//!
+//! let config: tokio_postgres::Config = "host=db user=rotator dbname=app".parse().unwrap();
+//! let publisher = PgPublisher::connect(&config, DEFAULT_CHANNEL).await?;
+//! announce(&publisher, "prod/orders-db", &version).await?;
+//! # }
+//! # Ok(()) }
+//! ```
+//!
+//! The version is the id the consumers' provider reports: the AWS `VersionId`, the Vault KV version
+//! number (`"7"`), the `sha256:…` content id of a file. When the publisher does not know it,
+//! `Announcement::unversioned(id)` asks subscribers to look without saying what they should find
+//! (no follow-ups then). Announcements carry the id, the version and the send time, never a
+//! value.
+//!
+//! The payload is compact JSON, so rotation code in any language can announce:
+//!
+//! ```text
+//! psql:      SELECT pg_notify('credswap', '{"id":"prod/orders-db","version":"7"}');
+//! redis-cli: PUBLISH credswap '{"id":"prod/orders-db","version":"7"}'
+//! ```
+//!
+//! (`sent_at_us`, microseconds since 1970, is optional; with it, events report the end-to-end
+//! latency.) From a sqlx or deadpool pool, run `SELECT pg_notify($1, $2)` with the channel and
+//! [`Announcement::encode`](crate::push::Announcement::encode).
+//!
+//! ## What is guaranteed
+//!
+//! - **No value travels, none can be injected.** A cache takes values only from its own store.
+//!   An announcement only makes it ask, through [`SecretCache::refresh`](crate::SecretCache::refresh):
+//!   coalesced with its other loads and rate-limited, so a forged or repeated announcement costs at
+//!   most one store call per `min_refresh_interval` per cache and secret, however many arrive. An
+//!   announcement for a secret no cache watches costs nothing; a malformed payload is dropped with
+//!   a [`PushEvent::Malformed`](crate::push::PushEvent::Malformed) that names what is wrong (never
+//!   its content).
+//! - **A lost connection is never a silent miss.** Both brokers drop what is published while a
+//!   subscriber is disconnected. A subscriber notices a lost connection at once, or through a
+//!   keepalive ping after 30 s of silence when the network dies without a word; it reconnects with
+//!   jittered exponential backoff (100 ms doubling to 30 s, up to twice that with jitter; reset
+//!   after a connection that stayed up ten seconds), and then re-checks every secret its caches
+//!   watch: at once, and once more a follow-up delay later, past the caches' rate limit (a
+//!   change that landed just after a cache last asked would otherwise be answered from the
+//!   cache). A reconnect costs at most two store calls per watched secret (probes where the store
+//!   has them).
+//! - **A store that lags is followed up.** If the cache still holds another version than the one
+//!   announced after its refresh (a read replica behind, or the refresh fell inside the rate
+//!   limit), the subscriber asks again after the follow-up delay, at most three times by default
+//!   ([`PushEvent::Behind`](crate::push::PushEvent::Behind)).
+//! - **The TTL remains the backstop.** Whatever push misses, the cache's refresh-ahead finds.
+//! - **Stopping stops.** After [`Subscriber::shutdown`](crate::push::Subscriber::shutdown) or a
+//!   drop there is no connection and no store call; follow-ups and re-checks are cancelled.
+//!
+//! ## What is not
+//!
+//! - **Announcements are not authenticated.** Anyone who can publish on the channel can make
+//!   every subscriber refresh (at the bounded cost above). PostgreSQL cannot restrict `NOTIFY`
+//!   to some roles: any role that can connect can notify any channel. With Redis ACLs, give
+//!   subscribers `+subscribe +ping &<channel>` and only the rotator `+publish`.
+//! - **Delivery is at most once and unordered across secrets**; the re-check after a reconnect
+//!   and the TTL make up for it. "Within a second" is what a healthy broker delivers (see
+//!   `BENCHMARKS.md`), not a deadline.
+//! - **PostgreSQL delivers at commit.** A `NOTIFY` inside a transaction goes out when it commits,
+//!   and not at all if it rolls back; identical payloads in one transaction are sent once.
+//!   Subscribers must connect to PostgreSQL directly or through session pooling: a transaction
+//!   pooler (PgBouncer in transaction mode) does not keep `LISTEN`.
+//! - **Event latencies across machines** (`since_sent`) depend on their clocks agreeing;
+//!   `since_received` is measured on one clock.
+//! - Dynamic credentials (each consumer its own Vault database user) have nothing to announce:
+//!   each process manages its own lease.
+//!
+//! ## Sizing: PostgreSQL or Redis
+//!
+//! | | PostgreSQL `LISTEN`/`NOTIFY` | Redis pub/sub |
+//! |---|---|---|
+//! | new infrastructure | none if consumers already reach PostgreSQL | a Redis (or Valkey) server |
+//! | cost per subscriber | one server connection: a backend process, counted in `max_connections` | one client connection: a few kilobytes |
+//! | good for | tens to a few hundred processes | thousands of pods |
+//! | publisher learns how many received | no | yes ([`Published::receivers`](crate::push::Published)) |
+//!
+//! Both fan out one announcement to 1,000 subscribers on loopback well inside the 250 ms goal
+//! (`BENCHMARKS.md`). Beyond a few hundred processes, PostgreSQL's per-connection cost, not its
+//! latency, is the limit.
+//!
+//! Each announcement makes every pod that holds the secret ask the store once (a probe and a
+//! fetch). AWS Secrets Manager allows 10,000 `GetSecretValue` and 40,000 `DescribeSecret` calls a
+//! second per region: a fleet of thousands of pods rotating several secrets at once should set
+//! [`SubscriberBuilder::spread`](crate::push::SubscriberBuilder::spread) (each pod waits a random
+//! delay below it) to stay under the quota. Set
+//! [`follow_up`](crate::push::SubscriberBuilder::follow_up)'s delay to at least the caches'
+//! `min_refresh_interval` when you change that.
+//!
+//! ## Watching it
+//!
+//! [`Subscriber::subscribe`](crate::push::Subscriber::subscribe),
+//! [`SubscriberBuilder::on_event`](crate::push::SubscriberBuilder::on_event) and `tracing` (target
+//! `credswap::push`) report connects, disconnects with their error kind, reconnect attempts with
+//! their delay, re-checks, each announcement applied with its latency from the sender's timestamp
+//! and from receipt (by then every handle on it has swapped), ignored announcements and malformed
+//! payloads. [`Subscriber::stats`](crate::push::Subscriber::stats) counts them.

@@ -1,0 +1,197 @@
+//! What a subscriber does, as events and counters: connection state, announcements applied (with
+//! their latency), ignored and malformed.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::announcement::AnnouncementError;
+use crate::error::ErrorKind;
+use crate::value::VersionId;
+
+/// Which pass of the re-check after a (re)connect an event reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum RecheckPass {
+    /// Right after connecting: catches every change announced while the subscriber was away.
+    Immediate,
+    /// One follow-up delay later, past the cache's `min_refresh_interval`: catches a change that
+    /// landed just after the cache last asked the store, when the immediate pass was answered
+    /// from the cache by its rate limit.
+    Confirming,
+}
+
+/// Something a [`Subscriber`](crate::push::Subscriber) did or saw.
+///
+/// Events carry secret ids, version ids, error kinds and durations, never values. Each is also
+/// logged as a `tracing` event (target `credswap::push`) at a level fitting it: malformed payloads,
+/// lost connections and failed refreshes at `warn`, ignored announcements at `debug`, the rest at
+/// `info`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PushEvent {
+    /// Subscribed to the broker; announcements from now on will arrive.
+    Connected {
+        /// The channel, as [`Channel::describe`](crate::push::Channel::describe) puts it.
+        channel: Arc<str>,
+        /// Connection attempts this took (1: the first try).
+        attempts: u32,
+    },
+    /// The connection was lost (an error, the broker closing it, or no answer to a keepalive).
+    Disconnected {
+        /// What failed.
+        kind: ErrorKind,
+        /// Why, in the words of our error (ids and codes, no values).
+        reason: Arc<str>,
+        /// How long the connection had been up.
+        connected_for: Duration,
+    },
+    /// The next connection attempt is due after `delay` (jittered exponential backoff).
+    Reconnecting {
+        /// Which attempt this is, counting from 1 since the last stable connection.
+        attempt: u32,
+        /// How long the subscriber waits before it.
+        delay: Duration,
+        /// What made the last attempt or connection fail.
+        kind: ErrorKind,
+    },
+    /// Every secret the caches hold or follow was refreshed after a (re)connect, because
+    /// announcements sent while the subscriber was away are lost by the brokers.
+    Rechecked {
+        /// Which pass.
+        pass: RecheckPass,
+        /// How many (cache, secret) pairs were refreshed.
+        ids: usize,
+        /// How many of those refreshes failed (the caches report why in their own events).
+        failed: usize,
+    },
+    /// A cache holds the announced version now (every handle on it has swapped), or, for an
+    /// announcement without a version, was refreshed.
+    Applied {
+        /// The secret id.
+        id: Arc<str>,
+        /// The version the cache holds now.
+        version: VersionId,
+        /// The version the announcement named, if it named one.
+        announced: Option<VersionId>,
+        /// From the announcement's send time (the publisher's clock) to now (ours); `None` when
+        /// the send time is unknown or the clocks disagree by more than the latency.
+        since_sent: Option<Duration>,
+        /// From receiving the announcement to now: our own share of the latency.
+        since_received: Duration,
+        /// Follow-up refreshes it took (0: the first refresh found the version).
+        follow_ups: u32,
+    },
+    /// After a refresh, the cache still holds another version than the one announced: the store
+    /// lagged, or the refresh was answered by the cache's rate limit.
+    Behind {
+        /// The secret id.
+        id: Arc<str>,
+        /// The version the announcement named.
+        announced: VersionId,
+        /// The version the cache holds.
+        held: VersionId,
+        /// When the subscriber asks again; `None` when its follow-ups are spent (the cache's TTL
+        /// will still pick the change up).
+        retry_in: Option<Duration>,
+    },
+    /// Refreshing a secret after an announcement failed.
+    RefreshFailed {
+        /// The secret id.
+        id: Arc<str>,
+        /// What failed.
+        kind: ErrorKind,
+        /// When the subscriber asks again; `None` when it does not (the error is not passing, or
+        /// its follow-ups are spent).
+        retry_in: Option<Duration>,
+    },
+    /// An announcement named a secret none of the caches holds or follows: it cost nothing.
+    Ignored {
+        /// The secret id.
+        id: Arc<str>,
+    },
+    /// A payload was not a valid announcement and was dropped.
+    Malformed {
+        /// What is wrong with it (never its content).
+        error: AnnouncementError,
+        /// Its size in bytes.
+        bytes: usize,
+    },
+    /// The subscriber stopped (an explicit shutdown): no more connections, no more store calls.
+    Stopped,
+}
+
+impl PushEvent {
+    /// A short stable name for the event (`"connected"`, `"applied"`, …).
+    pub fn name(&self) -> &'static str {
+        match self {
+            PushEvent::Connected { .. } => "connected",
+            PushEvent::Disconnected { .. } => "disconnected",
+            PushEvent::Reconnecting { .. } => "reconnecting",
+            PushEvent::Rechecked { .. } => "rechecked",
+            PushEvent::Applied { .. } => "applied",
+            PushEvent::Behind { .. } => "behind",
+            PushEvent::RefreshFailed { .. } => "refresh_failed",
+            PushEvent::Ignored { .. } => "ignored",
+            PushEvent::Malformed { .. } => "malformed",
+            PushEvent::Stopped => "stopped",
+        }
+    }
+
+    /// The secret the event concerns, when it concerns one.
+    pub fn id(&self) -> Option<&str> {
+        match self {
+            PushEvent::Applied { id, .. }
+            | PushEvent::Behind { id, .. }
+            | PushEvent::RefreshFailed { id, .. }
+            | PushEvent::Ignored { id } => Some(id),
+            _ => None,
+        }
+    }
+
+    /// Logs the event through `tracing`.
+    pub(crate) fn trace(&self) {
+        let name = self.name();
+        let id = self.id().unwrap_or("");
+        match self {
+            PushEvent::Disconnected { .. }
+            | PushEvent::Malformed { .. }
+            | PushEvent::RefreshFailed { .. } => {
+                tracing::warn!(target: "credswap::push", event = name, id, details = ?self, "push event");
+            }
+            PushEvent::Ignored { .. } => {
+                tracing::debug!(target: "credswap::push", event = name, id, details = ?self, "push event");
+            }
+            _ => {
+                tracing::info!(target: "credswap::push", event = name, id, details = ?self, "push event");
+            }
+        }
+    }
+}
+
+/// Counters of a subscriber since it started. See
+/// [`Subscriber::stats`](crate::push::Subscriber::stats).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PushStats {
+    /// Whether it is subscribed right now.
+    pub connected: bool,
+    /// Successful connections after the first.
+    pub reconnects: u64,
+    /// Payloads received.
+    pub received: u64,
+    /// Of those, announcements for a secret some cache watches.
+    pub relevant: u64,
+    /// Of those, announcements for secrets no cache watches.
+    pub ignored: u64,
+    /// Of those, payloads that were not valid announcements.
+    pub malformed: u64,
+    /// Refreshes the subscriber asked its caches for (announcements, follow-ups and re-checks
+    /// together; each is rate-limited by its cache, so store calls are at most this many).
+    pub refreshes: u64,
+    /// Of those, follow-ups because a cache was behind the announced version.
+    pub follow_ups: u64,
+    /// Announcements applied: a cache reached the announced version.
+    pub applied: u64,
+    /// Refreshes that failed.
+    pub refresh_failures: u64,
+}

@@ -1,0 +1,386 @@
+//! The subscriber: one connection loop shared by every broker. Connect (with jittered backoff),
+//! re-check what the caches watch, receive and hand payloads to the applier, ping when idle,
+//! reconnect when the connection is lost.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
+use tokio::sync::{broadcast, watch};
+use tokio::task::{AbortHandle, JoinHandle, JoinSet};
+use tokio::time::Instant;
+
+use super::apply::{self, PendingKey, PendingNews};
+use super::builder::{PushHook, Settings, SubscriberBuilder};
+use super::channel::{Channel, Inbox};
+use super::events::{PushEvent, PushStats};
+use crate::cache::SecretCache;
+use crate::error::{Error, ErrorKind};
+use crate::events::bump;
+
+/// A connection that stayed up this long was healthy: the next reconnect starts the backoff over.
+const STABLE_AFTER: Duration = Duration::from_secs(10);
+
+/// Keeps caches current by listening to a broker: each announcement of a changed secret refreshes
+/// that secret in every cache that holds or follows it, through the cache's normal, coalesced and
+/// rate-limited [`refresh`](SecretCache::refresh).
+///
+/// - **Announcements carry no values.** A cache only ever gets a value from its own store, so a
+///   forged announcement cannot inject one, and a flood of them costs each cache at most one store
+///   call per `min_refresh_interval` per secret. Announcements for secrets no cache watches cost
+///   nothing; malformed ones are dropped with a [`PushEvent::Malformed`].
+/// - **Never miss silently.** Both brokers drop what is published while a subscriber is
+///   disconnected. When its connection is lost (or a keepalive ping goes unanswered), the
+///   subscriber reconnects with jittered exponential backoff and then re-checks every secret its
+///   caches watch. The caches' TTL stays the last backstop.
+/// - **Follow-ups.** When a cache is still behind the announced version after its refresh (the
+///   store lagged, or the refresh fell inside the rate limit), it is asked again, a bounded number
+///   of times; announcements arriving meanwhile are coalesced into that work.
+/// - **Events.** Connection state, reconnects, re-checks, and the latency from each announcement
+///   to the swap of the handles on it: [`subscribe`](Self::subscribe), `tracing`, or
+///   [`SubscriberBuilder::on_event`].
+///
+/// It stops on [`shutdown`](Self::shutdown) or when dropped; after that it makes no connection and
+/// no store call. It holds its caches (clones) until then.
+///
+/// Build one with [`Subscriber::builder`] over a [`Channel`]: [`PgListener`](crate::push::PgListener)
+/// (feature `push-postgres`), [`RedisListener`](crate::push::RedisListener) (feature
+/// `push-redis`), or your own.
+pub struct Subscriber {
+    pub(super) shared: Arc<Shared>,
+    stop: watch::Sender<bool>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl fmt::Debug for Subscriber {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Subscriber")
+            .field("channel", &self.shared.channel)
+            .field("caches", &self.shared.caches().len())
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+/// What the connection loop, the applier's tasks and the public handle share.
+pub(super) struct Shared {
+    pub(super) settings: Settings,
+    channel: Arc<str>,
+    caches: RwLock<Vec<SecretCache>>,
+    events: broadcast::Sender<PushEvent>,
+    hooks: Vec<PushHook>,
+    connected: AtomicBool,
+    pub(super) counters: Counters,
+    /// Announcements waiting for (or being handled by) the refresh task of one cache and secret.
+    pub(super) pending: Mutex<HashMap<PendingKey, PendingNews>>,
+}
+
+#[derive(Default)]
+pub(super) struct Counters {
+    pub(super) reconnects: AtomicU64,
+    pub(super) received: AtomicU64,
+    pub(super) relevant: AtomicU64,
+    pub(super) ignored: AtomicU64,
+    pub(super) malformed: AtomicU64,
+    pub(super) refreshes: AtomicU64,
+    pub(super) follow_ups: AtomicU64,
+    pub(super) applied: AtomicU64,
+    pub(super) refresh_failures: AtomicU64,
+}
+
+impl Shared {
+    pub(super) fn emit(&self, event: PushEvent) {
+        event.trace();
+        for hook in &self.hooks {
+            // A hook that panics must not take the connection loop (or a refresh) down with it:
+            // the subscriber would stop hearing announcements without a word.
+            let called = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| hook(&event)));
+            if called.is_err() {
+                tracing::error!(target: "credswap::push", event = event.name(), "a push event hook panicked");
+            }
+        }
+        let _ = self.events.send(event);
+    }
+
+    /// The caches, cloned out of the lock (clones are reference counts).
+    pub(super) fn caches(&self) -> Vec<SecretCache> {
+        self.caches
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+impl Subscriber {
+    /// Starts building a subscriber that listens on `channel`.
+    pub fn builder(channel: impl Channel) -> SubscriberBuilder {
+        SubscriberBuilder::new(Arc::new(channel))
+    }
+
+    pub(super) fn spawn(
+        runtime: &tokio::runtime::Handle,
+        channel: Arc<dyn Channel>,
+        caches: Vec<SecretCache>,
+        settings: Settings,
+        event_capacity: usize,
+        hooks: Vec<PushHook>,
+    ) -> Self {
+        let (events, _) = broadcast::channel(event_capacity);
+        let shared = Arc::new(Shared {
+            settings,
+            channel: Arc::from(channel.describe()),
+            caches: RwLock::new(caches),
+            events,
+            hooks,
+            connected: AtomicBool::new(false),
+            counters: Counters::default(),
+            pending: Mutex::new(HashMap::new()),
+        });
+        let (stop, stopped) = watch::channel(false);
+        let span = tracing::info_span!("credswap.push", channel = %shared.channel);
+        let task = runtime.spawn(tracing::Instrument::instrument(
+            run(Arc::clone(&shared), channel, stopped),
+            span,
+        ));
+        Subscriber {
+            shared,
+            stop,
+            task: Some(task),
+        }
+    }
+
+    /// A receiver of every [`PushEvent`] from now on. A receiver that lags more than the event
+    /// capacity behind loses the oldest events (and is told so by `RecvError::Lagged`).
+    pub fn subscribe(&self) -> broadcast::Receiver<PushEvent> {
+        self.shared.events.subscribe()
+    }
+
+    /// Adds a cache to keep current, from the next announcement on.
+    pub fn add_cache(&self, cache: SecretCache) {
+        self.shared
+            .caches
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(cache);
+    }
+
+    /// Whether the subscriber is subscribed right now.
+    pub fn is_connected(&self) -> bool {
+        self.shared.connected.load(Ordering::Acquire)
+    }
+
+    /// Counters since the subscriber started.
+    pub fn stats(&self) -> PushStats {
+        let c = &self.shared.counters;
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        PushStats {
+            connected: self.is_connected(),
+            reconnects: load(&c.reconnects),
+            received: load(&c.received),
+            relevant: load(&c.relevant),
+            ignored: load(&c.ignored),
+            malformed: load(&c.malformed),
+            refreshes: load(&c.refreshes),
+            follow_ups: load(&c.follow_ups),
+            applied: load(&c.applied),
+            refresh_failures: load(&c.refresh_failures),
+        }
+    }
+
+    /// Stops the subscriber and waits until it has: its connection is closed, pending follow-ups
+    /// and re-checks are cancelled, and it emits [`PushEvent::Stopped`]. A refresh a cache had
+    /// already started completes inside the cache (its waiters may need it); no new one starts.
+    pub async fn shutdown(mut self) {
+        let _ = self.stop.send(true);
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for Subscriber {
+    fn drop(&mut self) {
+        // Aborting the loop drops its task set, which aborts every follow-up and re-check.
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+/// The reconnect delays: jittered exponential backoff from `backon`, restarted after a stable
+/// connection.
+struct Reconnect {
+    builder: ExponentialBuilder,
+    delays: ExponentialBackoff,
+    /// Attempts since the last stable connection: what the backoff has grown by.
+    attempt: u32,
+    /// Connection attempts since the last connection (or the start), the current one included.
+    tries: u32,
+}
+
+impl Reconnect {
+    fn new(settings: &Settings) -> Self {
+        let builder = ExponentialBuilder::default()
+            .with_min_delay(settings.backoff_min)
+            .with_max_delay(settings.backoff_max)
+            .with_jitter()
+            .without_max_times();
+        Reconnect {
+            delays: builder.build(),
+            builder,
+            attempt: 0,
+            tries: 0,
+        }
+    }
+
+    /// The number and delay of the next attempt.
+    fn next(&mut self, max: Duration) -> (u32, Duration) {
+        self.attempt = self.attempt.saturating_add(1);
+        let delay = self.delays.next().unwrap_or(max);
+        (self.attempt, delay)
+    }
+
+    /// A connection attempt starts.
+    fn trying(&mut self) {
+        self.tries = self.tries.saturating_add(1);
+    }
+
+    /// A connection was established: how many tries it took.
+    fn connected(&mut self) -> u32 {
+        std::mem::take(&mut self.tries)
+    }
+
+    /// A connection that had been up for `lived` was lost.
+    fn lost(&mut self, lived: Duration) {
+        if lived >= STABLE_AFTER {
+            self.delays = self.builder.build();
+            self.attempt = 0;
+        }
+    }
+}
+
+/// Waits until the subscriber is told to stop (or its handle is gone).
+async fn stop_requested(stop: &mut watch::Receiver<bool>) {
+    // `wait_for` fails only when the sender is gone, which also means stop.
+    let _ = stop.wait_for(|stop| *stop).await;
+}
+
+/// The connection loop. Ends on stop; aborted with the subscriber otherwise.
+async fn run(shared: Arc<Shared>, channel: Arc<dyn Channel>, mut stop: watch::Receiver<bool>) {
+    // Follow-ups and re-checks: aborted when this set is dropped, with the loop.
+    let mut tasks = JoinSet::new();
+    let mut recheck: Option<AbortHandle> = None;
+    let mut reconnect = Reconnect::new(&shared.settings);
+    let mut ever_connected = false;
+    let mut last_failure: Option<Error> = None;
+    loop {
+        if let Some(error) = last_failure.take() {
+            let (attempt, delay) = reconnect.next(shared.settings.backoff_max);
+            shared.emit(PushEvent::Reconnecting {
+                attempt,
+                delay,
+                kind: error.kind(),
+            });
+            tokio::select! {
+                biased;
+                () = stop_requested(&mut stop) => break,
+                () = tokio::time::sleep(delay) => {}
+            }
+        }
+        reconnect.trying();
+        let connecting = tokio::time::timeout(shared.settings.broker_timeout, channel.listen());
+        let mut inbox = tokio::select! {
+            biased;
+            () = stop_requested(&mut stop) => break,
+            result = connecting => match result {
+                Ok(Ok(inbox)) => inbox,
+                Ok(Err(error)) => {
+                    tracing::debug!(target: "credswap::push", kind = %error.kind(), %error, "connection attempt failed");
+                    last_failure = Some(error);
+                    continue;
+                }
+                Err(_) => {
+                    last_failure = Some(timed_out("connecting to the broker"));
+                    continue;
+                }
+            },
+        };
+        let attempts = reconnect.connected();
+        shared.connected.store(true, Ordering::Release);
+        if ever_connected {
+            bump(&shared.counters.reconnects);
+        }
+        ever_connected = true;
+        shared.emit(PushEvent::Connected {
+            channel: Arc::clone(&shared.channel),
+            attempts,
+        });
+        // Whatever was announced while we were away is lost: look at everything again. A
+        // re-check still running from a previous connection is superseded by this one.
+        if let Some(previous) = recheck.take() {
+            previous.abort();
+        }
+        recheck = Some(tasks.spawn(apply::recheck(Arc::clone(&shared))));
+
+        let connected_at = Instant::now();
+        let outcome = receive(&shared, inbox.as_mut(), &mut tasks, &mut stop).await;
+        drop(inbox);
+        shared.connected.store(false, Ordering::Release);
+        let Some(error) = outcome else { break };
+        let connected_for = connected_at.elapsed();
+        shared.emit(PushEvent::Disconnected {
+            kind: error.kind(),
+            reason: Arc::from(error.to_string()),
+            connected_for,
+        });
+        reconnect.lost(connected_for);
+        last_failure = Some(error);
+    }
+    shared.connected.store(false, Ordering::Release);
+    tasks.shutdown().await;
+    shared.emit(PushEvent::Stopped);
+}
+
+/// Reads one connection until it fails (returns the error) or the subscriber stops (`None`).
+async fn receive(
+    shared: &Arc<Shared>,
+    inbox: &mut dyn Inbox,
+    tasks: &mut JoinSet<()>,
+    stop: &mut watch::Receiver<bool>,
+) -> Option<Error> {
+    let settings = &shared.settings;
+    loop {
+        // Collect finished work so the set does not grow.
+        while tasks.try_join_next().is_some() {}
+        let next = tokio::time::timeout(settings.keepalive, inbox.recv());
+        let received = tokio::select! {
+            biased;
+            () = stop_requested(stop) => return None,
+            received = next => received,
+        };
+        match received {
+            Ok(Ok(payload)) => apply::receive(shared, tasks, &payload, Instant::now()),
+            Ok(Err(error)) => return Some(error),
+            Err(_idle) => {
+                let ping = tokio::time::timeout(settings.broker_timeout, inbox.ping());
+                let pinged = tokio::select! {
+                    biased;
+                    () = stop_requested(stop) => return None,
+                    pinged = ping => pinged,
+                };
+                match pinged {
+                    Ok(Ok(())) => {}
+                    Ok(Err(error)) => return Some(error),
+                    Err(_) => return Some(timed_out("waiting for the broker to answer a ping")),
+                }
+            }
+        }
+    }
+}
+
+fn timed_out(what: &str) -> Error {
+    Error::new(ErrorKind::Transient).with_message(format!("timed out {what}"))
+}

@@ -1,0 +1,552 @@
+//! The subscriber's logic against an in-process channel whose connections the test controls: the
+//! backoff (under paused time), re-checks after reconnects, coalescing, follow-ups, keepalives and
+//! shutdown. Real brokers are in `tests/push_postgres.rs` and `tests/push_redis.rs`.
+
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::sync::{broadcast, mpsc};
+
+use super::*;
+use crate::error::{Error, ErrorKind, Result};
+use crate::{MemoryProvider, SecretCache, VersionId};
+
+/// A broker stand-in: `listen` fails while `refuse` is above zero, connections are unbounded
+/// channels the test writes into, and pings fail while `ping_fails` is set.
+#[derive(Default)]
+struct Script {
+    listens: AtomicU32,
+    refuse: AtomicU32,
+    ping_fails: AtomicBool,
+    current: Mutex<Option<mpsc::UnboundedSender<Result<Vec<u8>>>>>,
+}
+
+#[derive(Clone, Default)]
+struct TestChannel(Arc<Script>);
+
+impl TestChannel {
+    fn send(&self, payload: impl Into<Vec<u8>>) {
+        let current = self.0.current.lock().unwrap();
+        current
+            .as_ref()
+            .expect("connected")
+            .send(Ok(payload.into()))
+            .unwrap();
+    }
+
+    fn announce(&self, id: &str, version: &VersionId) {
+        self.send(Announcement::new(id, version).unwrap().encode());
+    }
+
+    /// Ends the current connection with an error, as a broker killing it would.
+    fn kill(&self) {
+        if let Some(sender) = self.0.current.lock().unwrap().take() {
+            let _ = sender.send(Err(
+                Error::new(ErrorKind::Transient).with_message("killed by the test")
+            ));
+        }
+    }
+
+    /// Whether the subscriber still holds a connection (its inbox is alive).
+    fn held(&self) -> bool {
+        self.0
+            .current
+            .lock()
+            .unwrap()
+            .as_ref()
+            .is_some_and(|sender| !sender.is_closed())
+    }
+}
+
+struct TestInbox {
+    receiver: mpsc::UnboundedReceiver<Result<Vec<u8>>>,
+    script: Arc<Script>,
+}
+
+#[async_trait]
+impl Inbox for TestInbox {
+    async fn recv(&mut self) -> Result<Vec<u8>> {
+        match self.receiver.recv().await {
+            Some(received) => received,
+            None => Err(Error::new(ErrorKind::Transient).with_message("closed")),
+        }
+    }
+
+    async fn ping(&mut self) -> Result<()> {
+        if self.script.ping_fails.load(Ordering::SeqCst) {
+            return Err(Error::new(ErrorKind::Transient).with_message("no pong"));
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Channel for TestChannel {
+    fn describe(&self) -> String {
+        "test channel".into()
+    }
+
+    async fn listen(&self) -> Result<Box<dyn Inbox>> {
+        let _ = self.0.listens.fetch_add(1, Ordering::SeqCst);
+        let refused = self
+            .0
+            .refuse
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+        if refused.is_ok() {
+            return Err(Error::new(ErrorKind::Transient).with_message("refused by the test"));
+        }
+        let (sender, receiver) = mpsc::unbounded_channel();
+        *self.0.current.lock().unwrap() = Some(sender);
+        Ok(Box::new(TestInbox {
+            receiver,
+            script: Arc::clone(&self.0),
+        }))
+    }
+}
+
+/// The next event `wanted` accepts, skipping others; fails after a minute (of paused or real time).
+async fn next(
+    events: &mut broadcast::Receiver<PushEvent>,
+    wanted: impl Fn(&PushEvent) -> bool,
+) -> PushEvent {
+    let found = tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            match events.recv().await {
+                Ok(event) if wanted(&event) => return event,
+                Ok(_) => {}
+                Err(error) => panic!("event stream: {error}"),
+            }
+        }
+    })
+    .await;
+    found.expect("the expected event within a minute")
+}
+
+fn store_with(id: &str, value: &str) -> (Arc<MemoryProvider>, VersionId) {
+    let store = Arc::new(MemoryProvider::new());
+    let version = store.set(id, value);
+    (store, version)
+}
+
+fn cache_over(store: &Arc<MemoryProvider>, min_refresh_interval: Duration) -> SecretCache {
+    SecretCache::builder(store.clone())
+        .ttl(Duration::from_secs(3600))
+        .min_refresh_interval(min_refresh_interval)
+        .build()
+        .unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn reconnects_back_off_exponentially_with_jitter_and_start_over_after_a_stable_connection() {
+    let channel = TestChannel::default();
+    channel.0.refuse.store(6, Ordering::SeqCst);
+    let (min, max) = (Duration::from_millis(100), Duration::from_millis(1600));
+    let subscriber = Subscriber::builder(channel.clone())
+        .backoff(min, max)
+        .start()
+        .unwrap();
+    let mut events = subscriber.subscribe();
+    let mut delays = Vec::new();
+    for expected_attempt in 1..=6u32 {
+        match next(&mut events, |e| matches!(e, PushEvent::Reconnecting { .. })).await {
+            PushEvent::Reconnecting {
+                attempt,
+                delay,
+                kind,
+            } => {
+                assert_eq!(attempt, expected_attempt);
+                assert_eq!(kind, ErrorKind::Transient);
+                delays.push(delay);
+            }
+            other => unreachable!("{other:?}"),
+        }
+    }
+    // Doubling from the minimum, capped at the maximum, each with up to as much again at random.
+    for (n, delay) in delays.iter().enumerate() {
+        let base = (min * 2u32.pow(n as u32)).min(max);
+        assert!(
+            *delay >= base && *delay <= base * 2,
+            "attempt {}: {delay:?}",
+            n + 1
+        );
+    }
+    let distinct: std::collections::HashSet<_> = delays.iter().collect();
+    assert!(distinct.len() > 1, "no jitter: {delays:?}");
+    match next(&mut events, |e| matches!(e, PushEvent::Connected { .. })).await {
+        PushEvent::Connected { attempts, channel } => {
+            assert_eq!(attempts, 7);
+            assert_eq!(&*channel, "test channel");
+        }
+        other => unreachable!("{other:?}"),
+    }
+    assert!(subscriber.is_connected());
+
+    // A connection that lived a moment: the backoff keeps growing.
+    channel.kill();
+    match next(&mut events, |e| matches!(e, PushEvent::Reconnecting { .. })).await {
+        PushEvent::Reconnecting { attempt, delay, .. } => {
+            assert_eq!(attempt, 7);
+            assert!(delay >= max, "{delay:?}");
+        }
+        other => unreachable!("{other:?}"),
+    }
+    let _ = next(&mut events, |e| matches!(e, PushEvent::Connected { .. })).await;
+
+    // A connection that stayed up past ten seconds: the next loss starts over.
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    channel.kill();
+    match next(&mut events, |e| matches!(e, PushEvent::Disconnected { .. })).await {
+        PushEvent::Disconnected {
+            connected_for,
+            kind,
+            reason,
+        } => {
+            assert!(connected_for >= Duration::from_secs(11));
+            assert_eq!(kind, ErrorKind::Transient);
+            assert!(reason.contains("killed by the test"), "{reason}");
+        }
+        other => unreachable!("{other:?}"),
+    }
+    match next(&mut events, |e| matches!(e, PushEvent::Reconnecting { .. })).await {
+        PushEvent::Reconnecting { attempt, delay, .. } => {
+            assert_eq!(attempt, 1);
+            assert!(delay >= min && delay <= min * 2, "{delay:?}");
+        }
+        other => unreachable!("{other:?}"),
+    }
+    let _ = next(&mut events, |e| matches!(e, PushEvent::Connected { .. })).await;
+    assert_eq!(subscriber.stats().reconnects, 2);
+    assert_eq!(channel.0.listens.load(Ordering::SeqCst), 9);
+}
+
+#[tokio::test]
+async fn after_a_reconnect_every_watched_secret_is_rechecked() {
+    let (store, _) = store_with("db", "one");
+    let _ = store.set("api", "k1");
+    let cache = cache_over(&store, Duration::ZERO);
+    let db = cache.handle_raw("db").await.unwrap();
+    let _ = cache.get("api").await.unwrap();
+    let channel = TestChannel::default();
+    let subscriber = Subscriber::builder(channel.clone())
+        .cache(cache.clone())
+        .follow_up(Duration::from_millis(20), 3)
+        .start()
+        .unwrap();
+    let mut events = subscriber.subscribe();
+    let _ = next(&mut events, |e| {
+        matches!(
+            e,
+            PushEvent::Rechecked {
+                pass: RecheckPass::Confirming,
+                ..
+            }
+        )
+    })
+    .await;
+
+    // The secret changes while the subscriber is away, and the announcement is lost.
+    channel.0.refuse.store(2, Ordering::SeqCst);
+    channel.kill();
+    let _ = next(&mut events, |e| matches!(e, PushEvent::Reconnecting { .. })).await;
+    let changed = store.set("db", "two");
+    match next(&mut events, |e| matches!(e, PushEvent::Rechecked { .. })).await {
+        PushEvent::Rechecked { pass, ids, failed } => {
+            assert_eq!(pass, RecheckPass::Immediate);
+            assert_eq!((ids, failed), (2, 0));
+        }
+        other => unreachable!("{other:?}"),
+    }
+    assert_eq!(db.load().version().id, changed);
+    match next(&mut events, |e| matches!(e, PushEvent::Rechecked { .. })).await {
+        PushEvent::Rechecked { pass, ids, .. } => {
+            assert_eq!(pass, RecheckPass::Confirming);
+            assert_eq!(ids, 2);
+        }
+        other => unreachable!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn announcements_are_coalesced_and_unknown_or_malformed_ones_cost_nothing() {
+    let (store, _) = store_with("db", "one");
+    let cache = cache_over(&store, Duration::from_secs(3600));
+    let handle = cache.handle_raw("db").await.unwrap();
+    let channel = TestChannel::default();
+    let subscriber = Subscriber::builder(channel.clone())
+        .cache(cache.clone())
+        .follow_up(Duration::from_millis(10), 2)
+        .start()
+        .unwrap();
+    let mut events = subscriber.subscribe();
+    let _ = next(&mut events, |e| {
+        matches!(
+            e,
+            PushEvent::Rechecked {
+                pass: RecheckPass::Confirming,
+                ..
+            }
+        )
+    })
+    .await;
+    let calls = (store.fetch_calls(), store.probe_calls());
+
+    for n in 0..100 {
+        channel.announce("nobody-watches", &VersionId::new(format!("v{n}")));
+    }
+    channel.send(&b"not json"[..]);
+    match next(&mut events, |e| matches!(e, PushEvent::Malformed { .. })).await {
+        PushEvent::Malformed { error, bytes } => {
+            assert_eq!(error.as_str(), "json");
+            assert_eq!(bytes, 8);
+        }
+        other => unreachable!("{other:?}"),
+    }
+    let stats = subscriber.stats();
+    assert_eq!((stats.ignored, stats.malformed), (100, 1));
+    assert_eq!((store.fetch_calls(), store.probe_calls()), calls);
+
+    // A thousand announcements of a version the store never had: the cache is rate-limited for an
+    // hour, so the subscriber's bounded follow-ups all end at the cache, and the value stays.
+    for _ in 0..1000 {
+        channel.announce("db", &VersionId::new("forged"));
+    }
+    let gave_up = next(&mut events, |e| {
+        matches!(e, PushEvent::Behind { retry_in: None, .. })
+    })
+    .await;
+    assert!(matches!(gave_up, PushEvent::Behind { ref held, .. } if held.as_str() == "v1"));
+    assert!(
+        eventually(|| subscriber.stats().relevant == 1000 && idle(&subscriber)).await,
+        "{:?}",
+        subscriber.stats()
+    );
+    let stats = subscriber.stats();
+    assert_eq!(stats.relevant, 1000);
+    // Each refresh task follows up twice at most; a new one starts only for announcements that
+    // arrive after the previous one ended.
+    assert!(stats.follow_ups >= 2, "{stats:?}");
+    assert!(
+        stats.refreshes < 50,
+        "announcements were not coalesced: {stats:?}"
+    );
+    assert_eq!((store.fetch_calls(), store.probe_calls()), calls);
+    assert_eq!(handle.load().current().expose_str(), Some("one"));
+}
+
+#[tokio::test]
+async fn a_cache_behind_the_announced_version_is_followed_up_until_it_catches_up() {
+    let (store, _) = store_with("db", "one");
+    let interval = Duration::from_secs(1);
+    let cache = cache_over(&store, interval);
+    let handle = cache.handle_raw("db").await.unwrap();
+    let channel = TestChannel::default();
+    let subscriber = Subscriber::builder(channel.clone())
+        .cache(cache)
+        .follow_up(interval, 3)
+        .start()
+        .unwrap();
+    let mut events = subscriber.subscribe();
+    let _ = next(&mut events, |e| {
+        matches!(
+            e,
+            PushEvent::Rechecked {
+                pass: RecheckPass::Confirming,
+                ..
+            }
+        )
+    })
+    .await;
+
+    // Force the rate limit: past the window of the re-check's store call, a refresh asks the
+    // store, and for a whole interval after it the announcement's refresh is answered from the
+    // cache; only the follow-up reaches the store.
+    tokio::time::sleep(interval).await;
+    let probes = store.probe_calls();
+    let _ = handle.cache().refresh("db").await.unwrap();
+    assert_eq!(store.probe_calls(), probes + 1);
+    let version = store.set("db", "two");
+    channel.announce("db", &version);
+    let behind = next(&mut events, |e| matches!(e, PushEvent::Behind { .. })).await;
+    assert!(
+        matches!(
+            behind,
+            PushEvent::Behind {
+                retry_in: Some(_),
+                ..
+            }
+        ),
+        "{behind:?}"
+    );
+    match next(&mut events, |e| matches!(e, PushEvent::Applied { .. })).await {
+        PushEvent::Applied {
+            id,
+            version: held,
+            announced,
+            follow_ups,
+            since_sent,
+            since_received,
+        } => {
+            assert_eq!(&*id, "db");
+            assert_eq!(held, version);
+            assert_eq!(announced, Some(version.clone()));
+            assert_eq!(follow_ups, 1);
+            assert!(since_received >= interval, "{since_received:?}");
+            assert!(since_sent.is_some());
+        }
+        other => unreachable!("{other:?}"),
+    }
+    assert_eq!(handle.load().version().id, version);
+}
+
+#[tokio::test]
+async fn a_panicking_event_hook_stops_neither_the_loop_nor_later_announcements() {
+    let (store, _) = store_with("db", "one");
+    let cache = cache_over(&store, Duration::ZERO);
+    let handle = cache.handle_raw("db").await.unwrap();
+    let channel = TestChannel::default();
+    let panicked = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&panicked);
+    let subscriber = Subscriber::builder(channel.clone())
+        .cache(cache)
+        .on_event(move |event| {
+            let fails = matches!(
+                event,
+                PushEvent::Connected { .. } | PushEvent::Applied { .. }
+            );
+            if fails && !flag.swap(true, Ordering::SeqCst) {
+                panic!("a hook that fails once");
+            }
+        })
+        .start()
+        .unwrap();
+    let mut events = subscriber.subscribe();
+    let _ = next(&mut events, |e| {
+        matches!(
+            e,
+            PushEvent::Rechecked {
+                pass: RecheckPass::Confirming,
+                ..
+            }
+        )
+    })
+    .await;
+    channel.announce("db", &store.set("db", "two"));
+    assert!(eventually(|| panicked.load(Ordering::SeqCst)).await);
+    let third = store.set("db", "three");
+    channel.announce("db", &third);
+    let applied = next(
+        &mut events,
+        |e| matches!(e, PushEvent::Applied { version, .. } if *version == third),
+    )
+    .await;
+    assert!(matches!(applied, PushEvent::Applied { .. }));
+    assert_eq!(handle.load().version().id, third);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_connection_that_stops_answering_pings_is_replaced() {
+    let channel = TestChannel::default();
+    let subscriber = Subscriber::builder(channel.clone())
+        .keepalive(Duration::from_secs(30))
+        .start()
+        .unwrap();
+    let mut events = subscriber.subscribe();
+    let _ = next(&mut events, |e| matches!(e, PushEvent::Connected { .. })).await;
+    channel.0.ping_fails.store(true, Ordering::SeqCst);
+    let started = tokio::time::Instant::now();
+    match next(&mut events, |e| matches!(e, PushEvent::Disconnected { .. })).await {
+        PushEvent::Disconnected { reason, .. } => assert!(reason.contains("no pong"), "{reason}"),
+        other => unreachable!("{other:?}"),
+    }
+    assert!(started.elapsed() >= Duration::from_secs(30));
+    channel.0.ping_fails.store(false, Ordering::SeqCst);
+    let _ = next(&mut events, |e| matches!(e, PushEvent::Connected { .. })).await;
+}
+
+#[tokio::test]
+async fn shutdown_and_drop_close_the_connection_and_stop_all_work() {
+    let (store, _) = store_with("db", "one");
+    let cache = cache_over(&store, Duration::ZERO);
+    let _handle = cache.handle_raw("db").await.unwrap();
+    let channel = TestChannel::default();
+    let subscriber = Subscriber::builder(channel.clone())
+        .cache(cache.clone())
+        .start()
+        .unwrap();
+    let mut events = subscriber.subscribe();
+    let _ = next(&mut events, |e| matches!(e, PushEvent::Connected { .. })).await;
+    assert!(channel.held());
+    subscriber.shutdown().await;
+    let _ = next(&mut events, |e| matches!(e, PushEvent::Stopped)).await;
+    assert!(!channel.held());
+    assert_eq!(channel.0.listens.load(Ordering::SeqCst), 1);
+
+    let subscriber = Subscriber::builder(channel.clone())
+        .cache(cache)
+        .start()
+        .unwrap();
+    let mut events = subscriber.subscribe();
+    let _ = next(&mut events, |e| matches!(e, PushEvent::Connected { .. })).await;
+    drop(subscriber);
+    // The task is aborted: its inbox goes with it.
+    assert!(
+        eventually(|| !channel.held()).await,
+        "the connection outlived the subscriber"
+    );
+    assert_eq!(channel.0.listens.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn settings_that_cannot_work_are_refused() {
+    let build = |f: fn(SubscriberBuilder) -> SubscriberBuilder| {
+        f(Subscriber::builder(TestChannel::default()))
+            .start()
+            .map(drop)
+            .unwrap_err()
+            .kind()
+    };
+    assert_eq!(
+        build(|b| b.backoff(Duration::ZERO, Duration::from_secs(1))),
+        ErrorKind::Config
+    );
+    assert_eq!(
+        build(|b| b.backoff(Duration::from_secs(2), Duration::from_secs(1))),
+        ErrorKind::Config
+    );
+    assert_eq!(build(|b| b.keepalive(Duration::ZERO)), ErrorKind::Config);
+    assert_eq!(
+        build(|b| b.broker_timeout(Duration::ZERO)),
+        ErrorKind::Config
+    );
+    assert_eq!(build(|b| b.recheck_concurrency(0)), ErrorKind::Config);
+    assert_eq!(build(|b| b.event_capacity(0)), ErrorKind::Config);
+    assert_eq!(build(|b| b.spread(Duration::MAX)), ErrorKind::Config);
+}
+
+#[test]
+fn starting_outside_a_runtime_is_a_config_error() {
+    let err = Subscriber::builder(TestChannel::default())
+        .start()
+        .map(drop)
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Config);
+}
+
+/// Whether no refresh task is running or waiting.
+fn idle(subscriber: &Subscriber) -> bool {
+    let pending = subscriber.shared.pending.lock().unwrap();
+    pending.values().all(|entry| !entry.is_running())
+}
+
+/// Polls `condition` every 10 ms for up to ten seconds.
+async fn eventually(condition: impl Fn() -> bool) -> bool {
+    for _ in 0..1000 {
+        if condition() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    condition()
+}
