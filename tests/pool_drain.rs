@@ -212,3 +212,59 @@ async fn sqlx_the_configured_endpoint_wins_over_the_secrets_host_when_asked() {
 async fn deadpool_the_configured_endpoint_wins_over_the_secrets_host_when_asked() {
     the_configured_endpoint_wins_over_the_secrets_host_when_asked(Kind::Deadpool).await;
 }
+
+async fn alternating_users_under_load_drain_each_old_role(kind: Kind) {
+    let (pg, admin) = start_postgres(
+        "CREATE ROLE app_a LOGIN PASSWORD 'ab'; CREATE ROLE app_b LOGIN PASSWORD 'ab';
+         CREATE TABLE items (id bigserial PRIMARY KEY, n int);
+         GRANT ALL ON items, items_id_seq TO app_a, app_b;",
+    )
+    .await;
+    let store = Arc::new(MemoryProvider::new());
+    let (_cache, handle) = pg_common::switchable(&store, &creds_json("app_a", "ab")).await;
+    let pool = TestPool::open(
+        kind,
+        &handle,
+        pg.port(),
+        4,
+        drain(Duration::from_millis(500)),
+    )
+    .await;
+    let query: pg_common::Query = {
+        let pool = pool.clone();
+        Arc::new(move || {
+            let pool = pool.clone();
+            Box::pin(async move { pool.query().await.map(|_| ()) })
+        })
+    };
+    let load = pg_common::start_load(4, query);
+    for round in 1..=8 {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let (new, old) = if round % 2 == 1 {
+            ("app_b", "app_a")
+        } else {
+            ("app_a", "app_b")
+        };
+        switch_now(&store, &handle, &creds_json(new, "ab")).await;
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert_eq!(
+            sessions_of(&admin, old).await,
+            0,
+            "{kind:?} round {round}: {old} still has sessions ({:?})",
+            pool.monitor().rotations()
+        );
+    }
+    let (ok, errors) = load.stop().await;
+    assert!(errors.is_empty(), "{errors:?}");
+    assert!(ok > 100);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlx_alternating_users_under_load_drain_each_old_role() {
+    alternating_users_under_load_drain_each_old_role(Kind::Sqlx).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deadpool_alternating_users_under_load_drain_each_old_role() {
+    alternating_users_under_load_drain_each_old_role(Kind::Deadpool).await;
+}

@@ -287,6 +287,12 @@ impl SecretCache {
         self.inner.events.add_hook(Arc::new(hook));
     }
 
+    /// The shortest time between two store calls for one key that [`refresh`](Self::refresh)
+    /// forces (see [`SecretCacheBuilder::min_refresh_interval`]).
+    pub fn min_refresh_interval(&self) -> Duration {
+        self.inner.policy.min_refresh_interval
+    }
+
     /// The provider this cache reads from.
     pub fn provider(&self) -> &Arc<dyn SecretProvider> {
         &self.inner.provider

@@ -8,4 +8,6 @@ pub mod push;
 #[cfg(feature = "rotation")]
 #[cfg_attr(docsrs, doc(cfg(feature = "rotation")))]
 pub mod rotation;
+#[cfg(feature = "vault")]
+#[cfg_attr(docsrs, doc(cfg(feature = "vault")))]
 pub mod vault;

@@ -100,6 +100,7 @@ pub fn sqlstate(error: &(dyn StdError + 'static)) -> Option<String> {
 }
 
 /// Whether `policy` classifies `error` as an authentication failure.
+#[cfg(any(feature = "sqlx", feature = "deadpool"))]
 pub(crate) fn is_auth_failure(
     policy: &dyn AuthFailurePolicy,
     error: &(dyn StdError + 'static),

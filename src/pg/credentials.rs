@@ -3,6 +3,7 @@ use std::fmt;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Deserializer};
 
+#[cfg(any(feature = "sqlx", feature = "deadpool"))]
 use super::config::Endpoint;
 
 /// Credentials for a PostgreSQL login, as secret stores hold them.
@@ -76,6 +77,7 @@ impl PgCredentials {
 }
 
 /// How much TLS a login needs, as libpq's `sslmode` says it, from least to most.
+#[cfg(any(feature = "sqlx", feature = "deadpool"))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum TlsLevel {
     Disable,
@@ -86,6 +88,7 @@ pub(crate) enum TlsLevel {
     VerifyFull,
 }
 
+#[cfg(any(feature = "sqlx", feature = "deadpool"))]
 impl TlsLevel {
     fn parse(mode: &str) -> Option<TlsLevel> {
         Some(match mode.trim().to_ascii_lowercase().as_str() {
@@ -104,6 +107,7 @@ impl TlsLevel {
 /// (unless the pool's own target is kept), and the least TLS the secret asks for. A pool applies
 /// it over its own settings, keeping every setting the secret does not speak of, and never
 /// lowering the TLS the pool was given.
+#[cfg(any(feature = "sqlx", feature = "deadpool"))]
 pub(crate) struct Login<'a> {
     pub(crate) username: &'a str,
     pub(crate) password: &'a str,
@@ -116,6 +120,7 @@ pub(crate) struct Login<'a> {
     pub(crate) tls_at_least: Option<TlsLevel>,
 }
 
+#[cfg(any(feature = "sqlx", feature = "deadpool"))]
 impl PgCredentials {
     /// What a login with these credentials takes from them, for a pool connecting to `endpoint`.
     pub(crate) fn login(&self, endpoint: Endpoint) -> Login<'_> {
@@ -195,6 +200,7 @@ mod tests {
         assert!(!a.same_login(&PgCredentials::new("u", "q")));
     }
 
+    #[cfg(any(feature = "sqlx", feature = "deadpool"))]
     #[test]
     fn a_login_takes_the_target_from_the_secret_unless_told_to_keep_the_pools() {
         let rds: PgCredentials = serde_json::from_str(

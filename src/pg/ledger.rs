@@ -228,6 +228,7 @@ impl Ledger {
     /// A login finished at `now` whose credentials we did not see (it did not go through the
     /// rotating pool's own acquire): it may have started up to `bound` ago, so it is judged by the
     /// oldest credentials in force since then.
+    #[cfg(feature = "sqlx")]
     pub(crate) fn login_finished_unseen(&mut self, bound: Duration, now: Instant) {
         let since = now.checked_sub(bound).unwrap_or(now);
         let oldest = self
@@ -514,6 +515,7 @@ mod tests {
         assert_eq!(ledger.next_sweep(Instant::now()), None);
     }
 
+    #[cfg(feature = "sqlx")]
     #[tokio::test(start_paused = true)]
     async fn unseen_logins_are_judged_by_the_oldest_credentials_they_may_have_used() {
         let mut ledger = Ledger::new(0, v("v0"), None, Instant::now());

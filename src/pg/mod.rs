@@ -9,10 +9,15 @@
 //! [`RotationConfig`], and report through a [`PoolMonitor`]. Pools know handles, not providers.
 
 mod classify;
-mod config;
 mod credentials;
+// The pools' shared mechanism (the rotation engine uses the credentials types alone).
+#[cfg(any(feature = "sqlx", feature = "deadpool"))]
+mod config;
+#[cfg(any(feature = "sqlx", feature = "deadpool"))]
 mod ledger;
+#[cfg(any(feature = "sqlx", feature = "deadpool"))]
 mod monitor;
+#[cfg(any(feature = "sqlx", feature = "deadpool"))]
 mod rotation;
 
 #[cfg(feature = "deadpool")]
@@ -27,8 +32,11 @@ pub use self::{
         AuthFailurePolicy, INVALID_AUTHORIZATION_SPECIFICATION, INVALID_PASSWORD, SqlStatePolicy,
         sqlstate,
     },
-    config::{Endpoint, RotationConfig},
     credentials::PgCredentials,
+};
+#[cfg(any(feature = "sqlx", feature = "deadpool"))]
+pub use self::{
+    config::{Endpoint, RotationConfig},
     monitor::{PoolEvent, PoolMonitor, PoolStats, RotationRecord},
 };
 

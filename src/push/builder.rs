@@ -19,6 +19,8 @@ pub(super) struct Settings {
     pub(super) broker_timeout: Duration,
     pub(super) keepalive: Duration,
     pub(super) follow_up_delay: Duration,
+    /// Whether the follow-up delay was set by hand (otherwise it follows the caches).
+    pub(super) follow_up_set: bool,
     pub(super) max_follow_ups: u32,
     pub(super) spread: Duration,
     pub(super) recheck_concurrency: usize,
@@ -32,6 +34,7 @@ impl Default for Settings {
             broker_timeout: Duration::from_secs(10),
             keepalive: Duration::from_secs(30),
             follow_up_delay: Duration::from_secs(1),
+            follow_up_set: false,
             max_follow_ups: 3,
             spread: Duration::ZERO,
             recheck_concurrency: 8,
@@ -73,7 +76,6 @@ impl Settings {
 /// let subscriber = Subscriber::builder(channel)
 ///     .cache(cache)
 ///     .backoff(Duration::from_millis(200), Duration::from_secs(60))
-///     .follow_up(Duration::from_secs(2), 3) // the cache's min_refresh_interval is 2 s
 ///     .spread(Duration::from_millis(500)) // 5,000 pods: spread their store calls over 0.5 s
 ///     .start()
 ///     .unwrap();
@@ -147,9 +149,10 @@ impl SubscriberBuilder {
     /// the refresh fell inside the cache's `min_refresh_interval`), ask again after `delay` (plus up
     /// to a quarter at random), at most `max` times. Set `delay` to at least the caches'
     /// `min_refresh_interval`. Also the wait before the confirming pass of a re-check. Default:
-    /// 1 s (the caches' default interval), 3 times.
+    /// the longest `min_refresh_interval` of the caches (1 s if none has one), 3 times.
     pub fn follow_up(mut self, delay: Duration, max: u32) -> Self {
         self.settings.follow_up_delay = delay;
+        self.settings.follow_up_set = true;
         self.settings.max_follow_ups = max;
         self
     }
@@ -190,7 +193,19 @@ impl SubscriberBuilder {
     /// [`ErrorKind::Config`](crate::ErrorKind::Config) when a setting cannot work (a zero
     /// backoff, timeout, keepalive, concurrency or capacity; a backoff minimum above its maximum;
     /// a duration over ten years) or when called outside a Tokio runtime.
-    pub fn start(self) -> Result<Subscriber> {
+    pub fn start(mut self) -> Result<Subscriber> {
+        if !self.settings.follow_up_set {
+            // A follow-up inside the caches' rate limit would be answered from the cache.
+            if let Some(longest) = self
+                .caches
+                .iter()
+                .map(SecretCache::min_refresh_interval)
+                .max()
+                .filter(|interval| !interval.is_zero())
+            {
+                self.settings.follow_up_delay = longest;
+            }
+        }
         let s = &self.settings;
         if s.backoff_min.is_zero() || s.backoff_min > s.backoff_max {
             return Err(Error::config(
