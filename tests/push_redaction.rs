@@ -7,29 +7,16 @@
 
 mod common;
 
-use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use common::capture::{Capture, assert_none_of, printed as printed_error};
 use credswap::push::{
     Announcement, PgListener, PgPublisher, Publisher, PushEvent, RedisListener, RedisPublisher,
     Subscriber,
 };
 use credswap::testkit::{PostgresServer, RedisServer};
 use credswap::{Error, MemoryProvider, SecretCache};
-
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 const STORE_VALUES: &[&str] = &["Sentinel-Store-0001", "Sentinel-Store-0002"];
 const PG_PASSWORD: &str = "Sentinel-PgPass-0003";
@@ -58,23 +45,9 @@ impl Events {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_secret_value_in_push_logs_errors_events_or_debug_output() {
-    let capture = Capture::default();
-    let writer = capture.clone();
-    tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_ansi(false)
-        .with_span_events(tracing_subscriber::fmt::format::FmtSpan::FULL)
-        .with_writer(move || writer.clone())
-        .init();
+    let capture = Capture::install();
     let mut printed: Vec<String> = Vec::new();
-    let record_err = |printed: &mut Vec<String>, err: &Error| {
-        printed.push(format!("{err} {err:?} {err:#?}"));
-        let mut source = std::error::Error::source(err);
-        while let Some(s) = source {
-            printed.push(format!("{s} {s:?}"));
-            source = s.source();
-        }
-    };
+    let record_err = |printed: &mut Vec<String>, err: &Error| printed.push(printed_error(err));
 
     let pg = tokio::task::spawn_blocking(PostgresServer::start)
         .await
@@ -238,7 +211,7 @@ async fn no_secret_value_in_push_logs_errors_events_or_debug_output() {
         printed.push(format!("{event:?} {event:#?}"));
     }
 
-    let logs = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+    let logs = capture.text();
     for expected in [
         "connected",
         "applied",
@@ -260,15 +233,5 @@ async fn no_secret_value_in_push_logs_errors_events_or_debug_output() {
         WRONG_PASSWORD,
         IN_PAYLOAD,
     ];
-    for secret in secrets {
-        assert!(
-            !everything.contains(secret),
-            "secret value {secret} leaked into:\n{}",
-            everything
-                .lines()
-                .filter(|l| l.contains(secret))
-                .collect::<Vec<_>>()
-                .join("\n")
-        );
-    }
+    assert_none_of(&secrets, &everything);
 }

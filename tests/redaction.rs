@@ -4,29 +4,18 @@
 //! secrets, stale serving, missing and denied secrets, files and environment variables) with a
 //! TRACE-level subscriber capturing everything, then scans all captured text for the values used.
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
+mod common;
+
+use std::sync::Arc;
 use std::time::Duration;
 
+use common::capture::{Capture, assert_none_of, printed as printed_error};
 use credswap::secrecy::SecretString;
 use credswap::{
     EnvProvider, Error, FileProvider, MemoryProvider, SecretCache, SecretProvider, SecretValue,
     Selector,
 };
 use serde::Deserialize;
-
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 #[derive(Debug, Deserialize)]
 #[allow(dead_code)]
@@ -53,24 +42,10 @@ fn db_json(password: &str) -> String {
 
 #[tokio::test]
 async fn no_secret_value_in_logs_errors_events_or_debug_output() {
-    let capture = Capture::default();
-    let writer = capture.clone();
-    tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_ansi(false)
-        .with_span_events(tracing_subscriber::fmt::format::FmtSpan::FULL)
-        .with_writer(move || writer.clone())
-        .init();
+    let capture = Capture::install();
 
     let mut printed: Vec<String> = Vec::new();
-    let record_err = |printed: &mut Vec<String>, err: &Error| {
-        printed.push(format!("{err} {err:?} {err:#?}"));
-        let mut source = std::error::Error::source(err);
-        while let Some(s) = source {
-            printed.push(format!("{s} {s:?}"));
-            source = s.source();
-        }
-    };
+    let record_err = |printed: &mut Vec<String>, err: &Error| printed.push(printed_error(err));
 
     let store = Arc::new(MemoryProvider::new());
     let _ = store.set("db", db_json(SECRETS[0]));
@@ -170,7 +145,7 @@ async fn no_secret_value_in_logs_errors_events_or_debug_output() {
     }
     assert!(event_count >= 8, "events were captured ({event_count})");
 
-    let logs = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+    let logs = capture.text();
     // The capture works: it saw the rotation, the decode failures and the stale serves.
     for expected in [
         "rotated",
@@ -182,15 +157,5 @@ async fn no_secret_value_in_logs_errors_events_or_debug_output() {
         assert!(logs.contains(expected), "log lacks {expected}:\n{logs}");
     }
     let everything = format!("{logs}\n{}", printed.join("\n"));
-    for secret in SECRETS {
-        assert!(
-            !everything.contains(secret),
-            "secret value {secret} leaked into:\n{}",
-            everything
-                .lines()
-                .filter(|l| l.contains(secret))
-                .collect::<Vec<_>>()
-                .join("\n")
-        );
-    }
+    assert_none_of(SECRETS, &everything);
 }

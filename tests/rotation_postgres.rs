@@ -6,9 +6,9 @@ mod common;
 mod pg_common;
 mod rotation_common;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
+use common::capture::{Capture, assert_none_of};
 use credswap::rotation::{
     MemoryRotationStore, PostgresTarget, RotationOutcome, RotationStore, Rotator, Strategy,
 };
@@ -146,28 +146,9 @@ async fn role_names_with_quotes_and_spaces_rotate_and_long_names_fail_first() {
     assert_eq!(clones, 0);
 }
 
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_password_in_logs_events_errors_or_debug_output() {
-    let capture = Capture::default();
-    let writer = capture.clone();
-    tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .init();
+    let capture = Capture::install();
 
     let (pg, _admin) = postgres(&[]).await;
     let port = pg.port();
@@ -237,7 +218,7 @@ async fn no_password_in_logs_events_errors_or_debug_output() {
         count += 1;
     }
     assert!(count >= 12, "events were captured ({count})");
-    let logs = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+    let logs = capture.text();
     for expected in [
         "createSecret",
         "setSecret",
@@ -249,15 +230,6 @@ async fn no_password_in_logs_events_errors_or_debug_output() {
         assert!(logs.contains(expected), "the log lacks {expected}:\n{logs}");
     }
     let everything = format!("{logs}\n{}", printed.join("\n"));
-    for password in &passwords {
-        assert!(
-            !everything.contains(password.as_str()),
-            "a password leaked into:\n{}",
-            everything
-                .lines()
-                .filter(|l| l.contains(password.as_str()))
-                .collect::<Vec<_>>()
-                .join("\n")
-        );
-    }
+    let passwords: Vec<&str> = passwords.iter().map(String::as_str).collect();
+    assert_none_of(&passwords, &everything);
 }

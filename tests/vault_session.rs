@@ -231,29 +231,7 @@ async fn tls_with_a_private_ca_and_namespaces_apply_to_every_call() {
     assert!(value.value.expose_str().unwrap().contains("k-tls"));
 
     // Database credentials and their lease, over the same client: fetch, renew, revoke.
-    pg.execute("SELECT 1").unwrap();
-    bao.cli(&["secrets", "enable", "database"]).unwrap();
-    let url = format!(
-        "connection_url=postgresql://{{{{username}}}}:{{{{password}}}}@127.0.0.1:{}/postgres?sslmode=disable",
-        pg.port()
-    );
-    let password = format!("password={}", pg.superuser_password());
-    bao.cli(&[
-        "write",
-        "database/config/pg",
-        "plugin_name=postgresql-database-plugin",
-        &url,
-        "username=postgres",
-        &password,
-        "allowed_roles=*",
-    ])
-    .unwrap();
-    bao.cli(&[
-        "write", "database/roles/dyn", "db_name=pg",
-        "creation_statements=CREATE ROLE \"{{name}}\" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}';",
-        "default_ttl=60s", "max_ttl=600s",
-    ])
-    .unwrap();
+    vault_common::mount_database_engine(&bao, &pg, "60s", "600s");
     let db = VaultDatabaseProvider::new(session.clone(), "database");
     let creds = db.fetch("creds/dyn", &Selector::Current).await.unwrap();
     let lease = creds.version.lease.clone().expect("a lease");

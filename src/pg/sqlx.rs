@@ -335,17 +335,12 @@ fn with_callbacks(
     login_bound: std::time::Duration,
     user: Callbacks,
 ) -> PgPoolOptions {
-    let connected = rotation.clone();
-    let before = rotation.clone();
-    let after = rotation;
-    let Callbacks {
-        after_connect,
-        before_acquire,
-        after_release,
-    } = user;
+    let before = retiring(rotation.clone(), user.before_acquire);
+    let after = retiring(rotation.clone(), user.after_release);
+    let after_connect = user.after_connect;
     options
         .after_connect(move |conn, meta| {
-            if let Some(rotation) = connected.upgrade() {
+            if let Some(rotation) = rotation.upgrade() {
                 // Which credentials did this login use? Those in force when our acquire started,
                 // or newer; a login outside it (sqlx's own upkeep, `inner()`) is judged by the
                 // oldest it may have used.
@@ -359,24 +354,26 @@ fn with_callbacks(
                 None => Box::pin(async { Ok(()) }),
             }
         })
-        .before_acquire(move |conn, meta| {
-            if before.upgrade().is_some_and(|r| r.retire(meta.age)) {
+        .before_acquire(move |conn, meta| before(conn, meta))
+        .after_release(move |conn, meta| after(conn, meta))
+}
+
+/// A sqlx check (`before_acquire`, `after_release`) that closes connections whose credentials
+/// are past their drain deadline, and runs the user's own check on the others.
+fn retiring(rotation: Weak<Rotation>, user: Option<Check>) -> Check {
+    Arc::new(
+        move |conn: &mut PgConnection,
+              meta: PoolConnectionMetadata|
+              -> BoxFuture<'_, sqlx::Result<bool>> {
+            if rotation.upgrade().is_some_and(|r| r.retire(meta.age)) {
                 return Box::pin(async { Ok(false) });
             }
-            match &before_acquire {
+            match &user {
                 Some(user) => user(conn, meta),
                 None => Box::pin(async { Ok(true) }),
             }
-        })
-        .after_release(move |conn, meta| {
-            if after.upgrade().is_some_and(|r| r.retire(meta.age)) {
-                return Box::pin(async { Ok(false) });
-            }
-            match &after_release {
-                Some(user) => user(conn, meta),
-                None => Box::pin(async { Ok(true) }),
-            }
-        })
+        },
+    )
 }
 
 /// Takes every idle connection out and puts it back, so `after_release` closes the old ones.

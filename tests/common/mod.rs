@@ -5,6 +5,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+pub mod capture;
+
 use async_trait::async_trait;
 use credswap::{MemoryProvider, Result, SecretProvider, SecretValue, Selector, Versioned};
 

@@ -37,31 +37,7 @@ pub async fn database_engine() -> DatabaseEngine {
     });
     pg.execute("CREATE ROLE static_user LOGIN PASSWORD 'initial'")
         .unwrap();
-    bao.cli(&["secrets", "enable", "database"]).unwrap();
-    let url = format!(
-        "connection_url=postgresql://{{{{username}}}}:{{{{password}}}}@127.0.0.1:{}/postgres?sslmode=disable",
-        pg.port()
-    );
-    let password = format!("password={}", pg.superuser_password());
-    bao.cli(&[
-        "write",
-        "database/config/pg",
-        "plugin_name=postgresql-database-plugin",
-        &url,
-        "username=postgres",
-        &password,
-        "allowed_roles=*",
-    ])
-    .unwrap();
-    bao.cli(&[
-        "write",
-        "database/roles/dyn",
-        "db_name=pg",
-        "creation_statements=CREATE ROLE \"{{name}}\" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}';",
-        "default_ttl=4s",
-        "max_ttl=12s",
-    ])
-    .unwrap();
+    mount_database_engine(&bao, &pg, "4s", "12s");
     DatabaseEngine { bao, pg }
 }
 
@@ -85,6 +61,41 @@ pub async fn can_log_in(pg: &PostgresServer, creds: &PgCredentials) -> Result<()
         .await
         .map_err(|e| e.to_string())?;
     Ok(())
+}
+
+/// Mounts OpenBao's database engine on `pg` (as its superuser) with a dynamic role `dyn` whose
+/// leases last `default_ttl`, renewable up to `max_ttl`.
+pub fn mount_database_engine(
+    bao: &OpenBaoServer,
+    pg: &PostgresServer,
+    default_ttl: &str,
+    max_ttl: &str,
+) {
+    bao.cli(&["secrets", "enable", "database"]).unwrap();
+    let url = format!(
+        "connection_url=postgresql://{{{{username}}}}:{{{{password}}}}@127.0.0.1:{}/postgres?sslmode=disable",
+        pg.port()
+    );
+    let password = format!("password={}", pg.superuser_password());
+    bao.cli(&[
+        "write",
+        "database/config/pg",
+        "plugin_name=postgresql-database-plugin",
+        &url,
+        "username=postgres",
+        &password,
+        "allowed_roles=*",
+    ])
+    .unwrap();
+    bao.cli(&[
+        "write",
+        "database/roles/dyn",
+        "db_name=pg",
+        "creation_statements=CREATE ROLE \"{{name}}\" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}';",
+        &format!("default_ttl={default_ttl}"),
+        &format!("max_ttl={max_ttl}"),
+    ])
+    .unwrap();
 }
 
 /// Writes policy `name` with `hcl`.
