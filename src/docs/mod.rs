@@ -1,5 +1,6 @@
 //! Guides: prose only, no code to call.
 
+pub mod architecture;
 pub mod aws;
 pub mod patterns;
 pub mod performance;
