@@ -42,7 +42,7 @@ pub use self::vault::{
 /// A provider that serves one fixed value:
 ///
 /// ```
-/// use async_trait::async_trait;
+/// use credswap::async_trait;
 /// use credswap::{Error, Result, SecretProvider, SecretValue, Selector, Version, Versioned};
 ///
 /// struct Fixed;
