@@ -342,3 +342,36 @@ async fn a_store_that_denies_the_version_probe_is_fetched_from_and_keeps_serving
     assert_eq!(provider.probes(), 1);
     assert_eq!(provider.fetches(), 3);
 }
+
+#[tokio::test]
+async fn refresh_if_cached_refreshes_only_what_the_cache_holds_and_says_if_the_store_answered() {
+    let store = Arc::new(MemoryProvider::new());
+    let _ = store.set("db", "v1");
+    let _ = store.set("db", "v2");
+    let cache = SecretCache::builder(store.clone())
+        .min_refresh_interval(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    // Nothing of `db` cached: no store call.
+    assert!(cache.refresh_if_cached("db").await.is_none());
+    assert_eq!(store.fetch_calls() + store.probe_calls(), 0);
+
+    let _ = cache.get("db").await.unwrap();
+    let previous = credswap::Selector::Stage(credswap::Stage::Previous);
+    let _ = cache.get_selected("db", &previous).await.unwrap();
+    let v3 = store.set("db", "v3");
+    tokio::time::pause();
+    tokio::time::advance(Duration::from_secs(61)).await;
+    let refreshed = cache.refresh_if_cached("db").await.unwrap().unwrap();
+    assert_eq!(refreshed.value.version.id, v3);
+    assert!(refreshed.store_answered);
+    // Inside the rate limit: answered from the cache, and it says so.
+    let again = cache.refresh_if_cached("db").await.unwrap().unwrap();
+    assert_eq!(again.value.version.id, v3);
+    assert!(!again.store_answered);
+    // The previous version held under another selector was dropped, not left stale.
+    let calls = store.fetch_calls();
+    let previous_now = cache.get_selected("db", &previous).await.unwrap();
+    assert_eq!(previous_now.value.expose_str(), Some("v2"));
+    assert_eq!(store.fetch_calls(), calls + 1);
+}

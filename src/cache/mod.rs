@@ -19,4 +19,7 @@ mod secret_cache;
 pub(crate) mod watch;
 
 pub(crate) use self::entry::Loaded;
-pub use self::{builder::SecretCacheBuilder, secret_cache::SecretCache};
+pub use self::{
+    builder::SecretCacheBuilder,
+    secret_cache::{Refreshed, SecretCache},
+};

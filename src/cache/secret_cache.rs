@@ -7,7 +7,7 @@ use tokio::sync::{broadcast, watch};
 use super::builder::SecretCacheBuilder;
 use super::entry::{Entry, Loaded};
 use super::index::Index;
-use super::key::Key;
+use super::key::{Key, cache_key};
 use super::load::{Fate, Loads, Seen};
 use super::negative::Negatives;
 use super::policy::Policy;
@@ -203,6 +203,43 @@ impl SecretCache {
             .map(|loaded| loaded.value)
     }
 
+    /// Refreshes what the cache holds of `id`, and nothing else: the current version if the cache
+    /// holds or follows it (coalesced and rate-limited like [`refresh`](Self::refresh)); versions
+    /// held under other selectors (previous, pending, by id) are dropped, so their next read
+    /// fetches them. Returns `None`, without any store call, when the cache holds nothing of `id`:
+    /// what a push subscriber calls for each announcement.
+    ///
+    /// [`Refreshed::store_answered`] tells whether the value came from the store after this call
+    /// (false when the refresh was rate-limited, or the store failed and last-known-good was
+    /// served).
+    pub async fn refresh_if_cached(&self, id: &str) -> Option<Result<Refreshed>> {
+        let current = cache_key(id, &Selector::Current);
+        let others = |key: &str| Key::is_of(key, id) && key != current;
+        let (held_current, held_others, before) = {
+            let map = self.inner.index.load();
+            let entry = map.get(current.as_ref());
+            (
+                entry.is_some(),
+                map.keys().any(|key| others(key)),
+                entry.map(|entry| entry.seq),
+            )
+        };
+        if held_others {
+            self.inner.forget(others, Fate::Invalidated);
+        }
+        if !held_current && !self.inner.watchers.watches(id) {
+            return None;
+        }
+        Some(
+            self.read(id, &Selector::Current, Mode::Force)
+                .await
+                .map(|loaded| Refreshed {
+                    store_answered: before.is_none_or(|before| loaded.seq > before),
+                    value: loaded.value,
+                }),
+        )
+    }
+
     /// Removes every cached version of `id`, and any remembered failure for it: the next read
     /// fetches from the store, and handles on `id` reload at once.
     ///
@@ -324,6 +361,17 @@ impl SecretCache {
         ids.dedup();
         ids
     }
+}
+
+/// What [`SecretCache::refresh_if_cached`] did.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Refreshed {
+    /// The current version the cache holds after the refresh.
+    pub value: Arc<Versioned<SecretValue>>,
+    /// Whether that value is an answer of the store given after the call (false when the refresh
+    /// was rate-limited, or the store failed and last-known-good was served).
+    pub store_answered: bool,
 }
 
 /// What handles use of the cache: reading their key, following it, reporting what happens to it.
