@@ -208,14 +208,7 @@ impl Inner {
                 let load = Inner::load_now(&cleanup.inner, &cleanup.key, &cleanup.ticket);
                 match AssertUnwindSafe(load).catch_unwind().await {
                     Ok(outcome) => outcome,
-                    Err(_) => {
-                        // The panic's message is not ours to repeat (it could quote anything).
-                        tracing::error!(id = %cleanup.key.id, "credswap: a secret load panicked");
-                        Err(Error::transient(
-                            Arc::clone(&cleanup.key.id),
-                            "the secret load panicked",
-                        ))
-                    }
+                    Err(_) => cleanup.inner.panicked(&cleanup.key, &cleanup.ticket),
                 }
             }
             .instrument(span),
@@ -404,6 +397,31 @@ impl Inner {
         });
         self.watchers.failed(key, error);
         Fate::Keep
+    }
+
+    /// A load panicked (in a provider, most likely). With a cached value it is a passing failure
+    /// like any other (backed off, last-known-good served meanwhile); without one, nothing is
+    /// remembered, so the next read starts a fresh load.
+    fn panicked(&self, key: &Key, ticket: &Arc<Ticket>) -> Result<Arc<Entry>> {
+        // The panic's message is not ours to repeat (it could quote anything).
+        tracing::error!(id = %key.id, "credswap: a secret load panicked");
+        let error = Error::transient(Arc::clone(&key.id), "the secret load panicked");
+        match self.index.get(&key.cache_key) {
+            Some(previous) => {
+                let _ = self.commit_failure(key, ticket, Some(&previous), &error, Instant::now());
+            }
+            None => {
+                bump(&self.counters.refresh_failures);
+                self.events.emit(SecretEvent::RefreshFailed {
+                    id: Arc::clone(&key.id),
+                    kind: error.kind(),
+                    consecutive_failures: 1,
+                    retry_in: std::time::Duration::ZERO,
+                });
+                self.watchers.failed(key, &error);
+            }
+        }
+        Err(error)
     }
 
     /// A value nobody will be given: revoke its lease, unless it is the lease the cache already
