@@ -17,6 +17,8 @@
 
 mod announcement;
 mod apply;
+#[cfg(test)]
+mod apply_tests;
 mod builder;
 mod channel;
 mod events;

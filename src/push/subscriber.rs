@@ -2,7 +2,6 @@
 //! re-check what the caches watch, receive and hand payloads to the applier, ping when idle,
 //! reconnect when the connection is lost.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -13,7 +12,7 @@ use tokio::sync::{broadcast, watch};
 use tokio::task::{AbortHandle, JoinHandle, JoinSet};
 use tokio::time::Instant;
 
-use super::apply::{self, PendingKey, PendingNews};
+use super::apply::{self, Pending};
 use super::builder::{PushHook, Settings, SubscriberBuilder};
 use super::channel::{Channel, Inbox};
 use super::events::{PushEvent, PushStats};
@@ -43,8 +42,10 @@ const STABLE_AFTER: Duration = Duration::from_secs(10);
 ///   to the swap of the handles on it: [`subscribe`](Self::subscribe), `tracing`, or
 ///   [`SubscriberBuilder::on_event`].
 ///
-/// It stops on [`shutdown`](Self::shutdown) or when dropped; after that it makes no connection and
-/// no store call. It holds its caches (clones) until then.
+/// It stops on [`shutdown`](Self::shutdown) (which takes `&self`, so an `Arc` in application
+/// state will do) or when dropped; after that it makes no connection and starts no store call. It
+/// holds its caches (clones) until then. A drop does not wait: refreshes a cache had already
+/// started may still finish inside the cache.
 ///
 /// Build one with [`Subscriber::builder`] over a [`Channel`]: [`PgListener`](crate::push::PgListener)
 /// (feature `push-postgres`), [`RedisListener`](crate::push::RedisListener) (feature
@@ -52,7 +53,8 @@ const STABLE_AFTER: Duration = Duration::from_secs(10);
 pub struct Subscriber {
     pub(super) shared: Arc<Shared>,
     stop: watch::Sender<bool>,
-    task: Option<JoinHandle<()>>,
+    /// The connection loop, until a shutdown has waited for it to end.
+    task: tokio::sync::Mutex<Option<JoinHandle<()>>>,
 }
 
 impl fmt::Debug for Subscriber {
@@ -75,7 +77,10 @@ pub(super) struct Shared {
     connected: AtomicBool,
     pub(super) counters: Counters,
     /// Announcements waiting for (or being handled by) the refresh task of one cache and secret.
-    pub(super) pending: Mutex<HashMap<PendingKey, PendingNews>>,
+    pub(super) pending: Mutex<Pending>,
+    /// The follow-up delay in nanoseconds: the one set (or the default), raised to the longest
+    /// `min_refresh_interval` of the caches, also of caches added later.
+    follow_up_nanos: AtomicU64,
 }
 
 #[derive(Default)]
@@ -88,6 +93,8 @@ pub(super) struct Counters {
     pub(super) refreshes: AtomicU64,
     pub(super) follow_ups: AtomicU64,
     pub(super) applied: AtomicU64,
+    pub(super) unconfirmed: AtomicU64,
+    pub(super) rate_limited: AtomicU64,
     pub(super) refresh_failures: AtomicU64,
 }
 
@@ -103,6 +110,26 @@ impl Shared {
             }
         }
         let _ = self.events.send(event);
+    }
+
+    /// How long a follow-up waits (before jitter): never inside a cache's rate limit, where the
+    /// follow-up would be answered from the cache. Also the window in which a repeated
+    /// announcement of a version just found is not acted on.
+    pub(super) fn follow_up_delay(&self) -> Duration {
+        Duration::from_nanos(self.follow_up_nanos.load(Ordering::Relaxed))
+    }
+
+    /// The follow-up delay with up to a quarter added at random, so a fleet that received one
+    /// announcement together does not follow up together.
+    pub(super) fn jittered_follow_up(&self) -> Duration {
+        let delay = self.follow_up_delay();
+        delay.saturating_add(delay.mul_f64(0.25 * fastrand::f64()))
+    }
+
+    /// Raises the follow-up delay to `at_least`.
+    fn raise_follow_up(&self, at_least: Duration) {
+        let nanos = u64::try_from(at_least.as_nanos()).unwrap_or(u64::MAX);
+        let _ = self.follow_up_nanos.fetch_max(nanos, Ordering::Relaxed);
     }
 
     /// The caches, cloned out of the lock (clones are reference counts).
@@ -129,7 +156,9 @@ impl Subscriber {
         hooks: Vec<PushHook>,
     ) -> Self {
         let (events, _) = broadcast::channel(event_capacity);
+        let follow_up_nanos = AtomicU64::new(0);
         let shared = Arc::new(Shared {
+            follow_up_nanos,
             settings,
             channel: Arc::from(channel.describe()),
             caches: RwLock::new(caches),
@@ -137,8 +166,12 @@ impl Subscriber {
             hooks,
             connected: AtomicBool::new(false),
             counters: Counters::default(),
-            pending: Mutex::new(HashMap::new()),
+            pending: Mutex::new(Pending::default()),
         });
+        shared.raise_follow_up(shared.settings.follow_up_delay);
+        for cache in shared.caches() {
+            shared.raise_follow_up(cache.min_refresh_interval());
+        }
         let (stop, stopped) = watch::channel(false);
         let span = tracing::info_span!("credswap.push", channel = %shared.channel);
         let task = runtime.spawn(tracing::Instrument::instrument(
@@ -148,7 +181,7 @@ impl Subscriber {
         Subscriber {
             shared,
             stop,
-            task: Some(task),
+            task: tokio::sync::Mutex::new(Some(task)),
         }
     }
 
@@ -158,8 +191,10 @@ impl Subscriber {
         self.shared.events.subscribe()
     }
 
-    /// Adds a cache to keep current, from the next announcement on.
+    /// Adds a cache to keep current, from the next announcement on. The follow-up delay is raised
+    /// to the cache's `min_refresh_interval` if that is longer.
     pub fn add_cache(&self, cache: SecretCache) {
+        self.shared.raise_follow_up(cache.min_refresh_interval());
         self.shared
             .caches
             .write()
@@ -186,25 +221,40 @@ impl Subscriber {
             refreshes: load(&c.refreshes),
             follow_ups: load(&c.follow_ups),
             applied: load(&c.applied),
+            unconfirmed: load(&c.unconfirmed),
+            rate_limited: load(&c.rate_limited),
             refresh_failures: load(&c.refresh_failures),
         }
     }
 
-    /// Stops the subscriber and waits until it has: its connection is closed, pending follow-ups
-    /// and re-checks are cancelled, and it emits [`PushEvent::Stopped`]. A refresh a cache had
-    /// already started completes inside the cache (its waiters may need it); no new one starts.
-    pub async fn shutdown(mut self) {
+    /// Stops the subscriber and waits until it has: its connection is closed, waiting follow-ups
+    /// and re-checks (a confirming pass included) are cancelled, and it emits
+    /// [`PushEvent::Stopped`]. A refresh a cache had already started completes inside the cache
+    /// (its waiters may need it); no new one starts.
+    ///
+    /// # Concurrent calls
+    ///
+    /// Every call returns once the subscriber has stopped; calls after that return at once.
+    /// Cancelling a call (dropping its future) does not undo the stop.
+    pub async fn shutdown(&self) {
         let _ = self.stop.send(true);
-        if let Some(task) = self.task.take() {
-            let _ = task.await;
+        let mut task = self.task.lock().await;
+        if let Some(running) = task.as_mut() {
+            let _ = running.await;
+            *task = None;
         }
     }
 }
 
+/// Dropping a subscriber stops it without waiting: its task is aborted, and with it the connection,
+/// waiting follow-ups and re-checks. Refreshes a cache had already started on its behalf may still
+/// finish inside the cache (they are the cache's loads, shared with its other callers); none
+/// starts after the drop. No [`PushEvent::Stopped`] is emitted; call
+/// [`shutdown`](Subscriber::shutdown) to wait for the stop.
 impl Drop for Subscriber {
     fn drop(&mut self) {
         // Aborting the loop drops its task set, which aborts every follow-up and re-check.
-        if let Some(task) = self.task.take() {
+        if let Some(task) = self.task.get_mut().take() {
             task.abort();
         }
     }
