@@ -25,7 +25,9 @@ pub enum RecheckPass {
 /// Events carry secret ids, version ids, error kinds and durations, never values. Each is also
 /// logged as a `tracing` event (target `credswap::push`) at a level fitting it: malformed payloads,
 /// lost connections and failed refreshes at `warn`, ignored and rate-limited announcements at
-/// `debug`, the rest at `info`.
+/// `debug`, the rest at `info`. Malformed payloads (per error kind) and ignored announcements,
+/// which a flood can repeat, are logged at most once a minute each, with the number left out
+/// since (`left_out`); they are still counted and reported as events one by one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum PushEvent {
@@ -177,17 +179,32 @@ impl PushEvent {
         }
     }
 
-    /// Logs the event through `tracing`.
-    pub(crate) fn trace(&self) {
+    /// What a flood can repeat, as a kind for [`LogThrottle`](super::throttle::LogThrottle):
+    /// malformed payloads (per error kind) and announcements nobody watches.
+    pub(super) fn flood_kind(&self) -> Option<(&'static str, &'static str)> {
+        match self {
+            PushEvent::Malformed { error, .. } => Some((self.name(), error.as_str())),
+            PushEvent::Ignored { .. } => Some((self.name(), "")),
+            _ => None,
+        }
+    }
+
+    /// Logs the event through `tracing`; `left_out` counts the like events not logged before it
+    /// (see [`flood_kind`](Self::flood_kind)).
+    pub(super) fn trace(&self, left_out: u64) {
         let name = self.name();
         let id = self.id().unwrap_or("");
         match self {
-            PushEvent::Disconnected { .. }
-            | PushEvent::Malformed { .. }
-            | PushEvent::RefreshFailed { .. } => {
+            PushEvent::Malformed { .. } => {
+                tracing::warn!(target: "credswap::push", event = name, left_out, details = ?self, "push event");
+            }
+            PushEvent::Disconnected { .. } | PushEvent::RefreshFailed { .. } => {
                 tracing::warn!(target: "credswap::push", event = name, id, details = ?self, "push event");
             }
-            PushEvent::Ignored { .. } | PushEvent::RateLimited { .. } => {
+            PushEvent::Ignored { .. } => {
+                tracing::debug!(target: "credswap::push", event = name, id, left_out, details = ?self, "push event");
+            }
+            PushEvent::RateLimited { .. } => {
                 tracing::debug!(target: "credswap::push", event = name, id, details = ?self, "push event");
             }
             _ => {

@@ -29,6 +29,7 @@ mod redis;
 mod subscriber;
 #[cfg(test)]
 mod tests;
+mod throttle;
 
 pub use self::{
     announcement::{Announcement, AnnouncementError, MAX_ANNOUNCEMENT_BYTES},

@@ -16,6 +16,7 @@ use super::apply::{self, Pending};
 use super::builder::{PushHook, Settings, SubscriberBuilder};
 use super::channel::{Channel, Inbox};
 use super::events::{PushEvent, PushStats};
+use super::throttle::LogThrottle;
 use crate::cache::SecretCache;
 use crate::error::{Error, ErrorKind};
 use crate::events::bump;
@@ -76,6 +77,8 @@ pub(super) struct Shared {
     hooks: Vec<PushHook>,
     connected: AtomicBool,
     pub(super) counters: Counters,
+    /// Keeps floods of malformed or ignored payloads out of the logs.
+    log_throttle: LogThrottle,
     /// Announcements waiting for (or being handled by) the refresh task of one cache and secret.
     pub(super) pending: Mutex<Pending>,
     /// The follow-up delay in nanoseconds: the one set (or the default), raised to the longest
@@ -100,7 +103,14 @@ pub(super) struct Counters {
 
 impl Shared {
     pub(super) fn emit(&self, event: PushEvent) {
-        event.trace();
+        match event.flood_kind() {
+            Some(kind) => {
+                if let Some(left_out) = self.log_throttle.admit(kind) {
+                    event.trace(left_out);
+                }
+            }
+            None => event.trace(0),
+        }
         for hook in &self.hooks {
             // A hook that panics must not take the connection loop (or a refresh) down with it:
             // the subscriber would stop hearing announcements without a word.
@@ -166,6 +176,7 @@ impl Subscriber {
             hooks,
             connected: AtomicBool::new(false),
             counters: Counters::default(),
+            log_throttle: LogThrottle::default(),
             pending: Mutex::new(Pending::default()),
         });
         shared.raise_follow_up(shared.settings.follow_up_delay);
