@@ -411,6 +411,13 @@ mod tests {
     }
 
     #[test]
+    fn connecting_a_publisher_through_tls_can_run_on_any_worker() {
+        fn on_any_worker<F: std::future::Future + Send>(_: F) {}
+        // Built, never polled: no connection is made.
+        on_any_worker(PgPublisher::connect_with_tls(&Config::new(), "c", NoTls));
+    }
+
+    #[test]
     fn a_listener_shows_where_it_points_but_not_who_logs_in() {
         let config: Config = "host=db.internal port=6432 user=listener password=Sentinel-Pw-1"
             .parse()
