@@ -293,7 +293,7 @@ async fn refresh_task(shared: Arc<Shared>, cache: SecretCache, key: PendingKey) 
         let asked_at = Instant::now();
         // Through the cache, in one call with the check that it still holds `id` (one evicted or
         // invalidated while this task waited is not fetched back): coalesced with its other loads
-        // of `id`, and at most one store call per `min_refresh_interval`.
+        // of `id`, and at most one refresh of the store per `min_refresh_interval`.
         let retry_in = match cache.refresh_if_cached(id).await {
             None => None,
             Some(Ok(refreshed)) => {

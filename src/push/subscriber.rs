@@ -29,16 +29,19 @@ const STABLE_AFTER: Duration = Duration::from_secs(10);
 /// rate-limited [`refresh`](SecretCache::refresh).
 ///
 /// - **Announcements carry no values.** A cache only ever gets a value from its own store, so a
-///   forged announcement cannot inject one, and a flood of them costs each cache at most one store
-///   call per `min_refresh_interval` per secret. Announcements for secrets no cache watches cost
-///   nothing; malformed ones are dropped with a [`PushEvent::Malformed`].
+///   forged announcement cannot inject one. One costs each cache that holds the secret at most two
+///   refreshes (each a probe, plus a fetch when the version changed), and a flood of them at most
+///   one refresh per `min_refresh_interval` per secret. Announcements for secrets no cache watches cost nothing; malformed ones are dropped
+///   with a [`PushEvent::Malformed`] (logged at most once a minute per kind).
 /// - **Never miss silently.** Both brokers drop what is published while a subscriber is
 ///   disconnected. When its connection is lost (or a keepalive ping goes unanswered), the
 ///   subscriber reconnects with jittered exponential backoff and then re-checks every secret its
 ///   caches watch. The caches' TTL stays the last backstop.
-/// - **Follow-ups.** When a cache is still behind the announced version after its refresh (the
-///   store lagged, or the refresh fell inside the rate limit), it is asked again, a bounded number
-///   of times; announcements arriving meanwhile are coalesced into that work.
+/// - **Follow-ups.** When a refresh was answered by the cache's rate limit rather than the store,
+///   it is asked again past the limit (a bounded number of times); when the store answered with
+///   another version than announced, once more, in case a replica lagged, and then the store is
+///   believed ([`PushEvent::Unconfirmed`]). Announcements arriving meanwhile are coalesced into
+///   that work. A secret evicted or invalidated meanwhile is not fetched back.
 /// - **Events.** Connection state, reconnects, re-checks, and the latency from each announcement
 ///   to the swap of the handles on it: [`subscribe`](Self::subscribe), `tracing`, or
 ///   [`SubscriberBuilder::on_event`].
