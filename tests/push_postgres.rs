@@ -22,9 +22,15 @@ impl Postgres {
             .await
             .unwrap()
             .expect("start PostgreSQL");
-        server
-            .execute("CREATE ROLE listener LOGIN PASSWORD 'listen-pw'")
-            .unwrap();
+        // psql blocks: keep it off the runtime's workers.
+        let server = tokio::task::spawn_blocking(move || {
+            server
+                .execute("CREATE ROLE listener LOGIN PASSWORD 'listen-pw'")
+                .map(|_| server)
+        })
+        .await
+        .unwrap()
+        .unwrap();
         Postgres { server }
     }
 
@@ -173,4 +179,56 @@ async fn a_payload_postgres_cannot_carry_is_refused_before_it_is_sent() {
     // A bad channel name is a configuration error, before any connection.
     let err = PgListener::new(tokio_postgres::Config::new(), "").unwrap_err();
     assert_eq!(err.kind(), credswap::ErrorKind::Config);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_channel_name_that_needs_quoting_is_published_and_received() {
+    let broker = Postgres::start().await;
+    // Upper case and a double quote: `LISTEN` must quote it as `pg_notify` takes it, verbatim.
+    let channel = r#"Rotations."Prod"-EU"#;
+    let store = Arc::new(credswap::MemoryProvider::new());
+    let _ = store.set("db", "one");
+    let cache = credswap::SecretCache::builder(store.clone())
+        .ttl(std::time::Duration::from_secs(3600))
+        .min_refresh_interval(std::time::Duration::from_millis(100))
+        .build()
+        .unwrap();
+    let handle = cache.handle_raw("db").await.unwrap();
+    let listener = PgListener::new(broker.config("listener", "listen-pw"), channel).unwrap();
+    let log = push_common::EventLog::default();
+    let subscriber = push_common::subscriber(
+        Arc::new(listener),
+        &cache,
+        &log,
+        std::time::Duration::from_millis(100),
+    );
+    let _ = log
+        .wait_for(1, "a confirming re-check", push_common::is_confirming)
+        .await;
+    // Through the TLS-generic constructor (the test server speaks plain TCP on loopback).
+    let publisher =
+        PgPublisher::connect_with_tls(&broker.admin_config(), channel, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+    let version = store.set("db", "two");
+    let _ = publisher.announce("db", &version).await.unwrap();
+    let _ = log
+        .wait_for(
+            1,
+            "the announcement applied",
+            |e| matches!(e, credswap::push::PushEvent::Applied { version: v, .. } if *v == version),
+        )
+        .await;
+    assert_eq!(handle.load().version().id, version);
+    // Another channel that differs only in case hears nothing.
+    let quiet = PgListener::new(
+        broker.config("listener", "listen-pw"),
+        "rotations.\"prod\"-eu",
+    )
+    .unwrap();
+    let mut inbox = quiet.listen().await.unwrap();
+    let _ = publisher.announce("db", &version).await.unwrap();
+    let heard = tokio::time::timeout(std::time::Duration::from_millis(500), inbox.recv()).await;
+    assert!(heard.is_err(), "a channel of another case heard it");
+    subscriber.shutdown().await;
 }

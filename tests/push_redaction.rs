@@ -6,8 +6,9 @@
 //! text for the values used.
 
 mod common;
+mod push_common;
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::capture::{Capture, assert_none_of, printed as printed_error};
@@ -17,31 +18,13 @@ use credswap::push::{
 };
 use credswap::testkit::{PostgresServer, RedisServer};
 use credswap::{Error, MemoryProvider, SecretCache};
+use push_common::EventLog;
 
 const STORE_VALUES: &[&str] = &["Sentinel-Store-0001", "Sentinel-Store-0002"];
 const PG_PASSWORD: &str = "Sentinel-PgPass-0003";
 const REDIS_PASSWORD: &str = "Sentinel-RedisPass-0004";
 const WRONG_PASSWORD: &str = "Sentinel-Wrong-0005";
 const IN_PAYLOAD: &str = "Sentinel-InPayload-0006";
-
-#[derive(Clone, Default)]
-struct Events(Arc<Mutex<Vec<PushEvent>>>);
-
-impl Events {
-    fn hook(&self) -> impl Fn(&PushEvent) + Send + Sync + 'static {
-        let events = self.clone();
-        move |event| events.0.lock().unwrap().push(event.clone())
-    }
-
-    fn count(&self, wanted: impl Fn(&PushEvent) -> bool) -> usize {
-        self.0.lock().unwrap().iter().filter(|e| wanted(e)).count()
-    }
-
-    async fn wait(&self, n: usize, wanted: impl Fn(&PushEvent) -> bool) {
-        let seen = common::eventually(Duration::from_secs(60), || self.count(&wanted) >= n).await;
-        assert!(seen, "events: {:#?}", self.0.lock().unwrap());
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_secret_value_in_push_logs_errors_events_or_debug_output() {
@@ -53,16 +36,19 @@ async fn no_secret_value_in_push_logs_errors_events_or_debug_output() {
         .await
         .unwrap()
         .expect("start PostgreSQL");
-    pg.execute(&format!(
-        "CREATE ROLE listener LOGIN PASSWORD '{PG_PASSWORD}'"
-    ))
+    // psql and the Redis test client block: keep them off the runtime's workers.
+    tokio::task::block_in_place(|| {
+        pg.execute(&format!(
+            "CREATE ROLE listener LOGIN PASSWORD '{PG_PASSWORD}'"
+        ))
+    })
     .unwrap();
     let mut redis = tokio::task::spawn_blocking(RedisServer::start)
         .await
         .unwrap()
         .expect("start Redis");
-    let _ = redis
-        .command(&[
+    let _ = tokio::task::block_in_place(|| {
+        redis.command(&[
             "ACL",
             "SETUSER",
             "listener",
@@ -72,7 +58,8 @@ async fn no_secret_value_in_push_logs_errors_events_or_debug_output() {
             "&*",
             "+@all",
         ])
-        .unwrap();
+    })
+    .unwrap();
 
     let store = Arc::new(MemoryProvider::new());
     let _ = store.set("db", STORE_VALUES[0]);
@@ -98,7 +85,7 @@ async fn no_secret_value_in_push_logs_errors_events_or_debug_output() {
     let redis_url =
         |password: &str| format!("redis://listener:{password}@127.0.0.1:{}", redis.port());
 
-    let events = Events::default();
+    let events = EventLog::default();
     let pg_listener = PgListener::new(pg_config(PG_PASSWORD), "credswap").unwrap();
     let redis_listener = RedisListener::open(&redis_url(REDIS_PASSWORD), "credswap").unwrap();
     printed.push(format!("{pg_listener:?} {redis_listener:?}"));
@@ -115,8 +102,10 @@ async fn no_secret_value_in_push_logs_errors_events_or_debug_output() {
         .on_event(events.hook())
         .start()
         .unwrap();
-    events
-        .wait(2, |e| matches!(e, PushEvent::Connected { .. }))
+    let _ = events
+        .wait_for(2, "connections", |e| {
+            matches!(e, PushEvent::Connected { .. })
+        })
         .await;
 
     // A rotation, announced on both brokers.
@@ -140,7 +129,8 @@ async fn no_secret_value_in_push_logs_errors_events_or_debug_output() {
         format!(r#"{{"id": "db", "version": 7, "password": "{IN_PAYLOAD}"}}"#),
         format!(r#"{{"id": "unwatched", "password": "{IN_PAYLOAD}"}}"#),
     ] {
-        let _ = redis.command(&["PUBLISH", "credswap", &payload]).unwrap();
+        let _ = tokio::task::block_in_place(|| redis.command(&["PUBLISH", "credswap", &payload]))
+            .unwrap();
         match Announcement::decode(payload.as_bytes()) {
             Ok(announcement) => printed.push(format!("{announcement:?}")),
             Err(err) => {
@@ -149,11 +139,15 @@ async fn no_secret_value_in_push_logs_errors_events_or_debug_output() {
             }
         }
     }
-    events
-        .wait(4, |e| matches!(e, PushEvent::Malformed { .. }))
+    let _ = events
+        .wait_for(4, "malformed payloads", |e| {
+            matches!(e, PushEvent::Malformed { .. })
+        })
         .await;
-    events
-        .wait(1, |e| matches!(e, PushEvent::Ignored { .. }))
+    let _ = events
+        .wait_for(1, "an ignored announcement", |e| {
+            matches!(e, PushEvent::Ignored { .. })
+        })
         .await;
 
     // Wrong broker passwords: errors, retried connections.
@@ -174,8 +168,8 @@ async fn no_secret_value_in_push_logs_errors_events_or_debug_output() {
         .on_event(events.hook())
         .start()
         .unwrap();
-    events
-        .wait(4, |e| {
+    let _ = events
+        .wait_for(4, "refused logins", |e| {
             matches!(
                 e,
                 PushEvent::Reconnecting {
@@ -191,8 +185,10 @@ async fn no_secret_value_in_push_logs_errors_events_or_debug_output() {
 
     // The broker goes away under a subscriber and a publisher.
     tokio::task::block_in_place(|| redis.stop());
-    events
-        .wait(1, |e| matches!(e, PushEvent::Disconnected { .. }))
+    let _ = events
+        .wait_for(1, "a disconnect", |e| {
+            matches!(e, PushEvent::Disconnected { .. })
+        })
         .await;
     record_err(
         &mut printed,
@@ -207,7 +203,7 @@ async fn no_secret_value_in_push_logs_errors_events_or_debug_output() {
     ));
     pg_subscriber.shutdown().await;
     redis_subscriber.shutdown().await;
-    for event in events.0.lock().unwrap().iter() {
+    for event in &events.all() {
         printed.push(format!("{event:?} {event:#?}"));
     }
 

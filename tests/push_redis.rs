@@ -158,3 +158,35 @@ async fn a_refused_login_is_access_denied_and_retried() {
     assert!(!subscriber.is_connected());
     subscriber.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_the_subscriber_cannot_keep_up_with_ends_the_connection_not_the_memory() {
+    let broker = Redis::start().await;
+    let listener = broker.listener();
+    let mut inbox = listener.listen().await.unwrap();
+    let publisher = broker.publisher().await;
+    // Nobody reads while 5,000 announcements are sent: more than the inbox holds. Once it is
+    // full, the connection ends, and later ones reach nobody.
+    let version = credswap::VersionId::new("v1");
+    let mut delivered = 0;
+    for _ in 0..5_000 {
+        let published = publisher.announce("db", &version).await.unwrap();
+        delivered += published.receivers.unwrap_or(0);
+    }
+    assert!(delivered > 4_096, "{delivered}");
+    let mut received = 0usize;
+    let error = loop {
+        let next = tokio::time::timeout(std::time::Duration::from_secs(30), inbox.recv())
+            .await
+            .expect("the inbox answers");
+        match next {
+            Ok(_) => received += 1,
+            Err(error) => break error,
+        }
+    };
+    // The announcements it dropped are reported as missed, so the subscriber reconnects and
+    // re-checks; nothing past the bound was held.
+    assert!(received <= 4_096, "{received}");
+    assert_eq!(error.kind(), credswap::ErrorKind::Transient);
+    assert!(error.to_string().contains("dropped"), "{error}");
+}

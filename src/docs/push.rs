@@ -56,8 +56,9 @@
 //! The version is the id the consumers' provider reports: the AWS `VersionId`, the Vault KV version
 //! number (`"7"`), the `sha256:…` content id of a file. When the publisher does not know it,
 //! `Announcement::unversioned(id)` asks subscribers to look without saying what they should find
-//! (no follow-ups then). Announcements carry the id, the version and the send time, never a
-//! value.
+//! (counted as applied once the store answered a refresh asked after it arrived; one answered by
+//! the rate limit is followed up past it). Announcements carry the id, the version and the send
+//! time, never a value.
 //!
 //! The payload is compact JSON, so rotation code in any language can announce:
 //!
@@ -73,12 +74,15 @@
 //! ## What is guaranteed
 //!
 //! - **No value travels, none can be injected.** A cache takes values only from its own store.
-//!   An announcement only makes it ask, through [`SecretCache::refresh`](crate::SecretCache::refresh):
-//!   coalesced with its other loads and rate-limited, so a forged or repeated announcement costs at
-//!   most one store call per `min_refresh_interval` per cache and secret, however many arrive. An
-//!   announcement for a secret no cache watches costs nothing; a malformed payload is dropped with
-//!   a [`PushEvent::Malformed`](crate::push::PushEvent::Malformed) that names what is wrong (never
-//!   its content).
+//!   An announcement only makes it ask, through
+//!   [`SecretCache::refresh_if_cached`](crate::SecretCache::refresh_if_cached): coalesced with its
+//!   other loads and rate-limited, so announcements of a secret, forged or repeated, cost at most
+//!   one refresh (a probe, plus a fetch when the version changed) per `min_refresh_interval` per
+//!   cache and secret, however many arrive. A single late or forged one costs at most two (its
+//!   refresh and one follow-up, see below). An announcement for a secret no cache watches costs
+//!   nothing, nor does one for a secret evicted or invalidated before its refresh ran; a malformed
+//!   payload is dropped with a [`PushEvent::Malformed`](crate::push::PushEvent::Malformed) that
+//!   names what is wrong (never its content), logged at most once a minute per kind.
 //! - **A lost connection is never a silent miss.** Both brokers drop what is published while a
 //!   subscriber is disconnected. A subscriber notices a lost connection at once, or through a
 //!   keepalive ping after 30 s of silence when the network dies without a word; it reconnects with
@@ -88,13 +92,21 @@
 //!   change that landed just after a cache last asked would otherwise be answered from the
 //!   cache). A reconnect costs at most two store calls per watched secret (probes where the store
 //!   has them).
-//! - **A store that lags is followed up.** If the cache still holds another version than the one
-//!   announced after its refresh (a read replica behind, or the refresh fell inside the rate
-//!   limit), the subscriber asks again after the follow-up delay, at most three times by default
-//!   ([`PushEvent::Behind`](crate::push::PushEvent::Behind)).
+//! - **A store that lags is followed up, once.** If the cache still holds another version than
+//!   the one announced after its refresh, the subscriber asks again after the follow-up delay
+//!   ([`PushEvent::Behind`](crate::push::PushEvent::Behind)): while the cache's rate limit
+//!   answered (no store call; at most three times by default), and once when the store itself
+//!   answered with another version (a read replica behind). If the store still disagrees, it is
+//!   believed: the announcement was late (a newer version is current) or forged
+//!   ([`PushEvent::Unconfirmed`](crate::push::PushEvent::Unconfirmed)).
 //! - **The TTL remains the backstop.** Whatever push misses, the cache's refresh-ahead finds.
-//! - **Stopping stops.** After [`Subscriber::shutdown`](crate::push::Subscriber::shutdown) or a
-//!   drop there is no connection and no store call; follow-ups and re-checks are cancelled.
+//! - **Stopping stops.** After [`Subscriber::shutdown`](crate::push::Subscriber::shutdown) (it
+//!   takes `&self`: call it on the subscriber in your application state) or a drop there is no
+//!   connection and no new store call; waiting follow-ups and re-checks are cancelled. Refreshes a
+//!   cache had already started may still finish inside it.
+//! - **A flood cannot grow memory.** A connection holds at most 4,096 announcements the
+//!   subscriber has not read; past that PostgreSQL keeps the rest on the server, and a Redis
+//!   connection is dropped and reported as missed (the subscriber reconnects and re-checks).
 //!
 //! ## What is not
 //!
@@ -111,6 +123,10 @@
 //!   pooler (PgBouncer in transaction mode) does not keep `LISTEN`.
 //! - **Event latencies across machines** (`since_sent`) depend on their clocks agreeing;
 //!   `since_received` is measured on one clock.
+//! - **TLS**: PostgreSQL supports it on both sides (`PgListener::with_tls`,
+//!   `PgPublisher::connect_with_tls`, with any `MakeTlsConnect`). Redis over TLS (`rediss://`) is
+//!   not supported yet: such a URL is refused with a configuration error. Keep Redis on a network
+//!   you trust.
 //! - Dynamic credentials (each consumer its own Vault database user) have nothing to announce:
 //!   each process manages its own lease.
 //!
@@ -131,9 +147,9 @@
 //! fetch). AWS Secrets Manager allows 10,000 `GetSecretValue` and 40,000 `DescribeSecret` calls a
 //! second per region: a fleet of thousands of pods rotating several secrets at once should set
 //! [`SubscriberBuilder::spread`](crate::push::SubscriberBuilder::spread) (each pod waits a random
-//! delay below it) to stay under the quota. Set
-//! [`follow_up`](crate::push::SubscriberBuilder::follow_up)'s delay to at least the caches'
-//! `min_refresh_interval` when you change that.
+//! delay below it) to stay under the quota. The
+//! [`follow_up`](crate::push::SubscriberBuilder::follow_up) delay is raised to the caches' longest
+//! `min_refresh_interval` on its own.
 //!
 //! ## Watching it
 //!
@@ -141,5 +157,6 @@
 //! [`SubscriberBuilder::on_event`](crate::push::SubscriberBuilder::on_event) and `tracing` (target
 //! `credswap::push`) report connects, disconnects with their error kind, reconnect attempts with
 //! their delay, re-checks, each announcement applied with its latency from the sender's timestamp
-//! and from receipt (by then every handle on it has swapped), ignored announcements and malformed
-//! payloads. [`Subscriber::stats`](crate::push::Subscriber::stats) counts them.
+//! and from receipt (by then every handle on it has swapped), caches behind an announced version,
+//! announcements the store contradicted, version-less ones answered by the rate limit, ignored
+//! announcements and malformed payloads. [`Subscriber::stats`](crate::push::Subscriber::stats) counts them.

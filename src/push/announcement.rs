@@ -25,8 +25,10 @@ const LAST_MICROS: u64 = 253_402_300_799_999_999;
 ///
 /// It carries the secret id, the version id and when it was sent, never a value: a subscriber
 /// that receives one asks its own store for the secret through its cache's normal, rate-limited
-/// refresh, so a forged announcement can cost at most a store call and can never put a value in a
-/// cache.
+/// refresh, so it can never put a value in a cache. A forged or late announcement costs each cache
+/// that holds the secret at most two refreshes (its own and, when the store reports another
+/// version, one follow-up in case a replica lagged), and a flood of them at most one refresh per
+/// `min_refresh_interval`; a refresh is a probe, plus a fetch when the version changed.
 ///
 /// On the wire it is compact JSON, for example
 /// `{"id":"prod/db","version":"v7","sent_at_us":1732370000123456}`; unknown fields are ignored
@@ -160,7 +162,8 @@ impl Announcement {
     }
 
     /// News that `id` changed, without saying to which version (an operator's "go and look"),
-    /// sent now. Subscribers refresh once and do not follow up.
+    /// sent now. Subscribers refresh once; when their cache's rate limit answered instead of the
+    /// store (it was asked moments before), they ask again once the limit has passed.
     ///
     /// # Errors
     ///

@@ -2,6 +2,7 @@
 //! announcements per cache and secret into one refresh task, follow up when a cache is behind, and
 //! re-check everything after a (re)connect.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -19,33 +20,84 @@ use crate::value::VersionId;
 /// A cache (by its position in the subscriber) and a secret id.
 pub(super) type PendingKey = (usize, Arc<str>);
 
-/// What the subscriber knows about one cache and secret: announcements its refresh task has not
-/// taken yet, whether that task runs, and what the last refresh found.
+/// What the subscriber remembers per cache and secret: the announcements waiting for a refresh
+/// task, and what recent refreshes found. Entries go once their task has ended and what they
+/// remember no longer suppresses repeats (swept at most once per follow-up delay), and when a
+/// re-check finds their secret no longer cached.
 #[derive(Default)]
-pub(super) struct PendingNews {
+pub(super) struct Pending {
+    entries: HashMap<PendingKey, PendingNews>,
+    next_sweep: Option<Instant>,
+}
+
+impl Pending {
+    /// How many cache and secret pairs are remembered.
+    #[cfg(test)]
+    pub(super) fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether no refresh task runs (or waits to follow up).
+    #[cfg(test)]
+    pub(super) fn is_idle(&self) -> bool {
+        self.entries.values().all(|entry| !entry.running)
+    }
+
+    /// Drops the entries of ended tasks whose memory no longer matters, once per `window`.
+    fn sweep(&mut self, window: Duration) {
+        let now = Instant::now();
+        if self.next_sweep.is_some_and(|next| now < next) {
+            return;
+        }
+        self.next_sweep = Some(now + window);
+        self.entries
+            .retain(|_, entry| entry.running || entry.news.is_some() || entry.remembers(window));
+    }
+
+    /// Drops the entries of ended tasks for secrets their cache no longer holds.
+    fn forget_uncached(&mut self, cached: &HashSet<PendingKey>) {
+        self.entries
+            .retain(|key, entry| entry.running || entry.news.is_some() || cached.contains(key));
+    }
+}
+
+/// What the subscriber knows about one cache and secret: announcements its refresh task has not
+/// taken yet, whether that task runs, and what the last refreshes found.
+#[derive(Default)]
+struct PendingNews {
     news: Option<News>,
     running: bool,
     /// The version the last refresh found, and when.
-    seen: Option<(VersionId, Instant)>,
+    held: Option<(VersionId, Instant)>,
+    /// When the last refresh that the store answered (not the cache's rate limit) started.
+    store_asked: Option<Instant>,
 }
 
 impl PendingNews {
-    /// Whether a refresh task runs (or waits to follow up) for this cache and secret.
-    #[cfg(test)]
-    pub(super) fn is_running(&self) -> bool {
-        self.running
+    /// Whether `news` is already applied, so that a repeat costs no refresh and no event:
+    ///
+    /// - naming a version: a refresh of ours found that version within `window` (the follow-up
+    ///   delay, at least the cache's rate limit, inside which another refresh would be answered
+    ///   from the cache anyway). Outside it an announcement is always acted on, so a rollback to
+    ///   an earlier version is never mistaken for a repeat.
+    /// - naming none ("go and look"): the store was asked after the latest of them arrived.
+    fn already_applied(&self, news: &News, window: Duration) -> bool {
+        match &news.target {
+            Some(target) => self
+                .held
+                .as_ref()
+                .is_some_and(|(held, at)| held == target && at.elapsed() < window),
+            None => self
+                .store_asked
+                .is_some_and(|asked| asked >= news.last_received_at),
+        }
     }
 
-    /// Whether an announcement of `target` is already applied: a refresh of ours found that version
-    /// within the follow-up delay (so within the cache's rate limit, where another refresh would
-    /// be answered from the cache anyway). Repeats of an announcement then cost no refresh and no
-    /// event. Outside that window an announcement is always acted on, so a rollback to an earlier
-    /// version is never mistaken for a repeat.
-    fn already_applied(&self, target: Option<&VersionId>, window: Duration) -> bool {
-        match (target, &self.seen) {
-            (Some(target), Some((seen, at))) => target == seen && at.elapsed() < window,
-            _ => false,
-        }
+    /// Whether what this entry remembers can still suppress a repeat.
+    fn remembers(&self, window: Duration) -> bool {
+        self.held
+            .as_ref()
+            .is_some_and(|(_, at)| at.elapsed() < window)
     }
 }
 
@@ -58,6 +110,8 @@ struct News {
     sent_at: Option<SystemTime>,
     /// When the earliest announcement of the batch arrived.
     received_at: Instant,
+    /// When the latest one arrived.
+    last_received_at: Instant,
 }
 
 impl News {
@@ -69,6 +123,7 @@ impl News {
             (a, b) => a.or(b),
         };
         self.received_at = self.received_at.min(later.received_at);
+        self.last_received_at = self.last_received_at.max(later.last_received_at);
     }
 }
 
@@ -102,18 +157,22 @@ pub(super) fn receive(
         target: announcement.version().cloned(),
         sent_at: announcement.sent_at(),
         received_at,
+        last_received_at: received_at,
     };
     let id: Arc<str> = Arc::from(announcement.id());
+    let window = shared.follow_up_delay();
     let mut relevant = false;
     for (index, cache) in shared.caches().into_iter().enumerate() {
-        // Lock-free for the cache's entries; no store call.
+        // Lock-free for the cache's entries; no store call. Only a filter: the refresh task asks
+        // the cache again, in the same call as its refresh.
         if !cache.is_cached(&id) {
             continue;
         }
         relevant = true;
         let key: PendingKey = (index, Arc::clone(&id));
         let mut pending = shared.pending.lock().unwrap_or_else(|e| e.into_inner());
-        let entry = pending.entry(key.clone()).or_default();
+        pending.sweep(window);
+        let entry = pending.entries.entry(key.clone()).or_default();
         if entry.running {
             match &mut entry.news {
                 Some(waiting) => waiting.absorb(news.clone()),
@@ -121,7 +180,7 @@ pub(super) fn receive(
             }
             continue;
         }
-        if entry.already_applied(news.target.as_ref(), shared.settings.follow_up_delay) {
+        if entry.already_applied(&news, window) {
             continue;
         }
         entry.news = Some(news.clone());
@@ -140,25 +199,31 @@ pub(super) fn receive(
 /// Takes the announcements waiting for `key`, leaving its task marked as running.
 fn take(shared: &Shared, key: &PendingKey) -> Option<News> {
     let mut pending = shared.pending.lock().unwrap_or_else(|e| e.into_inner());
-    pending.get_mut(key).and_then(|entry| entry.news.take())
+    pending
+        .entries
+        .get_mut(key)
+        .and_then(|entry| entry.news.take())
 }
 
-/// Notes that a refresh for `key` found `version`.
-fn saw(shared: &Shared, key: &PendingKey, version: &VersionId) {
+/// Notes that a refresh for `key` found `version`, and when it started if the store answered it.
+fn saw(shared: &Shared, key: &PendingKey, version: &VersionId, store_asked: Option<Instant>) {
     let mut pending = shared.pending.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(entry) = pending.get_mut(key) {
-        entry.seen = Some((version.clone(), Instant::now()));
+    if let Some(entry) = pending.entries.get_mut(key) {
+        entry.held = Some((version.clone(), Instant::now()));
+        if store_asked.is_some() {
+            entry.store_asked = store_asked;
+        }
     }
 }
 
 /// The task is done with what it took: returns what arrived meanwhile, or marks the task as ended
 /// (so the next announcement starts a new one) when nothing did or what did is already applied.
 fn finish_or_take(shared: &Shared, key: &PendingKey) -> Option<News> {
-    let window = shared.settings.follow_up_delay;
+    let window = shared.follow_up_delay();
     let mut pending = shared.pending.lock().unwrap_or_else(|e| e.into_inner());
-    let entry = pending.get_mut(key)?;
+    let entry = pending.entries.get_mut(key)?;
     match entry.news.take() {
-        Some(news) if !entry.already_applied(news.target.as_ref(), window) => Some(news),
+        Some(news) if !entry.already_applied(&news, window) => Some(news),
         _ => {
             entry.running = false;
             None
@@ -185,14 +250,26 @@ impl Drop for Running {
             .pending
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        if let Some(entry) = pending.get_mut(&self.key) {
+        if let Some(entry) = pending.entries.get_mut(&self.key) {
             entry.running = false;
         }
     }
 }
 
-/// Refreshes secret `key.1` in `cache` for the announcements waiting under `key`, following up
-/// while the cache is behind the announced version, until no announcement is left.
+/// Where a refresh task stands with the batch of announcements it works on.
+#[derive(Default)]
+struct Progress {
+    /// Follow-ups so far.
+    follow_ups: u32,
+    /// Whether the store (not the rate limit) already answered with another version than the
+    /// announced one: asked again once, in case a replica lagged, and then believed.
+    store_disagreed: bool,
+}
+
+/// Refreshes secret `key.1` in `cache` for the announcements waiting under `key`, until none is
+/// left. Follows up when the cache's rate limit answered instead of the store (at most
+/// `max_follow_ups` times), once when the store answered with another version than the announced
+/// one (a lagging replica), and after passing failures.
 async fn refresh_task(shared: Arc<Shared>, cache: SecretCache, key: PendingKey) {
     let mut running = Running {
         shared: Arc::clone(&shared),
@@ -208,51 +285,76 @@ async fn refresh_task(shared: Arc<Shared>, cache: SecretCache, key: PendingKey) 
         running.finished = finish_or_take(&shared, &key).is_none();
         return;
     };
-    let mut follow_ups = 0u32;
+    let mut progress = Progress::default();
     let mut applied: Option<VersionId> = None;
     loop {
         bump(&shared.counters.refreshes);
-        // Through the cache: coalesced with its other loads of `id`, and at most one store call
-        // per `min_refresh_interval` however many announcements arrive.
-        let retry_in = match cache.refresh(id).await {
-            Ok(value) => {
-                let held = &value.version.id;
-                saw(&shared, &key, held);
+        let can_follow_up = progress.follow_ups < settings.max_follow_ups;
+        let asked_at = Instant::now();
+        // Through the cache, in one call with the check that it still holds `id` (one evicted or
+        // invalidated while this task waited is not fetched back): coalesced with its other loads
+        // of `id`, and at most one refresh of the store per `min_refresh_interval`.
+        let retry_in = match cache.refresh_if_cached(id).await {
+            None => None,
+            Some(Ok(refreshed)) => {
+                let held = &refreshed.value.version.id;
+                let store_answered = refreshed.store_answered;
+                saw(&shared, &key, held, store_answered.then_some(asked_at));
                 match &news.target {
-                    Some(announced) if announced != held => {
-                        let retry_in = (follow_ups < settings.max_follow_ups)
-                            .then(|| settings.jittered_follow_up());
-                        shared.emit(PushEvent::Behind {
+                    Some(announced) if announced == held => {
+                        report_applied(&shared, id, held, &news, &progress, &mut applied);
+                        None
+                    }
+                    None if store_answered => {
+                        report_applied(&shared, id, held, &news, &progress, &mut applied);
+                        None
+                    }
+                    None => {
+                        // The store was asked moments before: ask again past the rate limit, so
+                        // a change made since is found.
+                        let retry_in = can_follow_up.then(|| shared.jittered_follow_up());
+                        bump(&shared.counters.rate_limited);
+                        shared.emit(PushEvent::RateLimited {
                             id: Arc::clone(id),
-                            announced: announced.clone(),
                             held: held.clone(),
                             retry_in,
                         });
                         retry_in
                     }
-                    _ => {
-                        if applied.as_ref() != Some(held) {
-                            bump(&shared.counters.applied);
-                            shared.emit(PushEvent::Applied {
+                    Some(announced) => {
+                        let retry_in = if store_answered {
+                            // Once, in case the store answered from a replica that lags.
+                            let once = !progress.store_disagreed && can_follow_up;
+                            progress.store_disagreed = true;
+                            once.then(|| shared.jittered_follow_up())
+                        } else {
+                            can_follow_up.then(|| shared.jittered_follow_up())
+                        };
+                        if retry_in.is_some() || !store_answered {
+                            shared.emit(PushEvent::Behind {
                                 id: Arc::clone(id),
-                                version: held.clone(),
-                                announced: news.target.clone(),
-                                since_sent: news
-                                    .sent_at
-                                    .and_then(|sent| SystemTime::now().duration_since(sent).ok()),
-                                since_received: news.received_at.elapsed(),
-                                follow_ups,
+                                announced: announced.clone(),
+                                held: held.clone(),
+                                retry_in,
                             });
-                            applied = Some(held.clone());
+                        } else {
+                            // The store insists: the announcement was late (a newer version is
+                            // current), forged, or the store lags more than a follow-up delay.
+                            bump(&shared.counters.unconfirmed);
+                            shared.emit(PushEvent::Unconfirmed {
+                                id: Arc::clone(id),
+                                announced: announced.clone(),
+                                held: held.clone(),
+                            });
                         }
-                        None
+                        retry_in
                     }
                 }
             }
-            Err(error) => {
+            Some(Err(error)) => {
                 bump(&shared.counters.refresh_failures);
-                let retry_in = (error.is_retryable() && follow_ups < settings.max_follow_ups)
-                    .then(|| settings.jittered_follow_up());
+                let retry_in =
+                    (error.is_retryable() && can_follow_up).then(|| shared.jittered_follow_up());
                 shared.emit(PushEvent::RefreshFailed {
                     id: Arc::clone(id),
                     kind: error.kind(),
@@ -262,16 +364,23 @@ async fn refresh_task(shared: Arc<Shared>, cache: SecretCache, key: PendingKey) 
             }
         };
         if let Some(delay) = retry_in {
-            follow_ups += 1;
+            progress.follow_ups += 1;
             bump(&shared.counters.follow_ups);
             tokio::time::sleep(delay).await;
             if let Some(later) = take(&shared, &key) {
+                if later.target != news.target {
+                    // News of another version: the store has not disagreed about that one yet.
+                    progress.store_disagreed = false;
+                }
                 news.absorb(later);
             }
             continue;
         }
         match finish_or_take(&shared, &key) {
-            Some(later) => news = later,
+            Some(later) => {
+                news = later;
+                progress = Progress::default();
+            }
             None => {
                 running.finished = true;
                 return;
@@ -280,8 +389,35 @@ async fn refresh_task(shared: Arc<Shared>, cache: SecretCache, key: PendingKey) 
     }
 }
 
+/// Counts and reports an applied announcement, once per version and task.
+fn report_applied(
+    shared: &Shared,
+    id: &Arc<str>,
+    held: &VersionId,
+    news: &News,
+    progress: &Progress,
+    applied: &mut Option<VersionId>,
+) {
+    if applied.as_ref() == Some(held) {
+        return;
+    }
+    bump(&shared.counters.applied);
+    shared.emit(PushEvent::Applied {
+        id: Arc::clone(id),
+        version: held.clone(),
+        announced: news.target.clone(),
+        since_sent: news
+            .sent_at
+            .and_then(|sent| SystemTime::now().duration_since(sent).ok()),
+        since_received: news.received_at.elapsed(),
+        follow_ups: progress.follow_ups,
+    });
+    *applied = Some(held.clone());
+}
+
 /// After a (re)connect: refreshes every secret every cache holds or follows, at once and again one
-/// follow-up delay later (see [`RecheckPass`]), a few at a time.
+/// follow-up delay later (see [`RecheckPass`]), a few at a time. Forgets what the subscriber
+/// remembered of secrets no cache holds any more.
 pub(super) async fn recheck(shared: Arc<Shared>) {
     let settings = &shared.settings;
     if !settings.spread.is_zero() {
@@ -290,21 +426,29 @@ pub(super) async fn recheck(shared: Arc<Shared>) {
     let mut found_any = false;
     for pass in [RecheckPass::Immediate, RecheckPass::Confirming] {
         if pass == RecheckPass::Confirming && found_any {
-            tokio::time::sleep(settings.jittered_follow_up()).await;
+            tokio::time::sleep(shared.jittered_follow_up()).await;
         }
         let mut jobs: Vec<(SecretCache, Arc<str>)> = Vec::new();
-        for cache in shared.caches() {
+        let mut cached: HashSet<PendingKey> = HashSet::new();
+        for (index, cache) in shared.caches().into_iter().enumerate() {
             for id in cache.cached_ids() {
+                let _ = cached.insert((index, Arc::clone(&id)));
                 jobs.push((cache.clone(), id));
             }
         }
+        shared
+            .pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .forget_uncached(&cached);
         let ids = jobs.len();
         found_any |= ids > 0;
         let counters = &shared.counters;
         let failed = futures_util::stream::iter(jobs)
             .map(|(cache, id)| async move {
                 bump(&counters.refreshes);
-                cache.refresh(&id).await.is_err()
+                // An id evicted or invalidated since it was listed is not fetched back.
+                matches!(cache.refresh_if_cached(&id).await, Some(Err(_)))
             })
             .buffer_unordered(settings.recheck_concurrency)
             .filter(|failed| std::future::ready(*failed))

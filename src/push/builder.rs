@@ -43,13 +43,6 @@ impl Default for Settings {
 }
 
 impl Settings {
-    /// The follow-up delay with up to a quarter added at random, so a fleet that received one
-    /// announcement together does not follow up together.
-    pub(super) fn jittered_follow_up(&self) -> Duration {
-        self.follow_up_delay
-            .saturating_add(self.follow_up_delay.mul_f64(0.25 * fastrand::f64()))
-    }
-
     /// A random delay in `0..spread`.
     pub(super) fn spread_delay(&self) -> Duration {
         self.spread.mul_f64(fastrand::f64())
@@ -145,11 +138,17 @@ impl SubscriberBuilder {
         self
     }
 
-    /// When a cache is still behind an announced version after its refresh (the store lagged, or
-    /// the refresh fell inside the cache's `min_refresh_interval`), ask again after `delay` (plus up
-    /// to a quarter at random), at most `max` times. Set `delay` to at least the caches'
-    /// `min_refresh_interval`. Also the wait before the confirming pass of a re-check. Default:
-    /// the longest `min_refresh_interval` of the caches (1 s if none has one), 3 times.
+    /// When a refresh for an announcement was answered by a cache's rate limit (the store was
+    /// asked moments before), ask again after `delay` (plus up to a quarter at random), at most
+    /// `max` times; when the store answered with another version than announced (a replica that
+    /// lags), ask once more; after a passing failure, again at most `max` times. Also the wait
+    /// before the confirming pass of a re-check, and the window in which repeats of an announcement
+    /// just applied are not acted on.
+    ///
+    /// The delay is raised to the longest `min_refresh_interval` of the caches (also of caches
+    /// added later with [`Subscriber::add_cache`]): a follow-up inside the rate limit would be
+    /// answered from the cache. Default: that longest interval (1 s if no cache has one), 3
+    /// times.
     pub fn follow_up(mut self, delay: Duration, max: u32) -> Self {
         self.settings.follow_up_delay = delay;
         self.settings.follow_up_set = true;
@@ -191,8 +190,8 @@ impl SubscriberBuilder {
     /// # Errors
     ///
     /// [`ErrorKind::Config`](crate::ErrorKind::Config) when a setting cannot work (a zero
-    /// backoff, timeout, keepalive, concurrency or capacity; a backoff minimum above its maximum;
-    /// a duration over ten years) or when called outside a Tokio runtime.
+    /// backoff, timeout, keepalive, follow-up delay, concurrency or capacity; a backoff minimum
+    /// above its maximum; a duration over ten years) or when called outside a Tokio runtime.
     pub fn start(mut self) -> Result<Subscriber> {
         if !self.settings.follow_up_set {
             // A follow-up inside the caches' rate limit would be answered from the cache.
@@ -216,6 +215,10 @@ impl SubscriberBuilder {
             return Err(Error::config(
                 "the broker timeout and the keepalive interval must be above zero",
             ));
+        }
+        if s.follow_up_delay.is_zero() {
+            // Follow-ups at once would all be answered by the rate limit they are meant to wait out.
+            return Err(Error::config("the follow-up delay must be above zero"));
         }
         if s.recheck_concurrency == 0 || self.event_capacity == 0 {
             return Err(Error::config(

@@ -12,6 +12,35 @@ use crate::value::VersionId;
 /// A channel name for publishers and listeners of both brokers, when you need only one.
 pub const DEFAULT_CHANNEL: &str = "credswap";
 
+/// Payloads a broker connection holds for the subscriber before it reads them. A connection that
+/// falls this far behind stops reading (PostgreSQL queues the rest on the server) or reports the
+/// announcements it had to drop as missed (Redis), so a flood cannot grow a subscriber's memory.
+#[cfg(any(feature = "push-postgres", feature = "push-redis"))]
+pub(super) const INBOX_QUEUE: usize = 4096;
+
+/// Checks a broker channel name: not empty, at most `max_bytes` (the broker's limit, `why` says
+/// which), no control character (which could split a command or forge a log line).
+#[cfg(any(feature = "push-postgres", feature = "push-redis", test))]
+pub(super) fn check_channel(
+    broker: &str,
+    channel: &str,
+    max_bytes: usize,
+    why: &str,
+) -> Result<()> {
+    let problem = if channel.is_empty() {
+        "is empty".to_owned()
+    } else if channel.len() > max_bytes {
+        format!("is longer than {max_bytes} bytes, {why}")
+    } else if channel.chars().any(char::is_control) {
+        "contains a control character".to_owned()
+    } else {
+        return Ok(());
+    };
+    Err(crate::error::Error::config(format!(
+        "{broker} channel name {channel:?} {problem}"
+    )))
+}
+
 /// What a broker said about one publish.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
@@ -66,9 +95,34 @@ pub trait Publisher: Send + Sync {
     /// [`ErrorKind::InvalidRequest`](crate::ErrorKind::InvalidRequest) when `id` or `version` cannot
     /// be announced (empty, a control character, too long); otherwise as
     /// [`publish`](Self::publish).
+    ///
+    /// Logs the outcome (target `credswap::push`): `info` with the number of receivers when the
+    /// broker tells it, `warn` with the error kind when it failed.
     async fn announce(&self, id: &str, version: &VersionId) -> Result<Published> {
-        let announcement = Announcement::new(id, version)?;
-        self.publish(&announcement).await
+        let published = match Announcement::new(id, version) {
+            Ok(announcement) => self.publish(&announcement).await,
+            Err(error) => Err(error.into()),
+        };
+        match &published {
+            Ok(published) => tracing::info!(
+                target: "credswap::push",
+                id,
+                %version,
+                to = %self.describe(),
+                receivers = ?published.receivers,
+                "announced secret change"
+            ),
+            Err(error) => tracing::warn!(
+                target: "credswap::push",
+                id,
+                %version,
+                to = %self.describe(),
+                kind = %error.kind(),
+                %error,
+                "announcement failed"
+            ),
+        }
+        published
     }
 }
 
@@ -84,8 +138,8 @@ impl<P: Publisher + ?Sized> Publisher for Arc<P> {
 }
 
 /// Announces through any publisher that `version` is now the current version of secret `id`, and
-/// logs it: the one call a rotation function, the rotation engine or a command line makes after
-/// promoting a new version.
+/// logs it (as [`Publisher::announce`] does): the one call a rotation function, the rotation
+/// engine or a command line makes after promoting a new version.
 ///
 /// ```no_run
 /// # #![allow(dead_code)]
@@ -109,22 +163,8 @@ pub async fn announce<P: Publisher + ?Sized>(
     id: &str,
     version: &VersionId,
 ) -> Result<Published> {
-    match publisher.announce(id, version).await {
-        Ok(published) => {
-            tracing::info!(
-                id,
-                %version,
-                to = %publisher.describe(),
-                receivers = ?published.receivers,
-                "announced secret change"
-            );
-            Ok(published)
-        }
-        Err(error) => {
-            tracing::warn!(id, %version, to = %publisher.describe(), %error, "announcement failed");
-            Err(error)
-        }
-    }
+    // `Publisher::announce` logs the outcome.
+    publisher.announce(id, version).await
 }
 
 /// Where a [`Subscriber`](crate::push::Subscriber) receives announcements from: something that
@@ -285,3 +325,20 @@ pub trait Inbox: Send {
 const _: Option<&dyn Publisher> = None;
 const _: Option<&dyn Channel> = None;
 const _: Option<&dyn Inbox> = None;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::ErrorKind;
+
+    #[test]
+    fn channel_names_are_checked_against_the_brokers_limit() {
+        assert!(check_channel("Redis", "credswap:rotations", 8, "a test limit").is_err());
+        assert!(check_channel("Redis", "credswap", 8, "a test limit").is_ok());
+        for bad in ["", "a\nb", "a\0b", "a\r\nPUBLISH x y", "ninebytes"] {
+            let err = check_channel("PostgreSQL", bad, 8, "a test limit").unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Config, "{bad:?}");
+            assert!(err.to_string().contains("PostgreSQL channel name"), "{err}");
+        }
+    }
+}

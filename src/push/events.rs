@@ -24,8 +24,10 @@ pub enum RecheckPass {
 ///
 /// Events carry secret ids, version ids, error kinds and durations, never values. Each is also
 /// logged as a `tracing` event (target `credswap::push`) at a level fitting it: malformed payloads,
-/// lost connections and failed refreshes at `warn`, ignored announcements at `debug`, the rest at
-/// `info`.
+/// lost connections and failed refreshes at `warn`, ignored and rate-limited announcements at
+/// `debug`, the rest at `info`. Malformed payloads (per error kind) and ignored announcements,
+/// which a flood can repeat, are logged at most once a minute each, with the number left out
+/// since (`left_out`); they are still counted and reported as events one by one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum PushEvent {
@@ -65,7 +67,7 @@ pub enum PushEvent {
         failed: usize,
     },
     /// A cache holds the announced version now (every handle on it has swapped), or, for an
-    /// announcement without a version, was refreshed.
+    /// announcement without a version, the store answered a refresh asked after it arrived.
     Applied {
         /// The secret id.
         id: Arc<str>,
@@ -81,8 +83,10 @@ pub enum PushEvent {
         /// Follow-up refreshes it took (0: the first refresh found the version).
         follow_ups: u32,
     },
-    /// After a refresh, the cache still holds another version than the one announced: the store
-    /// lagged, or the refresh was answered by the cache's rate limit.
+    /// After a refresh, the cache still holds another version than the one announced, and the
+    /// subscriber asks again: the refresh was answered by the cache's rate limit (the store was
+    /// asked moments before), or the store answered with another version once (a replica may
+    /// lag). With `retry_in: None` the rate limit answered and the follow-ups are spent.
     Behind {
         /// The secret id.
         id: Arc<str>,
@@ -92,6 +96,29 @@ pub enum PushEvent {
         held: VersionId,
         /// When the subscriber asks again; `None` when its follow-ups are spent (the cache's TTL
         /// will still pick the change up).
+        retry_in: Option<Duration>,
+    },
+    /// The store, asked after the announcement and once more a follow-up delay later, reports
+    /// another version than the announced one: the announcement was late (a newer version is
+    /// current), forged, or the store lags by more than the follow-up delay. The subscriber stops
+    /// there; the cache's TTL remains the backstop.
+    Unconfirmed {
+        /// The secret id.
+        id: Arc<str>,
+        /// The version the announcement named.
+        announced: VersionId,
+        /// The version the store reports and the cache holds.
+        held: VersionId,
+    },
+    /// An announcement without a version was answered by the cache's rate limit (the store was
+    /// asked about the secret moments before it arrived): the subscriber asks again once the
+    /// limit has passed, so a change made since is found.
+    RateLimited {
+        /// The secret id.
+        id: Arc<str>,
+        /// The version the cache holds.
+        held: VersionId,
+        /// When the subscriber asks again; `None` when its follow-ups are spent.
         retry_in: Option<Duration>,
     },
     /// Refreshing a secret after an announcement failed.
@@ -130,6 +157,8 @@ impl PushEvent {
             PushEvent::Rechecked { .. } => "rechecked",
             PushEvent::Applied { .. } => "applied",
             PushEvent::Behind { .. } => "behind",
+            PushEvent::Unconfirmed { .. } => "unconfirmed",
+            PushEvent::RateLimited { .. } => "rate_limited",
             PushEvent::RefreshFailed { .. } => "refresh_failed",
             PushEvent::Ignored { .. } => "ignored",
             PushEvent::Malformed { .. } => "malformed",
@@ -142,23 +171,40 @@ impl PushEvent {
         match self {
             PushEvent::Applied { id, .. }
             | PushEvent::Behind { id, .. }
+            | PushEvent::Unconfirmed { id, .. }
+            | PushEvent::RateLimited { id, .. }
             | PushEvent::RefreshFailed { id, .. }
             | PushEvent::Ignored { id } => Some(id),
             _ => None,
         }
     }
 
-    /// Logs the event through `tracing`.
-    pub(crate) fn trace(&self) {
+    /// What a flood can repeat, as a kind for [`LogThrottle`](super::throttle::LogThrottle):
+    /// malformed payloads (per error kind) and announcements nobody watches.
+    pub(super) fn flood_kind(&self) -> Option<(&'static str, &'static str)> {
+        match self {
+            PushEvent::Malformed { error, .. } => Some((self.name(), error.as_str())),
+            PushEvent::Ignored { .. } => Some((self.name(), "")),
+            _ => None,
+        }
+    }
+
+    /// Logs the event through `tracing`; `left_out` counts the like events not logged before it
+    /// (see [`flood_kind`](Self::flood_kind)).
+    pub(super) fn trace(&self, left_out: u64) {
         let name = self.name();
         let id = self.id().unwrap_or("");
         match self {
-            PushEvent::Disconnected { .. }
-            | PushEvent::Malformed { .. }
-            | PushEvent::RefreshFailed { .. } => {
+            PushEvent::Malformed { .. } => {
+                tracing::warn!(target: "credswap::push", event = name, left_out, details = ?self, "push event");
+            }
+            PushEvent::Disconnected { .. } | PushEvent::RefreshFailed { .. } => {
                 tracing::warn!(target: "credswap::push", event = name, id, details = ?self, "push event");
             }
             PushEvent::Ignored { .. } => {
+                tracing::debug!(target: "credswap::push", event = name, id, left_out, details = ?self, "push event");
+            }
+            PushEvent::RateLimited { .. } => {
                 tracing::debug!(target: "credswap::push", event = name, id, details = ?self, "push event");
             }
             _ => {
@@ -188,10 +234,18 @@ pub struct PushStats {
     /// Refreshes the subscriber asked its caches for (announcements, follow-ups and re-checks
     /// together; each is rate-limited by its cache, so store calls are at most this many).
     pub refreshes: u64,
-    /// Of those, follow-ups because a cache was behind the announced version.
+    /// Of those, follow-ups: the rate limit answered, the store answered with another version
+    /// than announced (once), or a refresh failed with a passing error.
     pub follow_ups: u64,
-    /// Announcements applied: a cache reached the announced version.
+    /// Announcements applied: a cache reached the announced version, or (without a version) the
+    /// store answered a refresh asked after it arrived.
     pub applied: u64,
+    /// Announcements the store contradicted: asked twice, it reported another version
+    /// ([`PushEvent::Unconfirmed`]).
+    pub unconfirmed: u64,
+    /// Refreshes for announcements without a version that the cache's rate limit answered
+    /// ([`PushEvent::RateLimited`]).
+    pub rate_limited: u64,
     /// Refreshes that failed.
     pub refresh_failures: u64,
 }

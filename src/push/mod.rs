@@ -17,6 +17,8 @@
 
 mod announcement;
 mod apply;
+#[cfg(test)]
+mod apply_tests;
 mod builder;
 mod channel;
 mod events;
@@ -27,6 +29,7 @@ mod redis;
 mod subscriber;
 #[cfg(test)]
 mod tests;
+mod throttle;
 
 pub use self::{
     announcement::{Announcement, AnnouncementError, MAX_ANNOUNCEMENT_BYTES},

@@ -12,16 +12,12 @@ use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
 use tokio_postgres::{AsyncMessage, Client, Config, Connection, NoTls, Socket, Statement};
 
 use super::announcement::Announcement;
-use super::channel::{Channel, Inbox, Published, Publisher};
+use super::channel::{Channel, INBOX_QUEUE, Inbox, Published, Publisher, check_channel};
 use crate::error::{Error, ErrorKind, Result};
 
 /// PostgreSQL's longest identifier, in bytes (`NAMEDATALEN - 1`); longer channel names are cut by
 /// `LISTEN` but refused by `pg_notify`, so they would never meet.
 const MAX_CHANNEL_BYTES: usize = 63;
-
-/// Notifications received but not yet read by the subscriber. When it is this far behind, the
-/// connection stops reading and PostgreSQL queues the rest for it.
-const QUEUE: usize = 4096;
 
 /// Announcements from PostgreSQL `NOTIFY` on one channel: the [`Channel`] of a
 /// [`Subscriber`](crate::push::Subscriber) for fleets whose consumers already talk to PostgreSQL.
@@ -98,7 +94,7 @@ impl PgListener {
         T::TlsConnect: Send + Sync,
         <T::TlsConnect as TlsConnect<Socket>>::Future: Send,
     {
-        check_channel(channel)?;
+        check_pg_channel(channel)?;
         if config.get_application_name().is_none() {
             let _ = config.application_name("credswap-push");
         }
@@ -109,7 +105,7 @@ impl PgListener {
                     .connect(tls)
                     .await
                     .map_err(|e| pg_error(e, "connecting to PostgreSQL"))?;
-                let (sender, notifications) = mpsc::channel(QUEUE);
+                let (sender, notifications) = mpsc::channel(INBOX_QUEUE);
                 let driver = tokio::spawn(drive(connection, channel, sender));
                 Ok(Link {
                     client,
@@ -266,7 +262,7 @@ impl PgPublisher {
     ///
     /// [`ErrorKind::Config`] for a channel name [`PgListener::new`] would refuse.
     pub fn new(client: Client, channel: &str) -> Result<Self> {
-        check_channel(channel)?;
+        check_pg_channel(channel)?;
         Ok(PgPublisher {
             client,
             channel: Arc::from(channel),
@@ -284,9 +280,26 @@ impl PgPublisher {
     /// [`ErrorKind::Config`] for a bad channel name, [`ErrorKind::Transient`] when the server
     /// cannot be reached, [`ErrorKind::AccessDenied`] when it refuses the login.
     pub async fn connect(config: &Config, channel: &str) -> Result<Self> {
-        check_channel(channel)?;
+        Self::connect_with_tls(config, channel, NoTls).await
+    }
+
+    /// As [`connect`](Self::connect), through `tls` (for example `postgres-native-tls` or
+    /// `tokio-postgres-rustls` connectors, as for [`PgListener::with_tls`]). With
+    /// `sslmode=require` in `config`, a server without TLS is refused.
+    ///
+    /// # Errors
+    ///
+    /// As [`connect`](Self::connect); a failed TLS handshake is [`ErrorKind::Transient`].
+    pub async fn connect_with_tls<T>(config: &Config, channel: &str, tls: T) -> Result<Self>
+    where
+        T: MakeTlsConnect<Socket> + Send,
+        T::Stream: Send + 'static,
+        T::TlsConnect: Send,
+        <T::TlsConnect as TlsConnect<Socket>>::Future: Send,
+    {
+        check_pg_channel(channel)?;
         let (client, connection) = config
-            .connect(NoTls)
+            .connect(tls)
             .await
             .map_err(|e| pg_error(e, "connecting to PostgreSQL"))?;
         let driver = tokio::spawn(async move {
@@ -324,19 +337,13 @@ impl Publisher for PgPublisher {
 }
 
 /// Checks a channel name both `LISTEN` (quoted) and `pg_notify` take the same way.
-fn check_channel(channel: &str) -> Result<()> {
-    let problem = if channel.is_empty() {
-        "is empty"
-    } else if channel.len() > MAX_CHANNEL_BYTES {
-        "is longer than 63 bytes, PostgreSQL's limit for identifiers"
-    } else if channel.chars().any(char::is_control) {
-        "contains a control character"
-    } else {
-        return Ok(());
-    };
-    Err(Error::config(format!(
-        "PostgreSQL channel name {channel:?} {problem}"
-    )))
+fn check_pg_channel(channel: &str) -> Result<()> {
+    check_channel(
+        "PostgreSQL",
+        channel,
+        MAX_CHANNEL_BYTES,
+        "PostgreSQL's limit for identifiers",
+    )
 }
 
 /// `name` as a quoted SQL identifier: in double quotes, inner double quotes doubled.
@@ -389,11 +396,11 @@ mod tests {
 
     #[test]
     fn channel_names_are_checked_and_quoted() {
-        assert!(check_channel("credswap").is_ok());
-        assert!(check_channel("Rotations.prod-eu/1").is_ok());
-        assert!(check_channel(&"c".repeat(63)).is_ok());
+        assert!(check_pg_channel("credswap").is_ok());
+        assert!(check_pg_channel("Rotations.prod-eu/1").is_ok());
+        assert!(check_pg_channel(&"c".repeat(63)).is_ok());
         for bad in ["", "a\nb", "a\0b", &"c".repeat(64)] {
-            let err = check_channel(bad).unwrap_err();
+            let err = check_pg_channel(bad).unwrap_err();
             assert_eq!(err.kind(), ErrorKind::Config, "{bad:?}");
         }
         assert_eq!(quote_identifier("credswap"), "\"credswap\"");
@@ -401,6 +408,13 @@ mod tests {
             quote_identifier(r#"a"; DROP TABLE x; --"#),
             r#""a""; DROP TABLE x; --""#
         );
+    }
+
+    #[test]
+    fn connecting_a_publisher_through_tls_can_run_on_any_worker() {
+        fn on_any_worker<F: std::future::Future + Send>(_: F) {}
+        // Built, never polled: no connection is made.
+        on_any_worker(PgPublisher::connect_with_tls(&Config::new(), "c", NoTls));
     }
 
     #[test]

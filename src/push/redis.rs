@@ -3,15 +3,18 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use futures_util::StreamExt;
 use redis::aio::{MultiplexedConnection, PubSubSink, PubSubStream};
 use redis::{AsyncConnectionConfig, Client};
+use tokio::sync::mpsc::{self, error::TrySendError};
+use tokio::task::JoinHandle;
 
 use super::announcement::Announcement;
-use super::channel::{Channel, Inbox, Published, Publisher};
+use super::channel::{Channel, INBOX_QUEUE, Inbox, Published, Publisher, check_channel};
 use crate::error::{Error, ErrorKind, Result};
 
 /// Longest channel name we accept. Redis has no limit of its own; a name this long is a mistake.
@@ -27,6 +30,14 @@ const PUBLISH_TIMEOUT: Duration = Duration::from_secs(10);
 /// connections subscribed at that moment and keeps nothing for the others, which is why the
 /// subscriber re-checks after every reconnect. With ACLs, the user needs `+subscribe +ping` and
 /// `&<channel>`.
+///
+/// A connection holds at most 4,096 announcements the subscriber has not read yet. A flood beyond
+/// that ends the connection (the announcements dropped are reported as missed): the subscriber
+/// reconnects and re-checks every secret it watches, and its memory stays bounded.
+///
+/// TLS (`rediss://`) is not supported yet: such a URL is refused with a configuration error. Reach
+/// Redis over a network you trust, or use [`PgListener`](crate::push::PgListener), which supports
+/// TLS.
 ///
 /// ```no_run
 /// # #![allow(dead_code)]
@@ -49,10 +60,7 @@ pub struct RedisListener {
 impl fmt::Debug for RedisListener {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisListener")
-            .field(
-                "server",
-                &self.client.get_connection_info().addr().to_string(),
-            )
+            .field("server", &server(&self.client))
             .field("channel", &self.channel)
             .finish_non_exhaustive()
     }
@@ -66,7 +74,7 @@ impl RedisListener {
     /// [`ErrorKind::Config`] when `channel` is empty, longer than 1,024 bytes, or holds a control
     /// character.
     pub fn new(client: Client, channel: &str) -> Result<Self> {
-        check_channel(channel)?;
+        check_redis_channel(channel)?;
         Ok(RedisListener {
             client,
             channel: Arc::from(channel),
@@ -78,7 +86,7 @@ impl RedisListener {
     /// # Errors
     ///
     /// [`ErrorKind::Config`] for a URL that does not parse (the error does not repeat it: it may
-    /// hold a password) or a bad channel name.
+    /// hold a password), a `rediss://` URL (TLS is not supported yet), or a bad channel name.
     pub fn open(url: &str, channel: &str) -> Result<Self> {
         Self::new(open_client(url)?, channel)
     }
@@ -92,11 +100,7 @@ impl RedisListener {
 #[async_trait]
 impl Channel for RedisListener {
     fn describe(&self) -> String {
-        format!(
-            "redis {} channel {}",
-            self.client.get_connection_info().addr(),
-            self.channel
-        )
+        format!("redis {} channel {}", server(&self.client), self.channel)
     }
 
     async fn listen(&self) -> Result<Box<dyn Inbox>> {
@@ -111,28 +115,77 @@ impl Channel for RedisListener {
             .await
             .map_err(|e| redis_error(e, "subscribing"))?;
         let (sink, stream) = pubsub.split();
+        let (sender, payloads) = mpsc::channel(INBOX_QUEUE);
+        let overflowed = Arc::new(AtomicBool::new(false));
+        let forwarder = tokio::spawn(forward(
+            stream,
+            Arc::clone(&self.channel),
+            sender,
+            Arc::clone(&overflowed),
+        ));
         Ok(Box::new(RedisInbox {
             sink,
-            stream,
-            channel: Arc::clone(&self.channel),
+            payloads,
+            overflowed,
+            forwarder,
         }))
     }
 }
 
 struct RedisInbox {
     sink: PubSubSink,
-    stream: PubSubStream,
+    payloads: mpsc::Receiver<Vec<u8>>,
+    /// Set when the queue was full and an announcement had to be dropped.
+    overflowed: Arc<AtomicBool>,
+    forwarder: JoinHandle<()>,
+}
+
+impl Drop for RedisInbox {
+    fn drop(&mut self) {
+        // The forwarder owns the stream; dropping it stops the connection's reading task.
+        self.forwarder.abort();
+    }
+}
+
+/// Moves the payloads of `channel` from the redis client's (unbounded) stream into the inbox's
+/// bounded queue, so that a flood the subscriber cannot keep up with ends the connection instead
+/// of growing memory. Ends when the connection does, or at the first payload the queue cannot
+/// take; dropping the stream then stops reading from Redis.
+async fn forward(
+    mut stream: PubSubStream,
     channel: Arc<str>,
+    sender: mpsc::Sender<Vec<u8>>,
+    overflowed: Arc<AtomicBool>,
+) {
+    while let Some(message) = stream.next().await {
+        if message.get_channel_name() != &*channel {
+            continue;
+        }
+        match sender.try_send(message.get_payload_bytes().to_vec()) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                overflowed.store(true, Ordering::Release);
+                return;
+            }
+            Err(TrySendError::Closed(_)) => return,
+        }
+    }
 }
 
 #[async_trait]
 impl Inbox for RedisInbox {
     async fn recv(&mut self) -> Result<Vec<u8>> {
-        // Reading from the stream is a channel receive: cancel safe.
-        while let Some(message) = self.stream.next().await {
-            if message.get_channel_name() == &*self.channel {
-                return Ok(message.get_payload_bytes().to_vec());
+        // A channel receive: cancel safe.
+        if !self.overflowed.load(Ordering::Acquire) {
+            if let Some(payload) = self.payloads.recv().await {
+                return Ok(payload);
             }
+        }
+        if self.overflowed.load(Ordering::Acquire) {
+            return Err(Error::new(ErrorKind::Transient).with_message(format!(
+                "announcements were dropped: more than {INBOX_QUEUE} arrived faster than they \
+                 were handled"
+            )));
         }
         Err(Error::new(ErrorKind::Transient).with_message("the Redis connection was closed"))
     }
@@ -168,10 +221,7 @@ pub struct RedisPublisher {
 impl fmt::Debug for RedisPublisher {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisPublisher")
-            .field(
-                "server",
-                &self.client.get_connection_info().addr().to_string(),
-            )
+            .field("server", &server(&self.client))
             .field("channel", &self.channel)
             .finish_non_exhaustive()
     }
@@ -184,7 +234,7 @@ impl RedisPublisher {
     ///
     /// [`ErrorKind::Config`] for a channel name [`RedisListener::new`] would refuse.
     pub fn new(client: Client, channel: &str) -> Result<Self> {
-        check_channel(channel)?;
+        check_redis_channel(channel)?;
         Ok(RedisPublisher {
             client,
             channel: Arc::from(channel),
@@ -223,11 +273,7 @@ impl RedisPublisher {
 #[async_trait]
 impl Publisher for RedisPublisher {
     fn describe(&self) -> String {
-        format!(
-            "redis {} channel {}",
-            self.client.get_connection_info().addr(),
-            self.channel
-        )
+        format!("redis {} channel {}", server(&self.client), self.channel)
     }
 
     async fn publish(&self, announcement: &Announcement) -> Result<Published> {
@@ -251,25 +297,33 @@ impl Publisher for RedisPublisher {
 }
 
 fn open_client(url: &str) -> Result<Client> {
+    let scheme = url
+        .split_once("://")
+        .map(|(scheme, _)| scheme.to_ascii_lowercase());
+    if matches!(scheme.as_deref(), Some("rediss" | "valkeys")) {
+        return Err(Error::config(
+            "TLS to Redis (a rediss:// URL) is not supported yet: use redis:// on a network you \
+             trust, or push over PostgreSQL with TLS",
+        ));
+    }
     // Redis's parse error can quote the URL, and the URL can hold a password: keep neither.
     Client::open(url).map_err(|_| {
         Error::config("the Redis URL does not parse (expected redis://[user:password@]host:port)")
     })
 }
 
-fn check_channel(channel: &str) -> Result<()> {
-    let problem = if channel.is_empty() {
-        "is empty"
-    } else if channel.len() > MAX_CHANNEL_BYTES {
-        "is longer than 1024 bytes"
-    } else if channel.chars().any(char::is_control) {
-        "contains a control character"
-    } else {
-        return Ok(());
-    };
-    Err(Error::config(format!(
-        "Redis channel name {channel:?} {problem}"
-    )))
+/// Where a client points, for logs: host and port, never the user or password.
+fn server(client: &Client) -> String {
+    client.get_connection_info().addr().to_string()
+}
+
+fn check_redis_channel(channel: &str) -> Result<()> {
+    check_channel(
+        "Redis",
+        channel,
+        MAX_CHANNEL_BYTES,
+        "more than any channel name needs",
+    )
 }
 
 /// Maps a Redis error to our kinds: a refused login or command is access denied, everything else
@@ -293,9 +347,30 @@ mod tests {
 
     #[test]
     fn channel_names_are_checked() {
-        assert!(check_channel("credswap:rotations").is_ok());
+        assert!(check_redis_channel("credswap:rotations").is_ok());
         for bad in ["", "a\r\nPUBLISH x y", &"c".repeat(1025)] {
-            assert_eq!(check_channel(bad).unwrap_err().kind(), ErrorKind::Config);
+            assert_eq!(
+                check_redis_channel(bad).unwrap_err().kind(),
+                ErrorKind::Config
+            );
+        }
+    }
+
+    #[test]
+    fn a_tls_url_is_a_clear_config_error_not_a_parse_error() {
+        for url in [
+            "rediss://app:Sentinel-Pw-4@cache.internal:6380",
+            "REDISS://cache.internal",
+            "valkeys://cache.internal",
+        ] {
+            let err = RedisListener::open(url, "c").unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Config);
+            let shown = format!("{err} {err:?}");
+            assert!(shown.contains("TLS"), "{shown}");
+            assert!(!shown.contains("does not parse"), "{shown}");
+            assert!(!shown.contains("Sentinel-Pw-4"), "{shown}");
+            let err = RedisPublisher::open(url, "c").unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Config);
         }
     }
 

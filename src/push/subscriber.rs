@@ -2,7 +2,6 @@
 //! re-check what the caches watch, receive and hand payloads to the applier, ping when idle,
 //! reconnect when the connection is lost.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -13,10 +12,11 @@ use tokio::sync::{broadcast, watch};
 use tokio::task::{AbortHandle, JoinHandle, JoinSet};
 use tokio::time::Instant;
 
-use super::apply::{self, PendingKey, PendingNews};
+use super::apply::{self, Pending};
 use super::builder::{PushHook, Settings, SubscriberBuilder};
 use super::channel::{Channel, Inbox};
 use super::events::{PushEvent, PushStats};
+use super::throttle::LogThrottle;
 use crate::cache::SecretCache;
 use crate::error::{Error, ErrorKind};
 use crate::events::bump;
@@ -29,22 +29,27 @@ const STABLE_AFTER: Duration = Duration::from_secs(10);
 /// rate-limited [`refresh`](SecretCache::refresh).
 ///
 /// - **Announcements carry no values.** A cache only ever gets a value from its own store, so a
-///   forged announcement cannot inject one, and a flood of them costs each cache at most one store
-///   call per `min_refresh_interval` per secret. Announcements for secrets no cache watches cost
-///   nothing; malformed ones are dropped with a [`PushEvent::Malformed`].
+///   forged announcement cannot inject one. One costs each cache that holds the secret at most two
+///   refreshes (each a probe, plus a fetch when the version changed), and a flood of them at most
+///   one refresh per `min_refresh_interval` per secret. Announcements for secrets no cache watches cost nothing; malformed ones are dropped
+///   with a [`PushEvent::Malformed`] (logged at most once a minute per kind).
 /// - **Never miss silently.** Both brokers drop what is published while a subscriber is
 ///   disconnected. When its connection is lost (or a keepalive ping goes unanswered), the
 ///   subscriber reconnects with jittered exponential backoff and then re-checks every secret its
 ///   caches watch. The caches' TTL stays the last backstop.
-/// - **Follow-ups.** When a cache is still behind the announced version after its refresh (the
-///   store lagged, or the refresh fell inside the rate limit), it is asked again, a bounded number
-///   of times; announcements arriving meanwhile are coalesced into that work.
+/// - **Follow-ups.** When a refresh was answered by the cache's rate limit rather than the store,
+///   it is asked again past the limit (a bounded number of times); when the store answered with
+///   another version than announced, once more, in case a replica lagged, and then the store is
+///   believed ([`PushEvent::Unconfirmed`]). Announcements arriving meanwhile are coalesced into
+///   that work. A secret evicted or invalidated meanwhile is not fetched back.
 /// - **Events.** Connection state, reconnects, re-checks, and the latency from each announcement
 ///   to the swap of the handles on it: [`subscribe`](Self::subscribe), `tracing`, or
 ///   [`SubscriberBuilder::on_event`].
 ///
-/// It stops on [`shutdown`](Self::shutdown) or when dropped; after that it makes no connection and
-/// no store call. It holds its caches (clones) until then.
+/// It stops on [`shutdown`](Self::shutdown) (which takes `&self`, so an `Arc` in application
+/// state will do) or when dropped; after that it makes no connection and starts no store call. It
+/// holds its caches (clones) until then. A drop does not wait: refreshes a cache had already
+/// started may still finish inside the cache.
 ///
 /// Build one with [`Subscriber::builder`] over a [`Channel`]: [`PgListener`](crate::push::PgListener)
 /// (feature `push-postgres`), [`RedisListener`](crate::push::RedisListener) (feature
@@ -52,7 +57,8 @@ const STABLE_AFTER: Duration = Duration::from_secs(10);
 pub struct Subscriber {
     pub(super) shared: Arc<Shared>,
     stop: watch::Sender<bool>,
-    task: Option<JoinHandle<()>>,
+    /// The connection loop, until a shutdown has waited for it to end.
+    task: tokio::sync::Mutex<Option<JoinHandle<()>>>,
 }
 
 impl fmt::Debug for Subscriber {
@@ -74,8 +80,13 @@ pub(super) struct Shared {
     hooks: Vec<PushHook>,
     connected: AtomicBool,
     pub(super) counters: Counters,
+    /// Keeps floods of malformed or ignored payloads out of the logs.
+    log_throttle: LogThrottle,
     /// Announcements waiting for (or being handled by) the refresh task of one cache and secret.
-    pub(super) pending: Mutex<HashMap<PendingKey, PendingNews>>,
+    pub(super) pending: Mutex<Pending>,
+    /// The follow-up delay in nanoseconds: the one set (or the default), raised to the longest
+    /// `min_refresh_interval` of the caches, also of caches added later.
+    follow_up_nanos: AtomicU64,
 }
 
 #[derive(Default)]
@@ -88,12 +99,21 @@ pub(super) struct Counters {
     pub(super) refreshes: AtomicU64,
     pub(super) follow_ups: AtomicU64,
     pub(super) applied: AtomicU64,
+    pub(super) unconfirmed: AtomicU64,
+    pub(super) rate_limited: AtomicU64,
     pub(super) refresh_failures: AtomicU64,
 }
 
 impl Shared {
     pub(super) fn emit(&self, event: PushEvent) {
-        event.trace();
+        match event.flood_kind() {
+            Some(kind) => {
+                if let Some(left_out) = self.log_throttle.admit(kind) {
+                    event.trace(left_out);
+                }
+            }
+            None => event.trace(0),
+        }
         for hook in &self.hooks {
             // A hook that panics must not take the connection loop (or a refresh) down with it:
             // the subscriber would stop hearing announcements without a word.
@@ -103,6 +123,26 @@ impl Shared {
             }
         }
         let _ = self.events.send(event);
+    }
+
+    /// How long a follow-up waits (before jitter): never inside a cache's rate limit, where the
+    /// follow-up would be answered from the cache. Also the window in which a repeated
+    /// announcement of a version just found is not acted on.
+    pub(super) fn follow_up_delay(&self) -> Duration {
+        Duration::from_nanos(self.follow_up_nanos.load(Ordering::Relaxed))
+    }
+
+    /// The follow-up delay with up to a quarter added at random, so a fleet that received one
+    /// announcement together does not follow up together.
+    pub(super) fn jittered_follow_up(&self) -> Duration {
+        let delay = self.follow_up_delay();
+        delay.saturating_add(delay.mul_f64(0.25 * fastrand::f64()))
+    }
+
+    /// Raises the follow-up delay to `at_least`.
+    fn raise_follow_up(&self, at_least: Duration) {
+        let nanos = u64::try_from(at_least.as_nanos()).unwrap_or(u64::MAX);
+        let _ = self.follow_up_nanos.fetch_max(nanos, Ordering::Relaxed);
     }
 
     /// The caches, cloned out of the lock (clones are reference counts).
@@ -129,7 +169,9 @@ impl Subscriber {
         hooks: Vec<PushHook>,
     ) -> Self {
         let (events, _) = broadcast::channel(event_capacity);
+        let follow_up_nanos = AtomicU64::new(0);
         let shared = Arc::new(Shared {
+            follow_up_nanos,
             settings,
             channel: Arc::from(channel.describe()),
             caches: RwLock::new(caches),
@@ -137,8 +179,13 @@ impl Subscriber {
             hooks,
             connected: AtomicBool::new(false),
             counters: Counters::default(),
-            pending: Mutex::new(HashMap::new()),
+            log_throttle: LogThrottle::default(),
+            pending: Mutex::new(Pending::default()),
         });
+        shared.raise_follow_up(shared.settings.follow_up_delay);
+        for cache in shared.caches() {
+            shared.raise_follow_up(cache.min_refresh_interval());
+        }
         let (stop, stopped) = watch::channel(false);
         let span = tracing::info_span!("credswap.push", channel = %shared.channel);
         let task = runtime.spawn(tracing::Instrument::instrument(
@@ -148,7 +195,7 @@ impl Subscriber {
         Subscriber {
             shared,
             stop,
-            task: Some(task),
+            task: tokio::sync::Mutex::new(Some(task)),
         }
     }
 
@@ -158,8 +205,10 @@ impl Subscriber {
         self.shared.events.subscribe()
     }
 
-    /// Adds a cache to keep current, from the next announcement on.
+    /// Adds a cache to keep current, from the next announcement on. The follow-up delay is raised
+    /// to the cache's `min_refresh_interval` if that is longer.
     pub fn add_cache(&self, cache: SecretCache) {
+        self.shared.raise_follow_up(cache.min_refresh_interval());
         self.shared
             .caches
             .write()
@@ -186,25 +235,40 @@ impl Subscriber {
             refreshes: load(&c.refreshes),
             follow_ups: load(&c.follow_ups),
             applied: load(&c.applied),
+            unconfirmed: load(&c.unconfirmed),
+            rate_limited: load(&c.rate_limited),
             refresh_failures: load(&c.refresh_failures),
         }
     }
 
-    /// Stops the subscriber and waits until it has: its connection is closed, pending follow-ups
-    /// and re-checks are cancelled, and it emits [`PushEvent::Stopped`]. A refresh a cache had
-    /// already started completes inside the cache (its waiters may need it); no new one starts.
-    pub async fn shutdown(mut self) {
+    /// Stops the subscriber and waits until it has: its connection is closed, waiting follow-ups
+    /// and re-checks (a confirming pass included) are cancelled, and it emits
+    /// [`PushEvent::Stopped`]. A refresh a cache had already started completes inside the cache
+    /// (its waiters may need it); no new one starts.
+    ///
+    /// # Concurrent calls
+    ///
+    /// Every call returns once the subscriber has stopped; calls after that return at once.
+    /// Cancelling a call (dropping its future) does not undo the stop.
+    pub async fn shutdown(&self) {
         let _ = self.stop.send(true);
-        if let Some(task) = self.task.take() {
-            let _ = task.await;
+        let mut task = self.task.lock().await;
+        if let Some(running) = task.as_mut() {
+            let _ = running.await;
+            *task = None;
         }
     }
 }
 
+/// Dropping a subscriber stops it without waiting: its task is aborted, and with it the connection,
+/// waiting follow-ups and re-checks. Refreshes a cache had already started on its behalf may still
+/// finish inside the cache (they are the cache's loads, shared with its other callers); none
+/// starts after the drop. No [`PushEvent::Stopped`] is emitted; call
+/// [`shutdown`](Subscriber::shutdown) to wait for the stop.
 impl Drop for Subscriber {
     fn drop(&mut self) {
         // Aborting the loop drops its task set, which aborts every follow-up and re-check.
-        if let Some(task) = self.task.take() {
+        if let Some(task) = self.task.get_mut().take() {
             task.abort();
         }
     }

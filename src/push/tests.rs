@@ -1,6 +1,7 @@
-//! The subscriber's logic against an in-process channel whose connections the test controls: the
-//! backoff (under paused time), re-checks after reconnects, coalescing, follow-ups, keepalives and
-//! shutdown. Real brokers are in `tests/push_postgres.rs` and `tests/push_redis.rs`.
+//! The subscriber's connection loop against an in-process channel whose connections the test
+//! controls, all under paused time: the backoff, re-checks after reconnects, keepalives, event
+//! hooks, settings and shutdown. What announcements cost is in `apply_tests.rs`; real brokers are
+//! in `tests/push_postgres.rs` and `tests/push_redis.rs`.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
@@ -16,18 +17,18 @@ use crate::{MemoryProvider, SecretCache, VersionId};
 /// A broker stand-in: `listen` fails while `refuse` is above zero, connections are unbounded
 /// channels the test writes into, and pings fail while `ping_fails` is set.
 #[derive(Default)]
-struct Script {
-    listens: AtomicU32,
-    refuse: AtomicU32,
-    ping_fails: AtomicBool,
+pub(super) struct Script {
+    pub(super) listens: AtomicU32,
+    pub(super) refuse: AtomicU32,
+    pub(super) ping_fails: AtomicBool,
     current: Mutex<Option<mpsc::UnboundedSender<Result<Vec<u8>>>>>,
 }
 
 #[derive(Clone, Default)]
-struct TestChannel(Arc<Script>);
+pub(super) struct TestChannel(pub(super) Arc<Script>);
 
 impl TestChannel {
-    fn send(&self, payload: impl Into<Vec<u8>>) {
+    pub(super) fn send(&self, payload: impl Into<Vec<u8>>) {
         let current = self.0.current.lock().unwrap();
         current
             .as_ref()
@@ -36,12 +37,12 @@ impl TestChannel {
             .unwrap();
     }
 
-    fn announce(&self, id: &str, version: &VersionId) {
+    pub(super) fn announce(&self, id: &str, version: &VersionId) {
         self.send(Announcement::new(id, version).unwrap().encode());
     }
 
     /// Ends the current connection with an error, as a broker killing it would.
-    fn kill(&self) {
+    pub(super) fn kill(&self) {
         if let Some(sender) = self.0.current.lock().unwrap().take() {
             let _ = sender.send(Err(
                 Error::new(ErrorKind::Transient).with_message("killed by the test")
@@ -50,7 +51,7 @@ impl TestChannel {
     }
 
     /// Whether the subscriber still holds a connection (its inbox is alive).
-    fn held(&self) -> bool {
+    pub(super) fn held(&self) -> bool {
         self.0
             .current
             .lock()
@@ -106,12 +107,12 @@ impl Channel for TestChannel {
     }
 }
 
-/// The next event `wanted` accepts, skipping others; fails after a minute (of paused or real time).
-async fn next(
+/// The next event `wanted` accepts, skipping others; fails after ten minutes (of paused time).
+pub(super) async fn next(
     events: &mut broadcast::Receiver<PushEvent>,
     wanted: impl Fn(&PushEvent) -> bool,
 ) -> PushEvent {
-    let found = tokio::time::timeout(Duration::from_secs(60), async {
+    let found = tokio::time::timeout(Duration::from_secs(600), async {
         loop {
             match events.recv().await {
                 Ok(event) if wanted(&event) => return event,
@@ -121,16 +122,19 @@ async fn next(
         }
     })
     .await;
-    found.expect("the expected event within a minute")
+    found.expect("the expected event within ten minutes")
 }
 
-fn store_with(id: &str, value: &str) -> (Arc<MemoryProvider>, VersionId) {
+pub(super) fn store_with(id: &str, value: &str) -> (Arc<MemoryProvider>, VersionId) {
     let store = Arc::new(MemoryProvider::new());
     let version = store.set(id, value);
     (store, version)
 }
 
-fn cache_over(store: &Arc<MemoryProvider>, min_refresh_interval: Duration) -> SecretCache {
+pub(super) fn cache_over(
+    store: &Arc<MemoryProvider>,
+    min_refresh_interval: Duration,
+) -> SecretCache {
     SecretCache::builder(store.clone())
         .ttl(Duration::from_secs(3600))
         .min_refresh_interval(min_refresh_interval)
@@ -221,7 +225,7 @@ async fn reconnects_back_off_exponentially_with_jitter_and_start_over_after_a_st
     assert_eq!(channel.0.listens.load(Ordering::SeqCst), 9);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn after_a_reconnect_every_watched_secret_is_rechecked() {
     let (store, _) = store_with("db", "one");
     let _ = store.set("api", "k1");
@@ -268,139 +272,7 @@ async fn after_a_reconnect_every_watched_secret_is_rechecked() {
     }
 }
 
-#[tokio::test]
-async fn announcements_are_coalesced_and_unknown_or_malformed_ones_cost_nothing() {
-    let (store, _) = store_with("db", "one");
-    let cache = cache_over(&store, Duration::from_secs(3600));
-    let handle = cache.handle_raw("db").await.unwrap();
-    let channel = TestChannel::default();
-    let subscriber = Subscriber::builder(channel.clone())
-        .cache(cache.clone())
-        .follow_up(Duration::from_millis(10), 2)
-        .start()
-        .unwrap();
-    let mut events = subscriber.subscribe();
-    let _ = next(&mut events, |e| {
-        matches!(
-            e,
-            PushEvent::Rechecked {
-                pass: RecheckPass::Confirming,
-                ..
-            }
-        )
-    })
-    .await;
-    let calls = (store.fetch_calls(), store.probe_calls());
-
-    for n in 0..100 {
-        channel.announce("nobody-watches", &VersionId::new(format!("v{n}")));
-    }
-    channel.send(&b"not json"[..]);
-    match next(&mut events, |e| matches!(e, PushEvent::Malformed { .. })).await {
-        PushEvent::Malformed { error, bytes } => {
-            assert_eq!(error.as_str(), "json");
-            assert_eq!(bytes, 8);
-        }
-        other => unreachable!("{other:?}"),
-    }
-    let stats = subscriber.stats();
-    assert_eq!((stats.ignored, stats.malformed), (100, 1));
-    assert_eq!((store.fetch_calls(), store.probe_calls()), calls);
-
-    // A thousand announcements of a version the store never had: the cache is rate-limited for an
-    // hour, so the subscriber's bounded follow-ups all end at the cache, and the value stays.
-    for _ in 0..1000 {
-        channel.announce("db", &VersionId::new("forged"));
-    }
-    let gave_up = next(&mut events, |e| {
-        matches!(e, PushEvent::Behind { retry_in: None, .. })
-    })
-    .await;
-    assert!(matches!(gave_up, PushEvent::Behind { ref held, .. } if held.as_str() == "v1"));
-    assert!(
-        eventually(|| subscriber.stats().relevant == 1000 && idle(&subscriber)).await,
-        "{:?}",
-        subscriber.stats()
-    );
-    let stats = subscriber.stats();
-    assert_eq!(stats.relevant, 1000);
-    // Each refresh task follows up twice at most; a new one starts only for announcements that
-    // arrive after the previous one ended.
-    assert!(stats.follow_ups >= 2, "{stats:?}");
-    assert!(
-        stats.refreshes < 50,
-        "announcements were not coalesced: {stats:?}"
-    );
-    assert_eq!((store.fetch_calls(), store.probe_calls()), calls);
-    assert_eq!(handle.load().current().expose_str(), Some("one"));
-}
-
-#[tokio::test]
-async fn a_cache_behind_the_announced_version_is_followed_up_until_it_catches_up() {
-    let (store, _) = store_with("db", "one");
-    let interval = Duration::from_secs(1);
-    let cache = cache_over(&store, interval);
-    let handle = cache.handle_raw("db").await.unwrap();
-    let channel = TestChannel::default();
-    let subscriber = Subscriber::builder(channel.clone())
-        .cache(cache)
-        .follow_up(interval, 3)
-        .start()
-        .unwrap();
-    let mut events = subscriber.subscribe();
-    let _ = next(&mut events, |e| {
-        matches!(
-            e,
-            PushEvent::Rechecked {
-                pass: RecheckPass::Confirming,
-                ..
-            }
-        )
-    })
-    .await;
-
-    // Force the rate limit: past the window of the re-check's store call, a refresh asks the
-    // store, and for a whole interval after it the announcement's refresh is answered from the
-    // cache; only the follow-up reaches the store.
-    tokio::time::sleep(interval).await;
-    let probes = store.probe_calls();
-    let _ = handle.cache().refresh("db").await.unwrap();
-    assert_eq!(store.probe_calls(), probes + 1);
-    let version = store.set("db", "two");
-    channel.announce("db", &version);
-    let behind = next(&mut events, |e| matches!(e, PushEvent::Behind { .. })).await;
-    assert!(
-        matches!(
-            behind,
-            PushEvent::Behind {
-                retry_in: Some(_),
-                ..
-            }
-        ),
-        "{behind:?}"
-    );
-    match next(&mut events, |e| matches!(e, PushEvent::Applied { .. })).await {
-        PushEvent::Applied {
-            id,
-            version: held,
-            announced,
-            follow_ups,
-            since_sent,
-            since_received,
-        } => {
-            assert_eq!(&*id, "db");
-            assert_eq!(held, version);
-            assert_eq!(announced, Some(version.clone()));
-            assert_eq!(follow_ups, 1);
-            assert!(since_received >= interval, "{since_received:?}");
-            assert!(since_sent.is_some());
-        }
-        other => unreachable!("{other:?}"),
-    }
-    assert_eq!(handle.load().version().id, version);
-}
-
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_panicking_event_hook_stops_neither_the_loop_nor_later_announcements() {
     let (store, _) = store_with("db", "one");
     let cache = cache_over(&store, Duration::ZERO);
@@ -465,7 +337,7 @@ async fn a_connection_that_stops_answering_pings_is_replaced() {
     let _ = next(&mut events, |e| matches!(e, PushEvent::Connected { .. })).await;
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn shutdown_and_drop_close_the_connection_and_stop_all_work() {
     let (store, _) = store_with("db", "one");
     let cache = cache_over(&store, Duration::ZERO);
@@ -498,7 +370,75 @@ async fn shutdown_and_drop_close_the_connection_and_stop_all_work() {
     assert_eq!(channel.0.listens.load(Ordering::SeqCst), 2);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
+async fn shutdown_and_drop_cancel_waiting_follow_ups_and_confirming_re_checks() {
+    let (store, _) = store_with("db", "one");
+    let interval = Duration::from_secs(1);
+    let cache = cache_over(&store, interval);
+    let handle = cache.handle_raw("db").await.unwrap();
+    for stop_by_drop in [false, true] {
+        // During a follow-up's wait.
+        let channel = TestChannel::default();
+        let subscriber = Arc::new(
+            Subscriber::builder(channel.clone())
+                .cache(cache.clone())
+                .follow_up(Duration::from_secs(5), 3)
+                .start()
+                .unwrap(),
+        );
+        let mut events = subscriber.subscribe();
+        settled(&mut events).await;
+        tokio::time::sleep(interval * 2).await;
+        channel.announce("db", &VersionId::new("not-yet-in-the-store"));
+        match next(&mut events, |e| matches!(e, PushEvent::Behind { .. })).await {
+            PushEvent::Behind { retry_in, .. } => assert!(retry_in.is_some()),
+            other => unreachable!("{other:?}"),
+        }
+        let calls = store_calls(&store);
+        let follow_ups = subscriber.stats().follow_ups;
+        if stop_by_drop {
+            drop(subscriber);
+        } else {
+            // From shared application state, twice.
+            let state = Arc::clone(&subscriber);
+            state.shutdown().await;
+            subscriber.shutdown().await;
+            assert_eq!(subscriber.stats().follow_ups, follow_ups);
+        }
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        assert_eq!(store_calls(&store), calls, "a follow-up ran after the stop");
+
+        // Between the re-check's immediate pass and its confirming one.
+        let channel = TestChannel::default();
+        let subscriber = Subscriber::builder(channel.clone())
+            .cache(cache.clone())
+            .follow_up(Duration::from_secs(5), 3)
+            .start()
+            .unwrap();
+        let mut events = subscriber.subscribe();
+        let _ = next(&mut events, |e| {
+            matches!(
+                e,
+                PushEvent::Rechecked {
+                    pass: RecheckPass::Immediate,
+                    ..
+                }
+            )
+        })
+        .await;
+        let calls = store_calls(&store);
+        if stop_by_drop {
+            drop(subscriber);
+        } else {
+            subscriber.shutdown().await;
+        }
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        assert_eq!(store_calls(&store), calls, "a re-check ran after the stop");
+    }
+    assert_eq!(handle.load().current().expose_str(), Some("one"));
+}
+
+#[tokio::test(start_paused = true)]
 async fn settings_that_cannot_work_are_refused() {
     let build = |f: fn(SubscriberBuilder) -> SubscriberBuilder| {
         f(Subscriber::builder(TestChannel::default()))
@@ -523,6 +463,29 @@ async fn settings_that_cannot_work_are_refused() {
     assert_eq!(build(|b| b.recheck_concurrency(0)), ErrorKind::Config);
     assert_eq!(build(|b| b.event_capacity(0)), ErrorKind::Config);
     assert_eq!(build(|b| b.spread(Duration::MAX)), ErrorKind::Config);
+    assert_eq!(build(|b| b.follow_up(Duration::ZERO, 3)), ErrorKind::Config);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_follow_up_delay_is_never_inside_a_caches_rate_limit() {
+    let (store, _) = store_with("db", "one");
+    let subscriber = Subscriber::builder(TestChannel::default())
+        .cache(cache_over(&store, Duration::from_secs(2)))
+        .follow_up(Duration::from_millis(10), 3)
+        .start()
+        .unwrap();
+    assert_eq!(subscriber.shared.follow_up_delay(), Duration::from_secs(2));
+    subscriber.add_cache(cache_over(&store, Duration::from_secs(7)));
+    assert_eq!(subscriber.shared.follow_up_delay(), Duration::from_secs(7));
+    subscriber.add_cache(cache_over(&store, Duration::from_secs(1)));
+    assert_eq!(subscriber.shared.follow_up_delay(), Duration::from_secs(7));
+
+    // By default: the longest interval of the caches, or a second when none has one.
+    let subscriber = Subscriber::builder(TestChannel::default())
+        .cache(cache_over(&store, Duration::ZERO))
+        .start()
+        .unwrap();
+    assert_eq!(subscriber.shared.follow_up_delay(), Duration::from_secs(1));
 }
 
 #[test]
@@ -535,13 +498,32 @@ fn starting_outside_a_runtime_is_a_config_error() {
 }
 
 /// Whether no refresh task is running or waiting.
-fn idle(subscriber: &Subscriber) -> bool {
-    let pending = subscriber.shared.pending.lock().unwrap();
-    pending.values().all(|entry| !entry.is_running())
+pub(super) fn idle(subscriber: &Subscriber) -> bool {
+    subscriber.shared.pending.lock().unwrap().is_idle()
 }
 
-/// Polls `condition` every 10 ms for up to ten seconds.
-async fn eventually(condition: impl Fn() -> bool) -> bool {
+/// Store calls so far: fetches and probes.
+pub(super) fn store_calls(store: &MemoryProvider) -> u64 {
+    store.fetch_calls() + store.probe_calls()
+}
+
+/// Waits for the confirming pass of the re-check after the first connection: from then on the
+/// subscriber does nothing until told.
+pub(super) async fn settled(events: &mut broadcast::Receiver<PushEvent>) {
+    let _ = next(events, |e| {
+        matches!(
+            e,
+            PushEvent::Rechecked {
+                pass: RecheckPass::Confirming,
+                ..
+            }
+        )
+    })
+    .await;
+}
+
+/// Polls `condition` every 10 ms for up to ten seconds (of paused time).
+pub(super) async fn eventually(condition: impl Fn() -> bool) -> bool {
     for _ in 0..1000 {
         if condition() {
             return true;
