@@ -137,7 +137,7 @@ pub use self::{
     builder::RotatorBuilder,
     events::{Activity, Outcome, RotationEvent},
     memory::MemoryRotationStore,
-    password::{FORBIDDEN, PasswordPolicy},
+    password::PasswordPolicy,
     postgres::PostgresTarget,
     protocol::{RotationOutcome, Rotator, Step, StepOutcome},
     schedule::{Attempts, Schedule, ScheduledRotation, Window},
