@@ -2,6 +2,7 @@
 //! stores are exercised by the integration tests).
 
 mod recovery;
+mod schedule;
 mod steps;
 
 use std::collections::{HashMap, HashSet};
