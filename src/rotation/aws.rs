@@ -13,8 +13,11 @@ use crate::value::{SecretValue, Selector, Stage, VersionId, Versioned};
 
 const CURRENT: &str = "AWSCURRENT";
 const PENDING: &str = "AWSPENDING";
-/// While a rotation is under way, marks the version its pending version was made from.
-const BASE: &str = "credswap-base";
+/// Prefix of the stage label that, while a rotation is under way, names on its pending version the
+/// version it was made from: `credswap-base-<version id>`. On the pending version, because a
+/// write moves `AWSCURRENT` and `AWSPREVIOUS` (moto replaces the old current version's labels
+/// wholesale) and leaves the pending version's labels alone.
+const BASE_PREFIX: &str = "credswap-base-";
 
 /// `VersionIdsToStages`: (version id, its labels).
 type Stages = Vec<(String, Vec<String>)>;
@@ -23,20 +26,20 @@ type Stages = Vec<(String, Vec<String>)>;
 /// interoperates with AWS's console, `RotateSecret` and rotation functions:
 ///
 /// - The rotation token is the new version's id (`ClientRequestToken`).
-/// - `create`: `PutSecretValue(ClientRequestToken = token, SecretString, VersionStages = [AWSPENDING])`
-///   (idempotent in AWS for the same token and value), then the label `credswap-base` on the
-///   current version the pending one was made from.
+/// - `create`: `PutSecretValue(ClientRequestToken = token, SecretString, VersionStages =
+///   [AWSPENDING, credswap-base-<base>])` (idempotent in AWS for the same token and value), where
+///   `<base>` is the current version the pending one was made from.
 /// - A rotation is under way when `AWSPENDING` is on a version that is not `AWSCURRENT`
 ///   (`DescribeSecret`'s `VersionIdsToStages`), which is what `RotateSecret` itself checks. `set`
 ///   and `test` act only on the version that holds `AWSPENDING`.
-/// - `finish`: refused with [`ErrorKind::Conflict`] when `AWSCURRENT` is no longer on the
-///   `credswap-base` version (someone wrote the secret during the rotation: promoting would throw
-///   their write away); otherwise `UpdateSecretVersionStage(AWSCURRENT, MoveToVersionId = token,
-///   RemoveFromVersionId = <current>)`. AWS refuses the move when `RemoveFromVersionId` no longer
-///   holds `AWSCURRENT`, so two finishers cannot both win, and moves `AWSPREVIOUS` to the old
-///   version by itself. Then `AWSPENDING` and `credswap-base` are removed. A pending version
-///   written by someone else (AWS's own rotation functions) has no `credswap-base`, and its
-///   promotion is not checked.
+/// - `finish`: refused with [`ErrorKind::Conflict`] when `AWSCURRENT` is no longer on `<base>`
+///   (someone wrote the secret during the rotation: promoting would throw their write away);
+///   otherwise `UpdateSecretVersionStage(AWSCURRENT, MoveToVersionId = token, RemoveFromVersionId =
+///   <current>)`. AWS refuses the move when `RemoveFromVersionId` no longer holds `AWSCURRENT`, so
+///   two finishers cannot both win, and moves `AWSPREVIOUS` to the old version by itself. Then
+///   `AWSPENDING` and the `credswap-base-…` label are removed. A pending version written by
+///   someone else (AWS's own rotation functions) has no such label, and its promotion is not
+///   checked.
 /// - Rollback and abort: `UpdateSecretVersionStage(AWSPENDING, RemoveFromVersionId = token)`; the
 ///   unlabelled version is deprecated and AWS deletes it eventually. A later `create` with the same
 ///   token takes it up again (AWS refuses a second value for a token), but never a version that
@@ -134,14 +137,20 @@ impl AwsRotationStore {
         Err(error)
     }
 
-    /// Removes the base mark, unless a rotation is under way (whose base it is).
-    async fn clear_base(&self, id: &str, stages: &Stages) -> Result<()> {
-        match holder(stages, BASE) {
-            Some(base) if pending_of(stages).is_none() => {
-                self.move_stage(id, BASE, None, Some(base)).await
+    /// Removes every base label but the pending version's (the rotation under way needs it):
+    /// the promoted or rolled-back version's, and any a crash left behind.
+    async fn clear_bases(&self, id: &str) -> Result<()> {
+        let stages = self.stages(id).await?;
+        let pending = pending_of(&stages);
+        for (version, labels) in &stages {
+            if Some(version.as_str()) == pending {
+                continue;
             }
-            _ => Ok(()),
+            for label in labels.iter().filter(|l| l.starts_with(BASE_PREFIX)) {
+                self.move_stage(id, label, None, Some(version)).await?;
+            }
         }
+        Ok(())
     }
 }
 
@@ -166,6 +175,13 @@ fn has(stages: &Stages, version: &str, stage: &str) -> bool {
 /// The version under rotation: `AWSPENDING` on a version that is not current.
 fn pending_of(stages: &Stages) -> Option<&str> {
     holder(stages, PENDING).filter(|version| !has(stages, version, CURRENT))
+}
+
+/// The version `version` was made from, as its base label says.
+fn base_of<'a>(stages: &'a Stages, version: &str) -> Option<&'a str> {
+    labels(stages, version)
+        .iter()
+        .find_map(|label| label.strip_prefix(BASE_PREFIX))
 }
 
 fn conflict(id: &str, message: String) -> Error {
@@ -302,6 +318,7 @@ impl RotationStore for AwsRotationStore {
         }
         // A re-run keeps the base its rotation began from.
         let rerun = pending_of(&stages) == Some(token);
+        let base_label = format!("{BASE_PREFIX}{base}");
         let text = value
             .expose_str()
             .ok_or_else(|| Error::invalid_request(id, "a pending value must be text"))?;
@@ -312,20 +329,21 @@ impl RotationStore for AwsRotationStore {
             .client_request_token(token)
             .secret_string(text)
             .version_stages(PENDING)
+            .version_stages(&base_label)
             .send()
             .await
             .map_err(|e| sdk_error(id, "PutSecretValue", e))?;
-        // AWS moves a stage label to the version named; make sure ours holds it (a re-run of an
-        // unlabelled version of the same token, or moto, may not have moved it).
+        // AWS changes nothing for a token it already holds with this value: a version a rollback
+        // left unlabelled gets its labels back here (older moto, too, may not have moved them).
         let stages = self.stages(id).await?;
         if !has(&stages, token, PENDING) {
             let from = holder(&stages, PENDING).map(str::to_owned);
             self.move_stage(id, PENDING, Some(token), from.as_deref())
                 .await?;
         }
-        let marked = holder(&stages, BASE);
-        if !rerun && marked != Some(base.as_str()) {
-            self.move_stage(id, BASE, Some(base.as_str()), marked)
+        if !rerun && base_of(&stages, token) != Some(base.as_str()) {
+            let from = holder(&stages, &base_label).map(str::to_owned);
+            self.move_stage(id, &base_label, Some(token), from.as_deref())
                 .await?;
         }
         Ok(())
@@ -343,7 +361,7 @@ impl RotationStore for AwsRotationStore {
                 );
             }
             let current = holder(&stages, CURRENT).map(str::to_owned);
-            if let Some(base) = holder(&stages, BASE) {
+            if let Some(base) = base_of(&stages, token) {
                 if current.as_deref() != Some(base) {
                     return Err(conflict(
                         id,
@@ -360,12 +378,11 @@ impl RotationStore for AwsRotationStore {
                 .await?;
         }
         // AWS leaves AWSPENDING on the promoted version; a later rotation must not mistake it.
-        let mut stages = self.stages(id).await?;
+        let stages = self.stages(id).await?;
         if has(&stages, token, PENDING) {
             self.move_stage(id, PENDING, None, Some(token)).await?;
-            stages = self.stages(id).await?;
         }
-        self.clear_base(id, &stages).await?;
+        self.clear_bases(id).await?;
         Ok(VersionId::new(token))
     }
 
@@ -373,8 +390,7 @@ impl RotationStore for AwsRotationStore {
         let stages = self.stages(id).await?;
         if pending_of(&stages) == Some(token) {
             self.move_stage(id, PENDING, None, Some(token)).await?;
-            let stages = self.stages(id).await?;
-            self.clear_base(id, &stages).await?;
+            self.clear_bases(id).await?;
         }
         Ok(())
     }
