@@ -263,3 +263,29 @@ async fn no_password_in_logs_events_errors_or_debug_output() {
     let passwords: Vec<&str> = passwords.iter().map(String::as_str).collect();
     assert_none_of(&passwords, &everything);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_over_the_timeout_is_cancelled_and_the_rotation_rolled_back() {
+    let (pg, admin) = postgres(&[]).await;
+    let port = pg.port();
+    create_role(&admin, "slow", "Initial-Slow-0001").await;
+    let store = Arc::new(MemoryRotationStore::new());
+    let before = store.set("slow", rds_json(port, "slow", "Initial-Slow-0001"));
+    // A test query that would run for a minute: the server cancels it at the timeout.
+    let rotator = Rotator::builder(
+        store.clone(),
+        Arc::new(
+            PostgresTarget::new()
+                .test_query("SELECT pg_sleep(60)")
+                .statement_timeout(std::time::Duration::from_millis(200)),
+        ),
+    )
+    .build()
+    .unwrap();
+    let err = rotator.rotate("slow").await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::RolledBack, "{err}");
+    // 57014: query_canceled, by statement_timeout.
+    assert!(err.to_string().contains("SQLSTATE 57014"), "{err}");
+    assert_eq!(store.current("slow").await.unwrap().version.id, before);
+    assert!(logs_in(port, "slow", "Initial-Slow-0001").await);
+}

@@ -474,3 +474,53 @@ where
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn location(ssl_mode: Option<&str>) -> PgCredentials {
+        let mut secret = serde_json::json!({
+            "host": "db.internal", "port": 5432, "username": "app", "password": "Pw-Location-1",
+        });
+        if let Some(mode) = ssl_mode {
+            secret["ssl_mode"] = mode.into();
+        }
+        serde_json::from_value(secret).unwrap()
+    }
+
+    fn config_of<T>(target: &PostgresTarget<T>, ssl_mode: Option<&str>) -> Result<Config> {
+        let password = SecretString::from("Pw-Admin-1");
+        target.config("db", &location(ssl_mode), "rotator", &password)
+    }
+
+    /// Stands for a real connector (rustls, openssl): only its type matters here.
+    #[derive(Clone)]
+    struct SomeTls;
+
+    #[test]
+    fn the_secrets_ssl_mode_raises_tls_and_needs_a_connector() {
+        let plain = PostgresTarget::new();
+        for mode in [None, Some("disable"), Some("prefer"), Some("allow")] {
+            let config = config_of(&plain, mode).unwrap();
+            assert_eq!(config.get_ssl_mode(), SslMode::Prefer, "{mode:?}");
+        }
+        for mode in ["require", "verify-ca", "verify-full", "VERIFY_FULL"] {
+            let err = config_of(&plain, Some(mode)).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Config, "{mode}: {err}");
+            assert!(err.to_string().contains("PostgresTarget::tls"), "{err}");
+            let with_tls = PostgresTarget::new().tls(SomeTls);
+            let config = config_of(&with_tls, Some(mode)).unwrap();
+            assert_eq!(config.get_ssl_mode(), SslMode::Require, "{mode}");
+        }
+        // A connection that itself asks for TLS needs a connector too.
+        let mut required = Config::new();
+        let _ = required.ssl_mode(SslMode::Require);
+        let err = config_of(&PostgresTarget::new().connection(required), None).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Config, "{err}");
+        // A mode nobody knows is not guessed at.
+        let err = config_of(&plain, Some("requir")).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Config, "{err}");
+        assert!(!err.to_string().contains("Pw-"), "{err}");
+    }
+}
