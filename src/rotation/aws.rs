@@ -277,9 +277,13 @@ impl RotationStore for AwsRotationStore {
         if stages.contains(&Stage::Pending) {
             return Ok(Some(found.value));
         }
-        if stages.is_empty() {
-            // Unlabelled: a rolled-back pending version, or an old current one AWS has not
-            // deleted yet. Only the first is newer than the current version.
+        // A base label a crash left behind does not count.
+        let unlabelled = stages
+            .iter()
+            .all(|stage| matches!(stage, Stage::Custom(label) if label.starts_with(BASE_PREFIX)));
+        if unlabelled {
+            // A rolled-back pending version, or an old current one AWS has not deleted yet. Only
+            // the first is newer than the current version.
             let current = self.current(id).await?.version.created_at;
             if let (Some(made), Some(current)) = (found.version.created_at, current) {
                 if made > current {
@@ -342,6 +346,13 @@ impl RotationStore for AwsRotationStore {
                 .await?;
         }
         if !rerun && base_of(&stages, token) != Some(base.as_str()) {
+            // A label a crash left on this version names an older base: it goes first.
+            for stale in labels(&stages, token)
+                .iter()
+                .filter(|label| label.starts_with(BASE_PREFIX))
+            {
+                self.move_stage(id, stale, None, Some(token)).await?;
+            }
             let from = holder(&stages, &base_label).map(str::to_owned);
             self.move_stage(id, &base_label, Some(token), from.as_deref())
                 .await?;
