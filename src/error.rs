@@ -29,14 +29,15 @@ pub enum ErrorKind {
     AuthRejected,
     /// The cache or a component was configured in a way that cannot work.
     Config,
-    /// The cache this handle belongs to has been dropped.
+    /// The cache (or session, or schedule) was shut down or dropped.
     Closed,
     /// Someone else got there first: a rotation of this secret is already under way, or a
     /// check-and-set write lost to a concurrent writer. Nothing was changed by this call.
     Conflict,
-    /// A rotation's `test` step failed and the rotation was undone: the database is back on the
-    /// current credential and the pending version is gone from the store. The message says which
-    /// step failed and what was restored.
+    /// A rotation could not complete and was undone: its `test` step failed, or its `finish` found
+    /// the secret written by someone else meanwhile. The database is back on the current
+    /// credential and the pending version is gone from the store. The message says which step
+    /// failed and what was restored.
     RolledBack,
 }
 

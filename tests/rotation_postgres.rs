@@ -14,7 +14,7 @@ use credswap::rotation::{
 };
 use credswap::testkit::PostgresServer;
 use credswap::{ErrorKind, SecretValue};
-use rotation_common::{create_role, login_of, logs_in, postgres, rds_json};
+use rotation_common::{Hooked, RecordPending, create_role, login_of, logs_in, postgres, rds_json};
 
 fn rotator_for(
     store: &Arc<MemoryRotationStore>,
@@ -34,10 +34,18 @@ fn rotator_for(
         .unwrap()
 }
 
-/// Every password a secret has had, from the store's current and previous versions as rotations
-/// went by.
+/// The password of a secret's current version.
 async fn password_of(store: &MemoryRotationStore, id: &str) -> String {
     login_of(&store.current(id).await.unwrap().value).1
+}
+
+/// `store`, recording the password of every pending version written through it (rolled-back
+/// ones too, which the store itself no longer shows as pending).
+fn recording(store: &Arc<MemoryRotationStore>) -> Arc<Hooked<RecordPending>> {
+    Arc::new(Hooked {
+        inner: store.clone(),
+        hooks: RecordPending::default(),
+    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -60,9 +68,10 @@ async fn no_password_reaches_the_server_log_with_log_statement_all() {
         assert!(pair.rotate("pair").await.unwrap().rotated());
         rotated.push(password_of(&store, "pair").await);
     }
-    // A rolled-back rotation sends the restored password as a verifier too.
+    // A rolled-back rotation sends its untested password, and the restored one, as verifiers too.
+    let recorded = recording(&store);
     let failing = Rotator::builder(
-        store.clone(),
+        recorded.clone(),
         Arc::new(PostgresTarget::new().test_query("SELECT * FROM no_such_table")),
     )
     .build()
@@ -71,6 +80,13 @@ async fn no_password_reaches_the_server_log_with_log_statement_all() {
     assert_eq!(err.kind(), ErrorKind::RolledBack, "{err}");
     let (user, password) = login_of(&store.current("single").await.unwrap().value);
     assert!(logs_in(port, &user, &password).await);
+    let rolled_back = recorded.hooks.passwords.lock().unwrap().clone();
+    assert_eq!(rolled_back.len(), 1);
+    assert!(
+        !logs_in(port, &user, &rolled_back[0]).await,
+        "it was rolled back"
+    );
+    rotated.extend(rolled_back);
 
     let log = pg.log();
     assert!(
@@ -171,8 +187,9 @@ async fn no_password_in_logs_events_errors_or_debug_output() {
         passwords.push(password_of(&store, "db").await);
     }
     // Failures: a rolled-back rotation and a half-done one.
+    let recorded = recording(&store);
     let failing = Rotator::builder(
-        store.clone(),
+        recorded.clone(),
         Arc::new(
             PostgresTarget::new()
                 .admin(
@@ -194,8 +211,21 @@ async fn no_password_in_logs_events_errors_or_debug_output() {
         .await
         .unwrap();
     let pending = store.read_pending("db", token).await.unwrap().unwrap();
-    passwords.push(login_of(&pending).1);
-    let under_way = rotator.rotate("db").await.unwrap();
+    // Every pending password, the rolled-back one included.
+    passwords.extend(recorded.hooks.passwords.lock().unwrap().iter().cloned());
+    assert!(passwords.contains(&login_of(&pending).1));
+    let patient = Rotator::builder(
+        store.clone(),
+        Arc::new(PostgresTarget::new().admin(
+            PostgresServer::SUPERUSER,
+            pg.superuser_password().to_owned(),
+        )),
+    )
+    .strategy(Strategy::alternating_users())
+    .resume_orphaned(false)
+    .build()
+    .unwrap();
+    let under_way = patient.rotate("db").await.unwrap();
     assert!(matches!(under_way, RotationOutcome::UnderWay { .. }));
     printed.push(format!("{under_way:?} {pending:?} {store:?}"));
     assert_eq!(failing.abort("db").await.unwrap().as_deref(), Some(token));
@@ -232,4 +262,30 @@ async fn no_password_in_logs_events_errors_or_debug_output() {
     let everything = format!("{logs}\n{}", printed.join("\n"));
     let passwords: Vec<&str> = passwords.iter().map(String::as_str).collect();
     assert_none_of(&passwords, &everything);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_over_the_timeout_is_cancelled_and_the_rotation_rolled_back() {
+    let (pg, admin) = postgres(&[]).await;
+    let port = pg.port();
+    create_role(&admin, "slow", "Initial-Slow-0001").await;
+    let store = Arc::new(MemoryRotationStore::new());
+    let before = store.set("slow", rds_json(port, "slow", "Initial-Slow-0001"));
+    // A test query that would run for a minute: the server cancels it at the timeout.
+    let rotator = Rotator::builder(
+        store.clone(),
+        Arc::new(
+            PostgresTarget::new()
+                .test_query("SELECT pg_sleep(60)")
+                .statement_timeout(std::time::Duration::from_millis(200)),
+        ),
+    )
+    .build()
+    .unwrap();
+    let err = rotator.rotate("slow").await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::RolledBack, "{err}");
+    // 57014: query_canceled, by statement_timeout.
+    assert!(err.to_string().contains("SQLSTATE 57014"), "{err}");
+    assert_eq!(store.current("slow").await.unwrap().version.id, before);
+    assert!(logs_in(port, "slow", "Initial-Slow-0001").await);
 }

@@ -8,13 +8,19 @@
 //! ## Three ways to run it
 //!
 //! **A job or an operator's command**: [`Rotator::rotate`](crate::rotation::Rotator::rotate) runs
-//! all four steps under one lock. Run it from as many replicas as you like: one rotates, the others
-//! get [`RotationOutcome::UnderWay`](crate::rotation::RotationOutcome::UnderWay).
+//! all four steps under one lock. Replicas that call it *at the same time* rotate once: one
+//! rotates, the others get [`RotationOutcome::UnderWay`](crate::rotation::RotationOutcome::UnderWay).
+//! Calls one after another each rotate; use
+//! [`Rotator::rotate_if_due`](crate::rotation::Rotator::rotate_if_due) to skip a secret rotated a
+//! moment ago.
 //!
 //! **A service that rotates its own secret**: [`Rotator::schedule`](crate::rotation::Rotator::schedule)
 //! with a [`Schedule`](crate::rotation::Schedule) (a period, jitter, an optional daily UTC window).
-//! Each attempt skips a secret rotated less than half a period ago, so replicas on the same
-//! schedule rotate once per period.
+//! Each attempt skips a secret younger than the schedule's minimum age (half a period by default),
+//! so replicas whose attempts fall within that of each other rotate once; replicas started further
+//! apart may each rotate in a period (raise the minimum age toward the period if that matters).
+//! Failed attempts back off exponentially up to a period; failures that need a person (a
+//! rollback, a configuration or permission error) wait a full period and log a warning.
 //!
 //! **The body of an AWS Secrets Manager rotation function**: AWS invokes the function four times
 //! per rotation with `SecretId`, `ClientRequestToken` and `Step`; [`Rotator::step`](crate::rotation::Rotator::step)
@@ -62,24 +68,32 @@
 //! | | AWS's PostgreSQL Lambdas, Vault's database plugin | this engine |
 //! |---|---|---|
 //! | password in SQL | `ALTER USER … WITH PASSWORD '<plaintext>'`: in the statement log | a client-computed SCRAM-SHA-256 verifier only |
-//! | idempotence | re-checks state in each step | the same, per token, and tested by crashing after every step |
+//! | idempotence | re-checks state in each step | the same, per token; tested against real stores by stopping after `create`, `set` and `test` and by losing the store's answer after the pending write and after the promotion |
 //! | failed test | the database keeps the new password, the rotation is marked failed | the database goes back to the current credential, the pending version is removed |
-//! | concurrent rotators | one per AWS rotation / Vault's own queue | advisory lock per secret plus the store's check-and-set |
+//! | a write during the rotation | AWS's `finishSecret` promotes over it (the write becomes `AWSPREVIOUS`) | `finish` refuses, the database goes back to the written credential |
+//! | concurrent rotators | one per AWS rotation / Vault's own queue | advisory lock per secret (keyed by its ARN or KV path, however it is spelled) plus the store's check-and-set |
 //!
 //! ## When something fails
 //!
 //! | what happened | what you see | what to do |
 //! |---|---|---|
 //! | `test` failed, rollback succeeded | [`ErrorKind::RolledBack`](crate::ErrorKind::RolledBack): which step failed, what was restored | fix the cause (grants, `pg_hba.conf`, the test query) and rotate again |
-//! | `test` failed, rollback failed too | the rollback's error kind, a message saying `ROLLBACK FAILED` | [`Rotator::abort`](crate::rotation::Rotator::abort) retries the rollback |
-//! | the rotator died mid-rotation | later rotations answer `UnderWay` with the token | [`Rotator::resume`](crate::rotation::Rotator::resume) finishes it, `abort` undoes it |
+//! | `test` failed, rollback failed too | the rollback's error kind, a message saying `ROLLBACK FAILED` and whether the database was restored | [`Rotator::abort`](crate::rotation::Rotator::abort) retries the rollback |
+//! | the rotator died mid-rotation | the next `rotate` (or scheduled attempt) finishes it with its token; with [`resume_orphaned(false)`](crate::rotation::RotatorBuilder::resume_orphaned), `UnderWay` with the token | nothing; or [`Rotator::resume`](crate::rotation::Rotator::resume) finishes it, `abort` undoes it |
 //! | another rotator is running | `UnderWay` from `rotate`, [`ErrorKind::Conflict`](crate::ErrorKind::Conflict) from `step` | nothing |
-//! | someone wrote the secret during the rotation | `Conflict` at `finish` (the store's check-and-set) | `abort`, then rotate again |
+//! | a late or repeated step for an older token | `NotFound` (no rotation under way) or `Conflict` (another one is); nothing changed | nothing |
+//! | someone wrote the secret during the rotation | `RolledBack` at `finish`: the store refused to promote, the database was put back on the written credential and the pending version removed | rotate again |
 //!
 //! With single user, a rotator that dies between `set` and `finish` leaves a database that accepts
-//! only the pending password: consumers whose cache holds the current one are rejected until
-//! `resume` or `abort`. Alternating users never have that window. Run `resume` from the same
-//! schedule (or alert on `UnderWay` with the same token twice).
+//! only the pending password: consumers whose cache holds the current one are rejected until the
+//! next `rotate` finishes the rotation (or `abort` undoes it). Alternating users never have that
+//! window. A schedule's next attempt finishes it; a job that runs rarely should run `resume` soon
+//! after a failure.
+//!
+//! The engine's database sessions run under a `statement_timeout` (30 s by default,
+//! [`PostgresTarget::statement_timeout`](crate::rotation::PostgresTarget::statement_timeout)), so
+//! a role locked by another session fails the step instead of holding the rotation lock. The
+//! secret's `ssl_mode` is honoured: `require` and `verify-*` need a TLS connector on the target.
 //!
 //! ## Least privilege
 //!

@@ -77,8 +77,24 @@ fn to_system_time(date: &aws_smithy_types::DateTime) -> Option<SystemTime> {
     SystemTime::try_from(*date).ok()
 }
 
+impl AwsSecretsManagerProvider {
+    /// [`map_sdk_error`], reachable from outside this private module (the rotation store maps its
+    /// errors the same way).
+    #[cfg(feature = "rotation")]
+    pub(crate) fn map_sdk_error<E>(
+        id: &str,
+        operation: &str,
+        error: SdkError<E, HttpResponse>,
+    ) -> Error
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
+        map_sdk_error(id, operation, error)
+    }
+}
+
 /// Maps an SDK error of `operation` on secret `id` to our kinds.
-fn map_sdk_error<E>(id: &str, operation: &str, error: SdkError<E, HttpResponse>) -> Error
+pub(crate) fn map_sdk_error<E>(id: &str, operation: &str, error: SdkError<E, HttpResponse>) -> Error
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {

@@ -2,6 +2,9 @@
 
 use async_trait::async_trait;
 use aws_sdk_secretsmanager::Client;
+use aws_sdk_secretsmanager::config::http::HttpResponse;
+use aws_sdk_secretsmanager::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_secretsmanager::operation::describe_secret::DescribeSecretOutput;
 
 use super::store::RotationStore;
 use crate::error::{Error, ErrorKind, Result};
@@ -10,24 +13,43 @@ use crate::value::{SecretValue, Selector, Stage, VersionId, Versioned};
 
 const CURRENT: &str = "AWSCURRENT";
 const PENDING: &str = "AWSPENDING";
+/// Prefix of the stage label that, while a rotation is under way, names on its pending version the
+/// version it was made from: `credswap-base-<version id>`. On the pending version, because a
+/// write moves `AWSCURRENT` and `AWSPREVIOUS` (moto replaces the old current version's labels
+/// wholesale) and leaves the pending version's labels alone.
+const BASE_PREFIX: &str = "credswap-base-";
+
+/// `VersionIdsToStages`: (version id, its labels).
+type Stages = Vec<(String, Vec<String>)>;
 
 /// A [`RotationStore`] over AWS Secrets Manager, following AWS's own rotation protocol, so it
 /// interoperates with AWS's console, `RotateSecret` and rotation functions:
 ///
 /// - The rotation token is the new version's id (`ClientRequestToken`).
-/// - `create`: `PutSecretValue(ClientRequestToken = token, SecretString, VersionStages = [AWSPENDING])`
-///   (idempotent in AWS for the same token and value; a version of the token that lost its label
-///   is labelled again).
+/// - `create`: `PutSecretValue(ClientRequestToken = token, SecretString, VersionStages =
+///   [AWSPENDING, credswap-base-<base>])` (idempotent in AWS for the same token and value), where
+///   `<base>` is the current version the pending one was made from.
 /// - A rotation is under way when `AWSPENDING` is on a version that is not `AWSCURRENT`
-///   (`DescribeSecret`'s `VersionIdsToStages`), which is what `RotateSecret` itself checks.
-/// - `finish`: `UpdateSecretVersionStage(AWSCURRENT, MoveToVersionId = token,
-///   RemoveFromVersionId = <current>)`. AWS refuses the move when `RemoveFromVersionId` no longer
-///   holds `AWSCURRENT`, so two finishers cannot both win, and moves `AWSPREVIOUS` to the old
-///   version by itself. Then `AWSPENDING` is removed from the token.
+///   (`DescribeSecret`'s `VersionIdsToStages`), which is what `RotateSecret` itself checks. `set`
+///   and `test` act only on the version that holds `AWSPENDING`.
+/// - `finish`: refused with [`ErrorKind::Conflict`] when `AWSCURRENT` is no longer on `<base>`
+///   (someone wrote the secret during the rotation: promoting would throw their write away);
+///   otherwise `UpdateSecretVersionStage(AWSCURRENT, MoveToVersionId = token, RemoveFromVersionId =
+///   <current>)`. AWS refuses the move when `RemoveFromVersionId` no longer holds `AWSCURRENT`, so
+///   two finishers cannot both win, and moves `AWSPREVIOUS` to the old version by itself. Then
+///   `AWSPENDING` and the `credswap-base-…` label are removed. A pending version written by
+///   someone else (AWS's own rotation functions) has no such label, and its promotion is not
+///   checked.
 /// - Rollback and abort: `UpdateSecretVersionStage(AWSPENDING, RemoveFromVersionId = token)`; the
-///   unlabelled version is deprecated and AWS deletes it eventually.
+///   unlabelled version is deprecated and AWS deletes it eventually. A later `create` with the same
+///   token takes it up again (AWS refuses a second value for a token), but never a version that
+///   is not newer than the current one: a finished rotation's token cannot start another.
+/// - The rotation lock and the audit trail name the secret by its ARN (`DescribeSecret`), so a
+///   rotation function (which gets the ARN) and a job (which may use the name) take one lock.
 ///
-/// Reads go through [`AwsSecretsManagerProvider`], so errors map to the same kinds.
+/// Reads go through [`AwsSecretsManagerProvider`], and errors map to the same kinds; besides,
+/// a token already used for another value (`ResourceExistsException`) and a stage moved by
+/// someone else between our read and our move are [`ErrorKind::Conflict`].
 ///
 /// IAM actions: `secretsmanager:GetSecretValue`, `DescribeSecret`, `PutSecretValue`,
 /// `UpdateSecretVersionStage` on the rotated secrets (see [`docs::rotation`](crate::docs::rotation)).
@@ -55,16 +77,20 @@ impl AwsRotationStore {
         self.provider.client()
     }
 
-    /// `VersionIdsToStages`.
-    async fn stages(&self, id: &str) -> Result<Vec<(String, Vec<String>)>> {
-        let output = self
-            .client()
+    async fn describe(&self, id: &str) -> Result<DescribeSecretOutput> {
+        self.client()
             .describe_secret()
             .secret_id(id)
             .send()
             .await
-            .map_err(|e| sdk_error(id, "DescribeSecret", e))?;
-        Ok(output
+            .map_err(|e| sdk_error(id, "DescribeSecret", e))
+    }
+
+    /// `VersionIdsToStages`.
+    async fn stages(&self, id: &str) -> Result<Stages> {
+        Ok(self
+            .describe(id)
+            .await?
             .version_ids_to_stages()
             .map(|map| {
                 map.iter()
@@ -82,7 +108,7 @@ impl AwsRotationStore {
         move_to: Option<&str>,
         remove_from: Option<&str>,
     ) -> Result<()> {
-        let _ = self
+        let sent = self
             .client()
             .update_secret_version_stage()
             .secret_id(id)
@@ -90,85 +116,109 @@ impl AwsRotationStore {
             .set_move_to_version_id(move_to.map(str::to_owned))
             .set_remove_from_version_id(remove_from.map(str::to_owned))
             .send()
-            .await
-            .map_err(|e| sdk_error(id, "UpdateSecretVersionStage", e))?;
+            .await;
+        let Err(error) = sent else {
+            return Ok(());
+        };
+        let error = sdk_error(id, "UpdateSecretVersionStage", error);
+        // AWS refuses a move whose `RemoveFromVersionId` no longer holds the label. Rather than
+        // read AWS's wording, look: if the label has left that version, someone moved it after we
+        // read the stages.
+        if let (ErrorKind::InvalidRequest, Some(from)) = (error.kind(), remove_from) {
+            if !has(&self.stages(id).await?, from, stage) {
+                return Err(Error::new(ErrorKind::Conflict)
+                    .with_id(id)
+                    .with_message(format!(
+                        "{stage} left version {from} while this rotation was moving it: another \
+                         writer got there first"
+                    )));
+            }
+        }
+        Err(error)
+    }
+
+    /// Removes every base label but the pending version's (the rotation under way needs it):
+    /// the promoted or rolled-back version's, and any a crash left behind.
+    async fn clear_bases(&self, id: &str) -> Result<()> {
+        let stages = self.stages(id).await?;
+        let pending = pending_of(&stages);
+        for (version, labels) in &stages {
+            if Some(version.as_str()) == pending {
+                continue;
+            }
+            for label in labels.iter().filter(|l| l.starts_with(BASE_PREFIX)) {
+                self.move_stage(id, label, None, Some(version)).await?;
+            }
+        }
         Ok(())
     }
 }
 
-fn holder<'a>(stages: &'a [(String, Vec<String>)], stage: &str) -> Option<&'a str> {
+fn holder<'a>(stages: &'a Stages, stage: &str) -> Option<&'a str> {
     stages
         .iter()
         .find(|(_, labels)| labels.iter().any(|l| l == stage))
         .map(|(version, _)| version.as_str())
 }
 
-fn labels<'a>(stages: &'a [(String, Vec<String>)], version: &str) -> &'a [String] {
+fn labels<'a>(stages: &'a Stages, version: &str) -> &'a [String] {
     stages
         .iter()
         .find(|(v, _)| v == version)
         .map_or(&[], |(_, labels)| labels.as_slice())
 }
 
-fn has(stages: &[(String, Vec<String>)], version: &str, stage: &str) -> bool {
+fn has(stages: &Stages, version: &str, stage: &str) -> bool {
     labels(stages, version).iter().any(|l| l == stage)
 }
 
 /// The version under rotation: `AWSPENDING` on a version that is not current.
-fn pending_of(stages: &[(String, Vec<String>)]) -> Option<&str> {
+fn pending_of(stages: &Stages) -> Option<&str> {
     holder(stages, PENDING).filter(|version| !has(stages, version, CURRENT))
 }
 
-fn sdk_error<E>(
-    id: &str,
-    operation: &str,
-    error: aws_sdk_secretsmanager::error::SdkError<
-        E,
-        aws_sdk_secretsmanager::config::http::HttpResponse,
-    >,
-) -> Error
+/// The version `version` was made from, as its base label says.
+fn base_of<'a>(stages: &'a Stages, version: &str) -> Option<&'a str> {
+    labels(stages, version)
+        .iter()
+        .find_map(|label| label.strip_prefix(BASE_PREFIX))
+}
+
+fn conflict(id: &str, message: String) -> Error {
+    Error::new(ErrorKind::Conflict)
+        .with_id(id)
+        .with_message(message)
+}
+
+/// The provider's mapping, and what only a writer meets: a token already taken by another value.
+fn sdk_error<E>(id: &str, operation: &str, error: SdkError<E, HttpResponse>) -> Error
 where
-    E: aws_sdk_secretsmanager::error::ProvideErrorMetadata
-        + std::error::Error
-        + Send
-        + Sync
-        + 'static,
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
-    if let aws_sdk_secretsmanager::error::SdkError::ServiceError(context) = &error {
-        let code = context.err().code().unwrap_or("Unknown").to_owned();
-        let message = context.err().message().unwrap_or_default().to_owned();
-        let detail = format!("{operation}: {code}: {message}");
-        let kind = match code.as_str() {
-            "ResourceNotFoundException" => ErrorKind::NotFound,
-            "AccessDeniedException" | "DecryptionFailure" | "EncryptionFailure" => {
-                ErrorKind::AccessDenied
-            }
-            // A version id taken by another value, a stage no longer where we read it: someone
-            // else wrote in between.
-            "ResourceExistsException" => ErrorKind::Conflict,
-            "InvalidParameterException"
-                if message.contains("stage") || message.contains("Stage") =>
-            {
-                ErrorKind::Conflict
-            }
-            "ThrottlingException" | "TooManyRequestsException" | "RequestLimitExceeded" => {
-                ErrorKind::Throttled
-            }
-            "InternalServiceError" | "InternalFailure" | "ServiceUnavailable" => {
-                ErrorKind::Transient
-            }
-            _ if context.raw().status().as_u16() >= 500 => ErrorKind::Transient,
-            _ => ErrorKind::InvalidRequest,
-        };
-        return Error::new(kind).with_id(id).with_message(detail);
+    let taken = error
+        .as_service_error()
+        .and_then(ProvideErrorMetadata::code)
+        == Some("ResourceExistsException");
+    let mapped = AwsSecretsManagerProvider::map_sdk_error(id, operation, error);
+    if taken {
+        let message = mapped.message().unwrap_or(operation).to_owned();
+        return conflict(id, message);
     }
-    Error::transient(id, format!("{operation}: could not reach Secrets Manager"))
+    mapped
 }
 
 #[async_trait]
 impl RotationStore for AwsRotationStore {
     fn name(&self) -> &str {
         "aws-secretsmanager"
+    }
+
+    async fn canonical_id(&self, id: &str) -> Result<String> {
+        Ok(self
+            .describe(id)
+            .await?
+            .arn()
+            .map_or_else(|| id.to_owned(), str::to_owned))
     }
 
     async fn current(&self, id: &str) -> Result<Versioned<SecretValue>> {
@@ -194,10 +244,7 @@ impl RotationStore for AwsRotationStore {
 
     async fn read_pending(&self, id: &str, token: &str) -> Result<Option<SecretValue>> {
         let stages = self.stages(id).await?;
-        // A version of the token that lost its label (rolled back) still counts: AWS refuses a
-        // second value for a token, and trying the same password again is harmless. Writing it
-        // again (`write_pending`) puts the label back.
-        if !stages.iter().any(|(version, _)| version == token) || has(&stages, token, CURRENT) {
+        if pending_of(&stages) != Some(token) {
             return Ok(None);
         }
         match self
@@ -211,6 +258,48 @@ impl RotationStore for AwsRotationStore {
         }
     }
 
+    async fn read_created(&self, id: &str, token: &str) -> Result<Option<SecretValue>> {
+        // By version id: AWS keeps a rolled-back (unlabelled) version readable until it deletes
+        // it, but `DescribeSecret` no longer lists it.
+        let found = match self
+            .provider
+            .fetch(id, &Selector::Version(VersionId::new(token)))
+            .await
+        {
+            Ok(found) => found,
+            Err(error) if error.kind() == ErrorKind::NotFound => return Ok(None),
+            Err(error) => return Err(error),
+        };
+        let stages = &found.version.stages;
+        if stages.contains(&Stage::Current) {
+            return Ok(None);
+        }
+        if stages.contains(&Stage::Pending) {
+            return Ok(Some(found.value));
+        }
+        // A base label a crash left behind does not count.
+        let unlabelled = stages
+            .iter()
+            .all(|stage| matches!(stage, Stage::Custom(label) if label.starts_with(BASE_PREFIX)));
+        if unlabelled {
+            // A rolled-back pending version, or an old current one AWS has not deleted yet. Only
+            // the first is newer than the current version.
+            let current = self.current(id).await?.version.created_at;
+            if let (Some(made), Some(current)) = (found.version.created_at, current) {
+                if made > current {
+                    return Ok(Some(found.value));
+                }
+            }
+        }
+        Err(conflict(
+            id,
+            format!(
+                "version {token} exists and is not newer than the current version: a finished or \
+                 superseded rotation's token cannot start another"
+            ),
+        ))
+    }
+
     async fn write_pending(
         &self,
         id: &str,
@@ -220,19 +309,20 @@ impl RotationStore for AwsRotationStore {
     ) -> Result<()> {
         let stages = self.stages(id).await?;
         if let Some(other) = pending_of(&stages).filter(|pending| *pending != token) {
-            return Err(Error::new(ErrorKind::Conflict)
-                .with_id(id)
-                .with_message(format!(
-                    "rotation {other} is under way (AWSPENDING); not writing pending {token}"
-                )));
+            return Err(conflict(
+                id,
+                format!("rotation {other} is under way (AWSPENDING); not writing pending {token}"),
+            ));
         }
         if holder(&stages, CURRENT) != Some(base.as_str()) {
-            return Err(Error::new(ErrorKind::Conflict)
-                .with_id(id)
-                .with_message(format!(
-                    "version {base} is no longer AWSCURRENT; not writing pending {token}"
-                )));
+            return Err(conflict(
+                id,
+                format!("version {base} is no longer AWSCURRENT; not writing pending {token}"),
+            ));
         }
+        // A re-run keeps the base its rotation began from.
+        let rerun = pending_of(&stages) == Some(token);
+        let base_label = format!("{BASE_PREFIX}{base}");
         let text = value
             .expose_str()
             .ok_or_else(|| Error::invalid_request(id, "a pending value must be text"))?;
@@ -243,15 +333,28 @@ impl RotationStore for AwsRotationStore {
             .client_request_token(token)
             .secret_string(text)
             .version_stages(PENDING)
+            .version_stages(&base_label)
             .send()
             .await
             .map_err(|e| sdk_error(id, "PutSecretValue", e))?;
-        // AWS moves a stage label to the version named; make sure ours holds it (a re-run of an
-        // unlabelled version of the same token, or an older moto, may not have moved it).
+        // AWS changes nothing for a token it already holds with this value: a version a rollback
+        // left unlabelled gets its labels back here (older moto, too, may not have moved them).
         let stages = self.stages(id).await?;
         if !has(&stages, token, PENDING) {
             let from = holder(&stages, PENDING).map(str::to_owned);
             self.move_stage(id, PENDING, Some(token), from.as_deref())
+                .await?;
+        }
+        if !rerun && base_of(&stages, token) != Some(base.as_str()) {
+            // A label a crash left on this version names an older base: it goes first.
+            for stale in labels(&stages, token)
+                .iter()
+                .filter(|label| label.starts_with(BASE_PREFIX))
+            {
+                self.move_stage(id, stale, None, Some(token)).await?;
+            }
+            let from = holder(&stages, &base_label).map(str::to_owned);
+            self.move_stage(id, &base_label, Some(token), from.as_deref())
                 .await?;
         }
         Ok(())
@@ -269,6 +372,18 @@ impl RotationStore for AwsRotationStore {
                 );
             }
             let current = holder(&stages, CURRENT).map(str::to_owned);
+            if let Some(base) = base_of(&stages, token) {
+                if current.as_deref() != Some(base) {
+                    return Err(conflict(
+                        id,
+                        format!(
+                            "the secret was written during the rotation: AWSCURRENT moved from \
+                             version {base}, which pending {token} was made from, to {}",
+                            current.as_deref().unwrap_or("no version")
+                        ),
+                    ));
+                }
+            }
             // Refused by AWS if `current` lost AWSCURRENT meanwhile: one finisher wins.
             self.move_stage(id, CURRENT, Some(token), current.as_deref())
                 .await?;
@@ -278,13 +393,15 @@ impl RotationStore for AwsRotationStore {
         if has(&stages, token, PENDING) {
             self.move_stage(id, PENDING, None, Some(token)).await?;
         }
+        self.clear_bases(id).await?;
         Ok(VersionId::new(token))
     }
 
     async fn remove_pending(&self, id: &str, token: &str) -> Result<()> {
         let stages = self.stages(id).await?;
-        if has(&stages, token, PENDING) && !has(&stages, token, CURRENT) {
+        if pending_of(&stages) == Some(token) {
             self.move_stage(id, PENDING, None, Some(token)).await?;
+            self.clear_bases(id).await?;
         }
         Ok(())
     }

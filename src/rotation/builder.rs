@@ -38,6 +38,7 @@ pub struct RotatorBuilder {
     strategy: Strategy,
     policy: PasswordPolicy,
     on_finished: Option<FinishedHook>,
+    resume_orphaned: bool,
     event_capacity: usize,
 }
 
@@ -48,6 +49,7 @@ impl fmt::Debug for RotatorBuilder {
             .field("target", &self.target.name())
             .field("strategy", &self.strategy)
             .field("policy", &self.policy)
+            .field("resume_orphaned", &self.resume_orphaned)
             .finish_non_exhaustive()
     }
 }
@@ -60,6 +62,7 @@ impl RotatorBuilder {
             strategy: Strategy::default(),
             policy: PasswordPolicy::default(),
             on_finished: None,
+            resume_orphaned: true,
             event_capacity: 256,
         }
     }
@@ -76,11 +79,23 @@ impl RotatorBuilder {
         self
     }
 
-    /// Called after every `finish` (also a re-run) with the secret id and its new current version
-    /// id: the place to announce the rotation to consumers. It runs inline: keep it quick, hand
-    /// slow work to a task.
+    /// Called after every `finish` (also a re-run) with the secret id (as the caller spelled it)
+    /// and its new current version id: the place to announce the rotation to consumers. It runs
+    /// inline: keep it quick, hand slow work to a task. A panic in it is caught and logged (without
+    /// its message); the rotation is finished all the same.
     pub fn on_finished(mut self, hook: impl Fn(&str, &VersionId) + Send + Sync + 'static) -> Self {
         self.on_finished = Some(Arc::new(hook));
+        self
+    }
+
+    /// What [`rotate`](Rotator::rotate) (and a schedule) does when it holds the rotation lock
+    /// and finds a pending version in the store: a rotator died between two steps. `true` (the
+    /// default): finish that rotation, with its token and the password it already generated.
+    /// `false`: answer [`UnderWay`](super::RotationOutcome::UnderWay) and leave it to
+    /// [`resume`](Rotator::resume) or [`abort`](Rotator::abort), say when an AWS rotation function
+    /// in another process drives the steps and you want it alone to finish them.
+    pub fn resume_orphaned(mut self, resume: bool) -> Self {
+        self.resume_orphaned = resume;
         self
     }
 
@@ -113,6 +128,7 @@ impl RotatorBuilder {
                 strategy: self.strategy,
                 policy: self.policy,
                 on_finished: self.on_finished,
+                resume_orphaned: self.resume_orphaned,
                 events,
             }),
         })

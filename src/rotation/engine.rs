@@ -1,8 +1,8 @@
 //! The steps themselves: each re-checks the state it would create and does nothing when it finds
 //! it, so any step can be re-run after a crash or a timeout.
 
-use std::sync::Arc;
-use std::time::Instant;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use super::events::{Activity, Outcome, RotationEvent};
 use super::protocol::{
@@ -11,14 +11,26 @@ use super::protocol::{
 use super::strategy::SecretDocument;
 use super::target::TargetSession;
 use crate::error::{Error, ErrorKind, Result};
-use crate::value::VersionId;
+use crate::time::Instant;
+use crate::value::{SecretValue, VersionId};
 
 /// One call's worth of work on one secret: its rotation id and its events.
 pub(crate) struct Run<'a> {
     inner: &'a Inner,
     rotation_id: Arc<str>,
+    /// The id as the caller spelled it: every store call uses it.
     secret_id: Arc<str>,
+    /// The store's one name for the secret, once asked: the lock and the events use it.
+    canonical: OnceLock<Arc<str>>,
+    /// The token and old version so far, for the closing event of a rotation that fails midway.
+    progress: Mutex<Progress>,
     started: Instant,
+}
+
+#[derive(Default)]
+struct Progress {
+    token: Option<Arc<str>>,
+    old_version: Option<VersionId>,
 }
 
 /// What a step did, for its event.
@@ -46,6 +58,23 @@ impl Done {
     }
 }
 
+/// How an undo failed: before the database was restored, or after (only the store's pending
+/// version is left).
+enum UndoFailure {
+    NotRestored { during: &'static str, error: Error },
+    PendingKept { restored: String, error: Error },
+}
+
+impl UndoFailure {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            UndoFailure::NotRestored { error, .. } | UndoFailure::PendingKept { error, .. } => {
+                error.kind()
+            }
+        }
+    }
+}
+
 impl<'a> Run<'a> {
     pub(crate) fn new(inner: &'a Inner, secret_id: &str) -> Self {
         // The first 16 hex digits of a fresh UUID: unique enough to group one call's events.
@@ -56,6 +85,8 @@ impl<'a> Run<'a> {
             inner,
             rotation_id: rotation_id.into(),
             secret_id: secret_id.into(),
+            canonical: OnceLock::new(),
+            progress: Mutex::default(),
             started: Instant::now(),
         }
     }
@@ -64,14 +95,32 @@ impl<'a> Run<'a> {
         Arc::clone(&self.rotation_id)
     }
 
+    /// Asks the store for the secret's one name (once).
+    pub(crate) async fn resolve(&self) -> Result<()> {
+        if self.canonical.get().is_none() {
+            let canonical = self.inner.store.canonical_id(&self.secret_id).await?;
+            let _ = self.canonical.set(canonical.into());
+        }
+        Ok(())
+    }
+
+    /// The name the lock and the events use: the store's one name, once resolved.
+    pub(crate) fn canonical(&self) -> &str {
+        self.canonical.get().unwrap_or(&self.secret_id)
+    }
+
     fn id(&self) -> &str {
         &self.secret_id
+    }
+
+    fn progress(&self) -> std::sync::MutexGuard<'_, Progress> {
+        self.progress.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn event(
         &self,
         activity: Activity,
-        token: Option<&str>,
+        token: Option<Arc<str>>,
         old_version: Option<VersionId>,
         new_version: Option<VersionId>,
         outcome: Outcome,
@@ -81,9 +130,9 @@ impl<'a> Run<'a> {
             self.inner,
             RotationEvent {
                 rotation_id: self.rotation_id(),
-                secret_id: Arc::clone(&self.secret_id),
+                secret_id: self.canonical().into(),
                 activity,
-                token: token.map(Arc::from),
+                token,
                 old_version,
                 new_version,
                 outcome,
@@ -101,18 +150,27 @@ impl<'a> Run<'a> {
                 new_version,
                 ..
             }) => (
-                Some(token.as_str()),
+                Some(Arc::clone(token)),
                 Some(old_version.clone()),
                 Some(new_version.clone()),
                 Outcome::Done,
             ),
             Ok(RotationOutcome::UnderWay { token }) => {
-                (token.as_deref(), None, None, Outcome::UnderWay)
+                (token.clone(), None, None, Outcome::UnderWay)
             }
             Ok(RotationOutcome::NotDue {
                 current_version, ..
             }) => (None, Some(current_version.clone()), None, Outcome::NotDue),
-            Err(error) => (None, None, None, failure_outcome(error)),
+            Err(error) => {
+                // As far as it got: the token and the version it started from.
+                let progress = self.progress();
+                (
+                    progress.token.clone(),
+                    progress.old_version.clone(),
+                    None,
+                    failure_outcome(error),
+                )
+            }
         };
         self.event(Activity::Rotation, token, old, new, outcome, self.started);
     }
@@ -123,7 +181,17 @@ impl<'a> Run<'a> {
         session: &mut dyn TargetSession,
         token: &str,
     ) -> Result<VersionId> {
-        for step in Step::ALL {
+        self.steps_from(session, token, Step::Create).await
+    }
+
+    /// The steps from `first` on, for `token`; the new current version.
+    pub(crate) async fn steps_from(
+        &self,
+        session: &mut dyn TargetSession,
+        token: &str,
+        first: Step,
+    ) -> Result<VersionId> {
+        for step in Step::ALL.into_iter().filter(|step| *step >= first) {
             let _ = self.step(session, token, step).await?;
         }
         self.inner
@@ -141,11 +209,13 @@ impl<'a> Run<'a> {
         step: Step,
     ) -> Result<StepOutcome> {
         let started = Instant::now();
+        let token: Arc<str> = token.into();
+        self.progress().token = Some(Arc::clone(&token));
         let result = match step {
-            Step::Create => self.create(token).await,
-            Step::Set => self.set(session, token).await,
-            Step::Test => self.test(session, token).await,
-            Step::Finish => self.finish(token).await,
+            Step::Create => self.create(&token).await,
+            Step::Set => self.set(session, &token).await,
+            Step::Test => self.test(session, &token).await,
+            Step::Finish => self.finish(session, &token).await,
         };
         match result {
             Ok(done) => {
@@ -153,6 +223,12 @@ impl<'a> Run<'a> {
                     StepOutcome::Done => Outcome::Done,
                     StepOutcome::AlreadyDone => Outcome::AlreadyDone,
                 };
+                if let Some(old) = &done.old_version {
+                    let mut progress = self.progress();
+                    if progress.old_version.is_none() {
+                        progress.old_version = Some(old.clone());
+                    }
+                }
                 self.event(
                     Activity::Step(step),
                     Some(token),
@@ -177,16 +253,28 @@ impl<'a> Run<'a> {
         }
     }
 
-    async fn pending_value(&self, token: &str) -> Result<crate::value::SecretValue> {
-        self.inner
-            .store
-            .read_pending(self.id(), token)
+    /// The value of `token`'s pending version, only while `token` *is* the rotation under way:
+    /// `set` and `test` must never act on an older token (re-passwording the role to a password
+    /// the store has moved past).
+    async fn pending_value(&self, token: &str) -> Result<SecretValue> {
+        let store = &self.inner.store;
+        let id = self.id();
+        match store.pending_token(id).await? {
+            Some(pending) if pending == token => {}
+            Some(other) => {
+                return Err(Error::new(ErrorKind::Conflict)
+                    .with_id(id)
+                    .with_message(format!(
+                        "rotation {other} is under way; token {token} is not pending, so nothing \
+                         was changed"
+                    )));
+            }
+            None => return Err(not_pending(id, token)),
+        }
+        store
+            .read_pending(id, token)
             .await?
-            .ok_or_else(|| {
-                Error::not_found(self.id()).with_message(format!(
-                    "no pending version for token {token}: run createSecret first"
-                ))
-            })
+            .ok_or_else(|| not_pending(id, token))
     }
 
     /// Generates the new credential and stores it as pending, before the database changes.
@@ -198,11 +286,11 @@ impl<'a> Run<'a> {
         }
         let current = store.current(id).await?;
         let old = Some(current.version.id.clone());
-        // Never a second password for a token: reuse the pending value written by an earlier run
-        // (writing it again is a no-op, or puts back a label a rollback removed).
-        if let Some(pending) = store.read_pending(id, token).await? {
+        // Never a second password for a token: reuse the value an earlier run stored (writing it
+        // again is a no-op, or puts back the mark a rollback removed).
+        if let Some(created) = store.read_created(id, token).await? {
             store
-                .write_pending(id, token, &pending, &current.version.id)
+                .write_pending(id, token, &created, &current.version.id)
                 .await?;
             return Ok(Done::already(old));
         }
@@ -262,13 +350,15 @@ impl<'a> Run<'a> {
         let old = Some(store.current(id).await?.version.id);
         match session.verify(&pending).await {
             Ok(()) => Ok(Done::now(old)),
-            Err(failure) => Err(self.roll_back(session, token, &failure).await),
+            Err(failure) => Err(self.roll_back(session, token, Step::Test, &failure).await),
         }
     }
 
-    /// Promotes the pending version; calls the `on_finished` hook (also on a re-run, so an
-    /// announcement lost in a crash is sent again).
-    async fn finish(&self, token: &str) -> Result<Done> {
+    /// Promotes the pending version and calls the `on_finished` hook (also on a re-run, so an
+    /// announcement lost in a crash is sent again). When the store refuses because the secret was
+    /// written during the rotation, undoes the rotation: the database goes back to the credential
+    /// now current.
+    async fn finish(&self, session: &mut dyn TargetSession, token: &str) -> Result<Done> {
         let store = &self.inner.store;
         let id = self.id();
         let already = store.is_current(id, token).await?;
@@ -277,10 +367,18 @@ impl<'a> Run<'a> {
         } else {
             Some(store.current(id).await?.version.id)
         };
-        let new_version = store.promote(id, token).await?;
-        if let Some(hook) = &self.inner.on_finished {
-            hook(id, &new_version);
-        }
+        let new_version = match store.promote(id, token).await {
+            Ok(version) => version,
+            Err(error) if error.kind() == ErrorKind::Conflict => {
+                // Someone else finished this very rotation in between: nothing to undo.
+                if !store.is_current(id, token).await? {
+                    return Err(self.roll_back(session, token, Step::Finish, &error).await);
+                }
+                VersionId::new(token)
+            }
+            Err(error) => return Err(error),
+        };
+        self.announce(&new_version);
         Ok(Done {
             outcome: if already {
                 StepOutcome::AlreadyDone
@@ -292,66 +390,136 @@ impl<'a> Run<'a> {
         })
     }
 
-    /// Undoes a rotation whose test failed; the error to report either way.
+    /// Calls the `on_finished` hook; a panic in it is the hook's, not the rotation's.
+    fn announce(&self, version: &VersionId) {
+        let Some(hook) = &self.inner.on_finished else {
+            return;
+        };
+        if catch_unwind(AssertUnwindSafe(|| hook(self.id(), version))).is_err() {
+            // The panic's message is the hook's business (and could quote anything): say only
+            // that it happened.
+            tracing::error!(
+                target: "credswap::rotation",
+                rotation_id = %self.rotation_id,
+                secret_id = %self.canonical(),
+                new_version = %version,
+                "credswap: the on_finished hook panicked; the rotation is finished all the same"
+            );
+        }
+    }
+
+    /// Undoes a rotation whose `step` failed after `set` changed the database; the error to
+    /// report either way.
     async fn roll_back(
         &self,
         session: &mut dyn TargetSession,
         token: &str,
+        step: Step,
         failure: &Error,
     ) -> Error {
         let id = self.id();
         let failed = describe(failure);
-        match self.undo(session, token).await {
+        match self.undo_logged(session, token).await {
             Ok(restored) => Error::new(ErrorKind::RolledBack)
                 .with_id(id)
-                .with_message(format!(
-                    "testSecret failed ({failed}); rolled back: {restored}"
-                )),
-            Err(rollback) => Error::new(rollback.kind())
-                .with_id(id)
-                .with_message(format!(
-                    "testSecret failed ({failed}) and the ROLLBACK FAILED ({}): pending version \
-                 {token} is kept and the database may accept only it; run Rotator::abort to retry \
-                 the rollback, or Rotator::resume to try the rotation again",
-                    describe(&rollback)
-                )),
+                .with_message(format!("{step} failed ({failed}); rolled back: {restored}")),
+            Err(UndoFailure::NotRestored { during, error }) => {
+                Error::new(error.kind()).with_id(id).with_message(format!(
+                    "{step} failed ({failed}) and the ROLLBACK FAILED {during} ({}): the database \
+                     was not restored and may accept only pending version {token} (single user), \
+                     which is kept; run Rotator::abort to retry the rollback{}",
+                    describe(&error),
+                    if step == Step::Test {
+                        ", or Rotator::resume to try the rotation again"
+                    } else {
+                        ""
+                    }
+                ))
+            }
+            Err(UndoFailure::PendingKept { restored, error }) => {
+                Error::new(error.kind()).with_id(id).with_message(format!(
+                    "{step} failed ({failed}); the database was restored ({restored}) but \
+                     REMOVING PENDING VERSION {token} FAILED ({}): run Rotator::abort to remove it",
+                    describe(&error)
+                ))
+            }
         }
     }
 
     /// Puts the database back on the credentials the store's current (and, for the other role of
-    /// alternating users, previous) version holds, then removes `token`'s pending version. The
-    /// pending version goes last, so a failure leaves it as the mark of unfinished work.
+    /// alternating users, previous) version holds, then removes `token`'s pending version (for
+    /// [`Rotator::abort`](super::Rotator::abort)). What was restored.
     pub(crate) async fn undo(
         &self,
         session: &mut dyn TargetSession,
         token: &str,
     ) -> Result<String> {
+        self.undo_logged(session, token)
+            .await
+            .map_err(|failure| match failure {
+                UndoFailure::NotRestored { during, error } => {
+                    let message = format!("the rollback failed {during}: {}", describe(&error));
+                    Error::new(error.kind())
+                        .with_id(self.id())
+                        .with_message(message)
+                }
+                UndoFailure::PendingKept { restored, error } => Error::new(error.kind())
+                    .with_id(self.id())
+                    .with_message(format!(
+                        "the database was restored ({restored}) but removing pending version \
+                         {token} failed: {}",
+                        describe(&error)
+                    )),
+            })
+    }
+
+    async fn undo_logged(
+        &self,
+        session: &mut dyn TargetSession,
+        token: &str,
+    ) -> std::result::Result<String, UndoFailure> {
         let started = Instant::now();
         let result = self.undo_inner(session, token).await;
         let (old, outcome) = match &result {
             Ok((old, _)) => (Some(old.clone()), Outcome::Done),
-            Err(error) => (None, Outcome::Failed(error.kind())),
+            Err(failure) => (None, Outcome::Failed(failure.kind())),
         };
-        self.event(Activity::Rollback, Some(token), old, None, outcome, started);
+        self.event(
+            Activity::Rollback,
+            Some(token.into()),
+            old,
+            None,
+            outcome,
+            started,
+        );
         result.map(|(_, restored)| restored)
     }
 
+    /// The pending version goes last, so a failure leaves it as the mark of unfinished work.
     async fn undo_inner(
         &self,
         session: &mut dyn TargetSession,
         token: &str,
-    ) -> Result<(VersionId, String)> {
+    ) -> std::result::Result<(VersionId, String), UndoFailure> {
+        let reading = |error| UndoFailure::NotRestored {
+            during: "reading the store",
+            error,
+        };
+        let restoring = |error| UndoFailure::NotRestored {
+            during: "restoring the database",
+            error,
+        };
         let store = &self.inner.store;
         let id = self.id();
-        let current = store.current(id).await?;
-        let current_user = SecretDocument::parse(id, &current.value)?
-            .username(id)?
-            .to_owned();
-        let pending_user = match store.read_pending(id, token).await? {
+        let current = store.current(id).await.map_err(reading)?;
+        let current_user = SecretDocument::parse(id, &current.value)
+            .and_then(|d| d.username(id).map(str::to_owned))
+            .map_err(reading)?;
+        let pending_user = match store.read_pending(id, token).await.map_err(reading)? {
             Some(pending) => Some(
-                SecretDocument::parse(id, &pending)?
-                    .username(id)?
-                    .to_owned(),
+                SecretDocument::parse(id, &pending)
+                    .and_then(|d| d.username(id).map(str::to_owned))
+                    .map_err(reading)?,
             ),
             None => None,
         };
@@ -359,18 +527,21 @@ impl<'a> Run<'a> {
             Some(user) if user != current_user => {
                 // Alternating users: the current role was never touched; the other role goes back
                 // to the previous version's password, which consumers on it may still use.
-                let previous = store.previous(id).await?;
+                let previous = store.previous(id).await.map_err(reading)?;
                 let previous_user = match &previous {
                     Some(previous) => Some(
-                        SecretDocument::parse(id, &previous.value)?
-                            .username(id)?
-                            .to_owned(),
+                        SecretDocument::parse(id, &previous.value)
+                            .and_then(|d| d.username(id).map(str::to_owned))
+                            .map_err(reading)?,
                     ),
                     None => None,
                 };
                 match previous.zip(previous_user) {
                     Some((previous, previous_user)) if previous_user == user => {
-                        session.apply(&previous.value, None).await?;
+                        session
+                            .apply(&previous.value, None)
+                            .await
+                            .map_err(restoring)?;
                         format!(
                             "role `{user}` was restored to previous version {}",
                             previous.version.id
@@ -384,19 +555,35 @@ impl<'a> Run<'a> {
                 }
             }
             _ => {
-                session.apply(&current.value, None).await?;
+                session
+                    .apply(&current.value, None)
+                    .await
+                    .map_err(restoring)?;
                 format!(
                     "role `{current_user}` was restored to current version {}",
                     current.version.id
                 )
             }
         };
-        store.remove_pending(id, token).await?;
+        store
+            .remove_pending(id, token)
+            .await
+            .map_err(|error| UndoFailure::PendingKept {
+                restored: restored.clone(),
+                error,
+            })?;
         Ok((
             current.version.id,
             format!("{restored}; pending version {token} was removed"),
         ))
     }
+}
+
+fn not_pending(id: &str, token: &str) -> Error {
+    Error::not_found(id).with_message(format!(
+        "token {token} has no pending version (never created, rolled back, or finished and \
+         superseded), so nothing was changed; a new rotation starts with createSecret"
+    ))
 }
 
 /// An error's kind and message, without the secret id the caller's error repeats.

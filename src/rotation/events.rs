@@ -15,7 +15,8 @@ use super::protocol::Step;
 pub enum Activity {
     /// One of the four steps.
     Step(Step),
-    /// Undoing a rotation whose `test` failed, or an [`abort`](super::Rotator::abort).
+    /// Undoing a rotation whose `test` failed or whose `finish` found the secret written
+    /// meanwhile, or an [`abort`](super::Rotator::abort).
     Rollback,
     /// A whole rotation (`rotate`, `resume`): its result.
     Rotation,
@@ -43,7 +44,7 @@ pub enum Outcome {
     UnderWay,
     /// The current version is younger than the minimum age; nothing was changed.
     NotDue,
-    /// `test` failed and the rotation was undone.
+    /// `test` failed, or `finish` found the secret written meanwhile, and the rotation was undone.
     RolledBack,
     /// Failed with this kind of error.
     Failed(ErrorKind),
@@ -72,7 +73,8 @@ impl fmt::Display for Outcome {
 pub struct RotationEvent {
     /// One id per `rotate`/`resume`/`abort`/`step` call, to group its events.
     pub rotation_id: Arc<str>,
-    /// The secret.
+    /// The secret, by the store's one name for it
+    /// ([`canonical_id`](super::RotationStore::canonical_id): AWS its ARN, Vault mount and path).
     pub secret_id: Arc<str>,
     /// The step (or rollback, or the whole rotation).
     pub activity: Activity,

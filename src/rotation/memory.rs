@@ -9,14 +9,19 @@ use async_trait::async_trait;
 use super::store::RotationStore;
 use crate::error::{Error, ErrorKind, Result};
 use crate::provider::SecretProvider;
+use crate::time::{Instant, later_wall};
 use crate::value::{SecretValue, Selector, Stage, Version, VersionId, Versioned};
 
 /// A [`RotationStore`] in memory, with the stage semantics of AWS Secrets Manager: the pending
 /// version's id is its rotation token, promotion moves `current` to it and `previous` to the version
-/// that was current.
+/// that was current, and a rolled-back version stays, unlabelled.
 ///
 /// It is also a [`SecretProvider`], so a [`SecretCache`](crate::SecretCache) can read what a
 /// [`Rotator`](super::Rotator) rotates: tests of your own rotation flows need no server.
+///
+/// Creation times follow Tokio's clock from the moment the store was made (the wall clock, unless
+/// a test pauses time), so a [`Schedule`](super::Schedule) tested under `tokio::time::pause()`
+/// sees versions age.
 ///
 /// ```
 /// use credswap::rotation::{MemoryRotationStore, RotationStore};
@@ -34,13 +39,26 @@ use crate::value::{SecretValue, Selector, Stage, Version, VersionId, Versioned};
 /// # Ok::<(), credswap::Error>(())
 /// # }).unwrap();
 /// ```
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct MemoryRotationStore {
     secrets: Mutex<HashMap<String, Secret>>,
+    /// The wall clock and Tokio's clock when the store was made: creation times are the one plus
+    /// what the other has run since.
+    epoch: (SystemTime, Instant),
+}
+
+impl Default for MemoryRotationStore {
+    fn default() -> Self {
+        MemoryRotationStore {
+            secrets: Mutex::default(),
+            epoch: (SystemTime::now(), Instant::now()),
+        }
+    }
 }
 
 #[derive(Debug, Default)]
 struct Secret {
+    /// Oldest first.
     versions: Vec<Stored>,
     next: u64,
 }
@@ -51,6 +69,8 @@ struct Stored {
     value: SecretValue,
     stages: Vec<Stage>,
     created_at: SystemTime,
+    /// For a pending version: the version it was made from.
+    base: Option<VersionId>,
 }
 
 impl Stored {
@@ -70,6 +90,10 @@ impl Stored {
     fn has(&self, stage: &Stage) -> bool {
         self.stages.contains(stage)
     }
+
+    fn is_pending(&self) -> bool {
+        self.has(&Stage::Pending) && !self.has(&Stage::Current)
+    }
 }
 
 impl Secret {
@@ -85,6 +109,10 @@ impl Secret {
         self.versions.iter().position(|v| v.id.as_str() == id)
     }
 
+    fn current_index(&self) -> Option<usize> {
+        self.versions.iter().position(|v| v.has(&Stage::Current))
+    }
+
     fn drop_stage(&mut self, stage: &Stage) {
         for stored in &mut self.versions {
             stored.stages.retain(|s| s != stage);
@@ -92,9 +120,29 @@ impl Secret {
     }
 
     fn pending_token(&self) -> Option<&VersionId> {
-        self.with_stage(&Stage::Pending)
-            .filter(|v| !v.has(&Stage::Current))
-            .map(|v| &v.id)
+        self.versions.iter().find(|v| v.is_pending()).map(|v| &v.id)
+    }
+
+    /// Whether the version at `index` is one a rollback left: unlabelled and newer than the
+    /// current version, so never current (versions become current in the order they were made).
+    fn is_abandoned(&self, index: usize) -> bool {
+        self.versions[index].stages.is_empty()
+            && self.current_index().is_none_or(|current| index > current)
+    }
+
+    /// Makes the version at `index` current, the current one previous.
+    fn make_current(&mut self, index: usize) {
+        self.drop_stage(&Stage::Previous);
+        for stored in &mut self.versions {
+            if stored.has(&Stage::Current) {
+                stored.stages.retain(|s| s != &Stage::Current);
+                stored.stages.push(Stage::Previous);
+            }
+        }
+        let promoted = &mut self.versions[index];
+        promoted.stages.retain(|s| s != &Stage::Pending);
+        promoted.stages.push(Stage::Current);
+        promoted.base = None;
     }
 }
 
@@ -104,27 +152,28 @@ impl MemoryRotationStore {
         Self::default()
     }
 
-    /// Stores `value` as the new current version of `id` (outside any rotation) and returns its
-    /// version id.
+    /// Stores `value` as the new current version of `id` (outside any rotation, as an operator's
+    /// write would: a rotation under way then fails at `finish`) and returns its version id.
     pub fn set(&self, id: &str, value: impl Into<SecretValue>) -> VersionId {
+        let now = self.now();
         let mut secrets = self.lock();
         let secret = secrets.entry(id.to_owned()).or_default();
         secret.next += 1;
         let version = VersionId::new(format!("v{}", secret.next));
-        secret.drop_stage(&Stage::Previous);
-        for stored in &mut secret.versions {
-            if stored.has(&Stage::Current) {
-                stored.stages.retain(|s| s != &Stage::Current);
-                stored.stages.push(Stage::Previous);
-            }
-        }
         secret.versions.push(Stored {
             id: version.clone(),
             value: value.into(),
-            stages: vec![Stage::Current],
-            created_at: SystemTime::now(),
+            stages: Vec::new(),
+            created_at: now,
+            base: None,
         });
+        let index = secret.versions.len() - 1;
+        secret.make_current(index);
         version
+    }
+
+    fn now(&self) -> SystemTime {
+        later_wall(self.epoch.0, self.epoch.1.elapsed())
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Secret>> {
@@ -175,8 +224,27 @@ impl RotationStore for MemoryRotationStore {
         self.with(id, |secret| {
             Ok(secret
                 .version(token)
-                .filter(|v| v.has(&Stage::Pending) && !v.has(&Stage::Current))
+                .filter(|v| v.is_pending())
                 .map(|v| v.value.clone()))
+        })
+    }
+
+    async fn read_created(&self, id: &str, token: &str) -> Result<Option<SecretValue>> {
+        self.with(id, |secret| {
+            let Some(index) = secret.index_of(token) else {
+                return Ok(None);
+            };
+            let stored = &secret.versions[index];
+            if stored.has(&Stage::Current) {
+                Ok(None)
+            } else if stored.is_pending() || secret.is_abandoned(index) {
+                Ok(Some(stored.value.clone()))
+            } else {
+                Err(conflict(
+                    id,
+                    format!("version {token} was current once or predates the current version"),
+                ))
+            }
         })
     }
 
@@ -187,6 +255,7 @@ impl RotationStore for MemoryRotationStore {
         value: &SecretValue,
         base: &VersionId,
     ) -> Result<()> {
+        let now = self.now();
         self.with(id, |secret| {
             if let Some(pending) = secret.pending_token() {
                 return if pending.as_str() == token {
@@ -205,16 +274,29 @@ impl RotationStore for MemoryRotationStore {
                     format!("version {base} is no longer current; not writing pending {token}"),
                 ));
             }
-            if secret.version(token).is_some() {
-                return Err(conflict(id, format!("version {token} already exists")));
+            match secret.index_of(token) {
+                // A rolled-back version of the token, written again with its own value: mark it
+                // pending again, as AWS does.
+                Some(index)
+                    if secret.is_abandoned(index) && secret.versions[index].value == *value =>
+                {
+                    let stored = &mut secret.versions[index];
+                    stored.stages.push(Stage::Pending);
+                    stored.base = Some(base.clone());
+                    Ok(())
+                }
+                Some(_) => Err(conflict(id, format!("version {token} already exists"))),
+                None => {
+                    secret.versions.push(Stored {
+                        id: VersionId::new(token),
+                        value: value.clone(),
+                        stages: vec![Stage::Pending],
+                        created_at: now,
+                        base: Some(base.clone()),
+                    });
+                    Ok(())
+                }
             }
-            secret.versions.push(Stored {
-                id: VersionId::new(token),
-                value: value.clone(),
-                stages: vec![Stage::Pending],
-                created_at: SystemTime::now(),
-            });
-            Ok(())
         })
     }
 
@@ -235,16 +317,17 @@ impl RotationStore for MemoryRotationStore {
                     Error::not_found(id).with_message(format!("version {token} is not pending"))
                 );
             }
-            secret.drop_stage(&Stage::Previous);
-            for stored in &mut secret.versions {
-                if stored.has(&Stage::Current) {
-                    stored.stages.retain(|s| s != &Stage::Current);
-                    stored.stages.push(Stage::Previous);
-                }
+            let current = secret.with_stage(&Stage::Current).map(|v| &v.id);
+            if let Some(base) = target.base.as_ref().filter(|base| current != Some(*base)) {
+                return Err(conflict(
+                    id,
+                    format!(
+                        "the secret was written during the rotation: version {base}, which \
+                         pending {token} was made from, is no longer current"
+                    ),
+                ));
             }
-            let promoted = &mut secret.versions[index];
-            promoted.stages.retain(|s| s != &Stage::Pending);
-            promoted.stages.push(Stage::Current);
+            secret.make_current(index);
             Ok(VersionId::new(token))
         })
     }
@@ -252,8 +335,11 @@ impl RotationStore for MemoryRotationStore {
     async fn remove_pending(&self, id: &str, token: &str) -> Result<()> {
         self.with(id, |secret| {
             if let Some(index) = secret.index_of(token) {
-                if !secret.versions[index].has(&Stage::Current) {
-                    let _ = secret.versions.remove(index);
+                let stored = &mut secret.versions[index];
+                if stored.is_pending() {
+                    // Kept, unlabelled, as AWS keeps a deprecated version.
+                    stored.stages.retain(|s| s != &Stage::Pending);
+                    stored.base = None;
                 }
             }
             Ok(())
@@ -329,21 +415,79 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn removing_a_pending_version_leaves_no_trace() {
+    async fn a_removed_pending_version_stays_unlabelled_and_only_its_token_can_revive_it() {
         let store = MemoryRotationStore::new();
         let v1 = store.set("s", "one");
-        store
-            .write_pending("s", "t-1", &SecretValue::from("two"), &v1)
-            .await
-            .unwrap();
+        let two = SecretValue::from("two");
+        store.write_pending("s", "t-1", &two, &v1).await.unwrap();
         store.remove_pending("s", "t-1").await.unwrap();
         store.remove_pending("s", "t-1").await.unwrap();
         assert_eq!(store.pending_token("s").await.unwrap(), None);
+        assert!(store.read_pending("s", "t-1").await.unwrap().is_none());
         assert!(store.promote("s", "t-1").await.is_err());
         assert_eq!(store.current("s").await.unwrap().version.id, v1);
         let read = SecretProvider::fetch(&store, "s", &Selector::Current)
             .await
             .unwrap();
         assert_eq!(read.value.expose_str(), Some("one"));
+        // The version is still there, unlabelled: `create` may take it up again.
+        let kept = SecretProvider::fetch(&store, "s", &Selector::Version("t-1".into()))
+            .await
+            .unwrap();
+        assert!(kept.version.stages.is_empty());
+        assert_eq!(
+            store.read_created("s", "t-1").await.unwrap(),
+            Some(two.clone())
+        );
+        let other = SecretValue::from("three");
+        let err = store
+            .write_pending("s", "t-1", &other, &v1)
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Conflict, "one value per token");
+        store.write_pending("s", "t-1", &two, &v1).await.unwrap();
+        assert_eq!(
+            store.pending_token("s").await.unwrap().as_deref(),
+            Some("t-1")
+        );
+    }
+
+    #[tokio::test]
+    async fn remove_pending_leaves_current_and_previous_versions_alone() {
+        let store = MemoryRotationStore::new();
+        let v1 = store.set("s", "one");
+        let v2 = store.set("s", "two");
+        store.remove_pending("s", v1.as_str()).await.unwrap();
+        store.remove_pending("s", v2.as_str()).await.unwrap();
+        assert_eq!(store.current("s").await.unwrap().version.id, v2);
+        assert_eq!(store.previous("s").await.unwrap().unwrap().version.id, v1);
+        // A version that was current once is never reused as a pending one.
+        let err = store.read_created("s", v1.as_str()).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Conflict);
+        assert!(
+            store
+                .read_pending("s", v1.as_str())
+                .await
+                .unwrap()
+                .is_none()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_write_during_the_rotation_makes_promote_refuse() {
+        let store = MemoryRotationStore::new();
+        let v1 = store.set("s", "one");
+        store
+            .write_pending("s", "t-1", &SecretValue::from("two"), &v1)
+            .await
+            .unwrap();
+        let operator = store.set("s", "operator");
+        let err = store.promote("s", "t-1").await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Conflict, "{err}");
+        assert_eq!(store.current("s").await.unwrap().version.id, operator);
+        assert_eq!(
+            store.pending_token("s").await.unwrap().as_deref(),
+            Some("t-1")
+        );
     }
 }

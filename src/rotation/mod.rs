@@ -18,7 +18,14 @@
 //!    verifier computed on the client, so no password ever appears in SQL or in the server's log.
 //! 3. **`test`**: log in with the pending credential on a new connection and run a query.
 //! 4. **`finish`**: promote pending to current; the old current becomes previous. An optional hook
-//!    ([`RotatorBuilder::on_finished`]) announces it.
+//!    ([`RotatorBuilder::on_finished`]) announces it. The store refuses the promotion when the
+//!    secret was written since `create` (the version the pending one was made from is no longer
+//!    current): the rotation is then undone, as after a failed `test`, and the write is kept.
+//!
+//! `set` and `test` act only while the token is the store's pending version: a late or repeated
+//! step of an older rotation (an AWS retry that arrives after the next rotation began) changes
+//! nothing and fails with [`ErrorKind::NotFound`](crate::ErrorKind::NotFound) or
+//! [`ErrorKind::Conflict`](crate::ErrorKind::Conflict).
 //!
 //! [`Rotator::rotate`] runs all four under one lock; [`Rotator::step`] runs one, in the shape an AWS
 //! rotation function receives (`SecretId`, `ClientRequestToken`, `Step`).
@@ -30,23 +37,26 @@
 //!
 //! | step | already done when | then |
 //! |---|---|---|
-//! | `create` | the token is current, or a pending version exists for it | reuse it; no new password |
-//! | `set` | the pending credential already logs in | nothing to do |
+//! | `create` | the token is current, or a version for it exists that was never current (pending, or rolled back) | reuse it; no new password |
+//! | `set` | the token is current, or the pending credential already logs in | nothing to do |
 //! | `test` | the token is current | nothing to do |
 //! | `finish` | the token is current | finish the store's cleanup, call the hook again |
 //!
-//! A rotator that dies mid-rotation leaves a pending version: a later [`Rotator::rotate`] reports
-//! the rotation [under way](RotationOutcome::UnderWay) with its token, [`Rotator::resume`] finishes
-//! it and [`Rotator::abort`] undoes it.
+//! A rotator that dies mid-rotation leaves a pending version. The next [`Rotator::rotate`] that
+//! takes the lock finishes it, with its token and its password (the dead rotator no longer holds
+//! the lock; turn this off with [`RotatorBuilder::resume_orphaned`]); [`Rotator::resume`] does the
+//! same on demand and [`Rotator::abort`] undoes it.
 //!
 //! # Rollback
 //!
-//! When `test` fails after `set` changed the database, the rotator puts the database back on the
-//! current credential (a fresh verifier of the current password; for alternating users the other
-//! role gets the previous version's password back), removes the pending version from the store, and
-//! fails with [`ErrorKind::RolledBack`](crate::ErrorKind::RolledBack), whose message says which step
-//! failed and what was restored. If the rollback itself fails, the error says so and the pending
-//! version stays as the mark of unfinished work; `abort` retries the rollback.
+//! When `test` fails after `set` changed the database, or `finish` finds the secret written during
+//! the rotation, the rotator puts the database back on the store's current credential (a fresh
+//! verifier of the current password; for alternating users the other role gets the previous
+//! version's password back), removes the pending version from the store, and fails with
+//! [`ErrorKind::RolledBack`](crate::ErrorKind::RolledBack), whose message says which step failed
+//! and what was restored. If the rollback itself fails, the error says so, and whether the
+//! database was restored, and the pending version stays as the mark of unfinished work; `abort`
+//! retries the rollback.
 //!
 //! # Strategies and their windows
 //!
@@ -65,12 +75,15 @@
 //!
 //! # One rotator at a time
 //!
-//! Several replicas may run the same schedule. The PostgreSQL target holds an advisory lock keyed
-//! by the secret id for the whole rotation (on its own session, so it ends with a crashed
-//! rotator's connection); the stores refuse a second pending version (AWS: an `AWSPENDING` version
-//! of another token; Vault: check-and-set on the pending slot); and promotion is a check-and-set
-//! too (AWS: `RemoveFromVersionId` must hold `AWSCURRENT`; Vault: `cas` = the version read). A
-//! rotator that finds a rotation under way returns [`RotationOutcome::UnderWay`], changes nothing,
+//! Several replicas may run the same schedule. The PostgreSQL target holds an advisory lock for
+//! the whole call (on its own session, so it ends with a crashed rotator's connection), keyed by
+//! the store's [canonical name](RotationStore::canonical_id) of the secret, so a rotation function
+//! given the ARN and a job given the name take the same lock. The stores refuse a second pending
+//! version (AWS: an `AWSPENDING` version of another token; Vault: check-and-set on the pending
+//! slot), and promotion is a check-and-set too (AWS: the version the pending one was made from,
+//! which its `credswap-base-<version>` label names, must still hold `AWSCURRENT`, and
+//! `RemoveFromVersionId` must hold it; Vault: `cas` = the version the pending one was made from). A rotator that finds the lock taken, or another rotator's pending
+//! version appearing as it writes its own, returns [`RotationOutcome::UnderWay`], changes nothing,
 //! and is not an error. [`Rotator::rotate_if_due`] also skips a secret rotated recently by
 //! another replica.
 //!
@@ -79,17 +92,18 @@
 //! - [`MemoryRotationStore`]: in memory, with AWS's stage semantics; also a
 //!   [`SecretProvider`](crate::SecretProvider), for tests.
 //! - `AwsRotationStore` (feature `aws`): the token is the version id; `create` is
-//!   `PutSecretValue(ClientRequestToken = token, VersionStages = [AWSPENDING])`; `finish` is
-//!   `UpdateSecretVersionStage(AWSCURRENT, MoveToVersionId = token, RemoveFromVersionId = current)`
-//!   (AWS moves `AWSPREVIOUS` to the old version itself) followed by removing `AWSPENDING`.
+//!   `PutSecretValue(ClientRequestToken = token, VersionStages = [AWSPENDING,
+//!   credswap-base-<current version>])`; `finish` is `UpdateSecretVersionStage(AWSCURRENT,
+//!   MoveToVersionId = token, RemoveFromVersionId = current)` (AWS moves `AWSPREVIOUS` to the old
+//!   version itself) followed by removing `AWSPENDING` and the base label.
 //! - `VaultKvRotationStore` (feature `vault`): KV v2, with the pending credential in a separate
 //!   slot that readers never read; its module docs describe the check-and-set scheme.
 //!
 //! # Audit
 //!
-//! Every step, rollback and rotation emits a [`RotationEvent`] (rotation id, secret id, step, token,
-//! old and new version ids, outcome, duration; never a value) on [`Rotator::subscribe`] and as a
-//! `tracing` event with target `credswap::rotation`.
+//! Every step, rollback and rotation emits a [`RotationEvent`] (rotation id, the secret's canonical
+//! name, step, token, old and new version ids, outcome, duration; never a value) on
+//! [`Rotator::subscribe`] and as a `tracing` event with target `credswap::rotation`.
 //!
 //! # Example
 //!
@@ -107,7 +121,7 @@
 //!     .build()?;
 //! match rotator.rotate("prod/orders/db").await? {
 //!     RotationOutcome::Rotated { new_version, .. } => println!("rotated to {new_version}"),
-//!     RotationOutcome::UnderWay { token } => println!("another rotation is under way: {token:?}"),
+//!     RotationOutcome::UnderWay { token } => println!("another rotator is at work: {token:?}"),
 //!     other => println!("{other:?}"),
 //! }
 //! # }
@@ -137,7 +151,7 @@ pub use self::{
     builder::RotatorBuilder,
     events::{Activity, Outcome, RotationEvent},
     memory::MemoryRotationStore,
-    password::{FORBIDDEN, PasswordPolicy},
+    password::PasswordPolicy,
     postgres::PostgresTarget,
     protocol::{RotationOutcome, Rotator, Step, StepOutcome},
     schedule::{Attempts, Schedule, ScheduledRotation, Window},

@@ -5,11 +5,6 @@ use zeroize::Zeroizing;
 
 use crate::error::{Error, Result};
 
-/// Characters no generated password ever contains, whatever the policy says: they break
-/// connection URLs (`:` `/` `@`), quoting in SQL, JSON and shells (`"` `'` `\`), or are invisible
-/// (whitespace). AWS's RDS rotation functions exclude the same set.
-pub const FORBIDDEN: &str = ":/@\"'\\";
-
 const LOWER: &str = "abcdefghijklmnopqrstuvwxyz";
 const UPPER: &str = "ABCDEFGHIJKLMNOPQRSTUVWXYZ";
 const DIGITS: &str = "0123456789";
@@ -60,6 +55,11 @@ impl PasswordPolicy {
     pub const MIN_LENGTH: usize = 16;
     /// The longest (PostgreSQL accepts more, but connection strings and tools get awkward).
     pub const MAX_LENGTH: usize = 128;
+    /// Characters no generated password ever contains, whatever the policy says: they break
+    /// connection URLs (`:` `/` `@`), or quoting in SQL, JSON and shells (`"` `'` `\`).
+    /// Whitespace and non-ASCII characters are never used either. AWS's RDS rotation functions
+    /// exclude the same set.
+    pub const FORBIDDEN: &'static str = ":/@\"'\\";
 
     /// Sets the length (16 to 128). Checked by [`generate`](Self::generate).
     pub fn length(mut self, length: usize) -> Self {
@@ -68,13 +68,13 @@ impl PasswordPolicy {
     }
 
     /// Sets the punctuation used besides letters and digits (`""` for letters and digits only).
-    /// Characters of [`FORBIDDEN`], whitespace and non-ASCII characters are dropped.
+    /// Characters of [`FORBIDDEN`](Self::FORBIDDEN), whitespace and non-ASCII characters are dropped.
     pub fn symbols(mut self, symbols: impl Into<String>) -> Self {
         self.symbols = symbols.into();
         self
     }
 
-    /// Characters never to use, on top of [`FORBIDDEN`] (say, ones a legacy client mangles).
+    /// Characters never to use, on top of [`FORBIDDEN`](Self::FORBIDDEN) (say, ones a legacy client mangles).
     pub fn exclude(mut self, characters: impl Into<String>) -> Self {
         self.excluded.push_str(&characters.into());
         self
@@ -91,7 +91,7 @@ impl PasswordPolicy {
     /// are dropped).
     fn classes(&self) -> Vec<Vec<u8>> {
         let allowed = |c: &char| {
-            c.is_ascii_graphic() && !FORBIDDEN.contains(*c) && !self.excluded.contains(*c)
+            c.is_ascii_graphic() && !Self::FORBIDDEN.contains(*c) && !self.excluded.contains(*c)
         };
         let mut symbols: Vec<u8> = self
             .symbols
@@ -194,7 +194,7 @@ mod tests {
             let text = password.expose_secret();
             assert_eq!(text.len(), 32);
             assert!(text.chars().all(|c| c.is_ascii_graphic()));
-            assert!(!text.contains(|c| FORBIDDEN.contains(c)));
+            assert!(!text.contains(|c| PasswordPolicy::FORBIDDEN.contains(c)));
             assert!(text.contains(|c: char| c.is_ascii_lowercase()));
             assert!(text.contains(|c: char| c.is_ascii_uppercase()));
             assert!(text.contains(|c: char| c.is_ascii_digit()));

@@ -1,22 +1,30 @@
 //! PostgreSQL as a rotation target: roles re-passworded with client-side SCRAM verifiers, an
 //! advisory lock per secret.
 
+use std::any::TypeId;
 use std::fmt;
+use std::future::Future;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use secrecy::{ExposeSecret, SecretString};
+use tokio_postgres::config::SslMode;
 use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
 use tokio_postgres::{Client, Config, NoTls, Socket};
 
 use super::sql::{
     check_role_name, lock_key, map_pg_error, quote_identifier, quote_literal, scram_verifier,
 };
-use super::strategy::Strategy;
+use super::strategy::{Strategy, parse_json};
 use super::target::{RotationTarget, TargetSession};
 use crate::error::{Error, ErrorKind, Result};
 use crate::pg::PgCredentials;
 use crate::value::SecretValue;
+
+/// How long the server may spend on one statement of the engine's, unless set otherwise.
+const DEFAULT_STATEMENT_TIMEOUT: Duration = Duration::from_secs(30);
+/// What the client waits beyond the statement timeout before giving up on an answer.
+const ANSWER_SLACK: Duration = Duration::from_secs(5);
 
 /// A PostgreSQL server whose roles' passwords rotate.
 ///
@@ -24,13 +32,17 @@ use crate::value::SecretValue;
 ///   `ALTER ROLE "<role>" PASSWORD '<verifier>'`; the server (and its statement log) never sees the
 ///   password. Role names are quoted identifiers, so any name works; names over 63 bytes are
 ///   refused before anything changes (the server would truncate them).
-/// - **One rotator per secret.** A session holds `pg_try_advisory_lock(<64-bit key from the secret
-///   id>)` for the whole rotation; a rotator that cannot take it reports the rotation as under way.
-///   The lock lives with the session, so a crashed rotator's lock goes with its connection.
-///   Rotators of one secret must use the same database.
+/// - **One rotator per secret.** A session holds `pg_try_advisory_lock(<64-bit key from the
+///   store's canonical name of the secret>)` for the whole call; a rotator that cannot take it
+///   reports the rotation as under way. The lock lives with the session, so a crashed rotator's
+///   lock goes with its connection. Rotators of one secret must use the same database.
 /// - **Where to connect.** Host, port and database come from the secret (the RDS JSON shape) unless
 ///   [`connection`](Self::connection) names them; TLS through any `MakeTlsConnect`, as
-///   tokio-postgres does ([`NoTls`] by default).
+///   tokio-postgres does ([`NoTls`] by default). The secret's `ssl_mode` (`sslmode`) can only make
+///   TLS stricter than the connection settings, as for the pools: `require`, `verify-ca` and
+///   `verify-full` need a TLS connector ([`tls`](Self::tls)), and without one the rotation fails
+///   with [`ErrorKind::Config`] before connecting (verifying the server's certificate and name is
+///   the connector's job, as in tokio-postgres).
 /// - **Who connects.** With an [`admin`](Self::admin) credential, the lock session and `set` use
 ///   it (required for alternating users; the admin needs `CREATEROLE`, and from PostgreSQL 16
 ///   `ADMIN OPTION` on the rotated roles). Without one (single user), the role changes its own
@@ -38,21 +50,30 @@ use crate::value::SecretValue;
 ///   happened after `set`.
 /// - **Test.** `test` logs in with the pending credential on a new connection and runs the test
 ///   query (`SELECT 1` unless [`test_query`](Self::test_query) says otherwise).
+/// - **Bounded.** Every statement runs under a `statement_timeout` (30 s unless
+///   [`statement_timeout`](Self::statement_timeout) says otherwise), and the client stops waiting
+///   for an answer a few seconds after it: a role locked by another session or a silent network
+///   fails the step ([`ErrorKind::Transient`]) instead of holding the rotation lock forever.
 ///
 /// ```no_run
 /// # #![allow(dead_code)]
+/// use std::time::Duration;
 /// use credswap::rotation::PostgresTarget;
 ///
 /// let target = PostgresTarget::new()
 ///     .admin("rotator", std::env::var("ROTATOR_PASSWORD").unwrap())
-///     .test_query("SELECT count(*) FROM orders WHERE false");
+///     .test_query("SELECT count(*) FROM orders WHERE false")
+///     .statement_timeout(Duration::from_secs(10));
 /// # drop(target);
 /// ```
 pub struct PostgresTarget<T = NoTls> {
     connection: Config,
     admin: Option<(String, SecretString)>,
     tls: T,
+    /// Whether `tls` can do TLS at all (`NoTls` cannot).
+    has_tls: bool,
     test_query: String,
+    statement_timeout: Duration,
 }
 
 impl<T: Clone> Clone for PostgresTarget<T> {
@@ -61,7 +82,9 @@ impl<T: Clone> Clone for PostgresTarget<T> {
             connection: self.connection.clone(),
             admin: self.admin.clone(),
             tls: self.tls.clone(),
+            has_tls: self.has_tls,
             test_query: self.test_query.clone(),
+            statement_timeout: self.statement_timeout,
         }
     }
 }
@@ -72,7 +95,9 @@ impl<T> fmt::Debug for PostgresTarget<T> {
         f.debug_struct("PostgresTarget")
             .field("connection", &self.connection)
             .field("admin", &self.admin.as_ref().map(|(user, _)| user))
+            .field("tls", &self.has_tls)
             .field("test_query", &self.test_query)
+            .field("statement_timeout", &self.statement_timeout)
             .finish_non_exhaustive()
     }
 }
@@ -90,7 +115,9 @@ impl PostgresTarget<NoTls> {
             connection: Config::new(),
             admin: None,
             tls: NoTls,
+            has_tls: false,
             test_query: "SELECT 1".to_owned(),
+            statement_timeout: DEFAULT_STATEMENT_TIMEOUT,
         }
     }
 }
@@ -98,7 +125,8 @@ impl PostgresTarget<NoTls> {
 impl<T> PostgresTarget<T> {
     /// Connection settings that take precedence over the secret's: host, port and database when
     /// set here, and anything else tokio-postgres offers (timeouts, SSL mode, application name).
-    /// User and password are always those of the credential in use.
+    /// User and password are always those of the credential in use; the secret's `ssl_mode` may
+    /// still raise the SSL mode.
     pub fn connection(mut self, config: Config) -> Self {
         self.connection = config;
         self
@@ -116,13 +144,22 @@ impl<T> PostgresTarget<T> {
         self
     }
 
+    /// The `statement_timeout` of the engine's sessions (default 30 s; zero for none, which also
+    /// lets the client wait for answers forever).
+    pub fn statement_timeout(mut self, timeout: Duration) -> Self {
+        self.statement_timeout = timeout.min(crate::time::MAX_SETTING);
+        self
+    }
+
     /// Connects with TLS.
-    pub fn tls<U>(self, tls: U) -> PostgresTarget<U> {
+    pub fn tls<U: 'static>(self, tls: U) -> PostgresTarget<U> {
         PostgresTarget {
             connection: self.connection,
             admin: self.admin,
+            has_tls: TypeId::of::<U>() != TypeId::of::<NoTls>(),
             tls,
             test_query: self.test_query,
+            statement_timeout: self.statement_timeout,
         }
     }
 
@@ -161,19 +198,68 @@ impl<T> PostgresTarget<T> {
         if config.get_application_name().is_none() {
             let _ = config.application_name("credswap-rotation");
         }
+        if let Some(mode) = location.ssl_mode.as_deref() {
+            if requires_tls(secret_id, mode)? {
+                let _ = config.ssl_mode(SslMode::Require);
+            }
+        }
+        if config.get_ssl_mode() == SslMode::Require && !self.has_tls {
+            return Err(Error::config(format!(
+                "TLS is required ({}) but this PostgresTarget has no TLS connector: give it one \
+                 with PostgresTarget::tls",
+                location
+                    .ssl_mode
+                    .as_deref()
+                    .map_or("by the connection settings".to_owned(), |mode| format!(
+                        "the secret's ssl_mode is `{mode}`"
+                    ))
+            ))
+            .with_id(secret_id));
+        }
         let _ = config
             .user(username)
             .password(password.expose_secret().as_bytes());
         Ok(config)
     }
+
+    /// `work`, given up on (as [`ErrorKind::Transient`]) when no answer comes within the
+    /// statement timeout and some slack.
+    async fn bounded<R>(
+        &self,
+        secret_id: &str,
+        what: &str,
+        work: impl Future<Output = Result<R>>,
+    ) -> Result<R> {
+        if self.statement_timeout.is_zero() {
+            return work.await;
+        }
+        let limit = self.statement_timeout + ANSWER_SLACK;
+        tokio::time::timeout(limit, work).await.unwrap_or_else(|_| {
+            Err(Error::transient(
+                secret_id,
+                format!("{what}: no answer from the database within {limit:?}"),
+            ))
+        })
+    }
+}
+
+/// Whether libpq-style `mode` asks for TLS (the pools' reading: only ever makes TLS stricter).
+fn requires_tls(secret_id: &str, mode: &str) -> Result<bool> {
+    match mode.trim().to_ascii_lowercase().as_str() {
+        "disable" | "allow" | "prefer" => Ok(false),
+        "require" | "verify-ca" | "verify_ca" | "verify-full" | "verify_full" => Ok(true),
+        // The admin credential may travel over this connection: refuse to guess.
+        _ => Err(Error::config(format!(
+            "the secret's ssl_mode `{}` is not one of disable, allow, prefer, require, verify-ca, \
+             verify-full",
+            mode.escape_debug()
+        ))
+        .with_id(secret_id)),
+    }
 }
 
 fn credentials(secret_id: &str, value: &SecretValue) -> Result<PgCredentials> {
-    let text = value
-        .expose_str()
-        .ok_or_else(|| Error::decode(secret_id, "the secret is binary, not a JSON object"))?;
-    serde_json::from_str(text)
-        .map_err(|e| Error::decode(secret_id, crate::error::describe_json_error(&e)))
+    parse_json(secret_id, value)
 }
 
 impl<T> PostgresTarget<T>
@@ -184,16 +270,40 @@ where
     <T::TlsConnect as TlsConnect<Socket>>::Future: Send,
 {
     async fn connect(&self, secret_id: &str, config: &Config, what: &str) -> Result<Client> {
-        let (client, connection) = config
-            .connect(self.tls.clone())
-            .await
-            .map_err(|e| map_pg_error(secret_id, what, e))?;
+        let connecting = async {
+            config
+                .connect(self.tls.clone())
+                .await
+                .map_err(|e| map_pg_error(secret_id, what, e))
+        };
+        let (client, connection) = self.bounded(secret_id, what, connecting).await?;
         let _task = tokio::spawn(async move {
             if let Err(error) = connection.await {
                 tracing::debug!(%error, "credswap: rotation connection ended with an error");
             }
         });
         Ok(client)
+    }
+
+    /// Sets the statement timeout on a connection that will run statements.
+    async fn limit_statements(&self, secret_id: &str, client: &Client) -> Result<()> {
+        let sql = format!(
+            "SET statement_timeout = {}",
+            self.statement_timeout.as_millis()
+        );
+        self.execute(secret_id, client, &sql, "setting the statement timeout")
+            .await
+    }
+
+    /// Runs `sql` (no parameters, no rows) on `client`, bounded.
+    async fn execute(&self, secret_id: &str, client: &Client, sql: &str, what: &str) -> Result<()> {
+        let running = async {
+            client
+                .batch_execute(sql)
+                .await
+                .map_err(|e| map_pg_error(secret_id, what, e))
+        };
+        self.bounded(secret_id, what, running).await
     }
 
     async fn login(&self, secret_id: &str, credential: &SecretValue, what: &str) -> Result<Client> {
@@ -252,12 +362,16 @@ where
                 other => other?,
             },
         };
+        self.limit_statements(secret_id, &control).await?;
         let key = lock_key(secret_id);
-        let locked: bool = control
-            .query_one("SELECT pg_try_advisory_lock($1)", &[&key])
-            .await
-            .map_err(|e| map_pg_error(secret_id, "taking the rotation lock", e))?
-            .get(0);
+        let what = "taking the rotation lock";
+        let locking = async {
+            control
+                .query_one("SELECT pg_try_advisory_lock($1)", &[&key])
+                .await
+                .map_err(|e| map_pg_error(secret_id, what, e))
+        };
+        let locked: bool = self.bounded(secret_id, what, locking).await?.get(0);
         if !locked {
             return Ok(None);
         }
@@ -300,6 +414,7 @@ where
 
     async fn apply(&mut self, credential: &SecretValue, clone_of: Option<&str>) -> Result<()> {
         let id = self.secret_id.as_str();
+        let target = &self.target;
         let creds = credentials(id, credential)?;
         check_role_name(id, &creds.username)?;
         let verifier = scram_verifier(&creds.password).await?;
@@ -307,60 +422,105 @@ where
         let password = quote_literal(&verifier);
         if let Some(base) = clone_of {
             check_role_name(id, base)?;
-            let exists = self
-                .control
-                .query_opt(
-                    "SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = $1",
-                    &[&creds.username],
-                )
-                .await
-                .map_err(|e| map_pg_error(id, "looking up the clone role", e))?
-                .is_some();
-            if !exists {
-                let transaction = self
-                    .control
-                    .transaction()
+            let what = "looking up the clone role";
+            let looking = async {
+                self.control
+                    .query_opt(
+                        "SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = $1",
+                        &[&creds.username],
+                    )
                     .await
-                    .map_err(|e| map_pg_error(id, "creating the clone role", e))?;
-                transaction
-                    .batch_execute(&format!(
-                        "CREATE ROLE {role} LOGIN PASSWORD {password}; GRANT {} TO {role}",
-                        quote_identifier(base)
-                    ))
-                    .await
-                    .map_err(|e| map_pg_error(id, "creating the clone role", e))?;
-                return transaction
-                    .commit()
-                    .await
-                    .map_err(|e| map_pg_error(id, "creating the clone role", e));
+                    .map_err(|e| map_pg_error(id, what, e))
+            };
+            if target.bounded(id, what, looking).await?.is_none() {
+                // Statements sent together run as one transaction: both or neither.
+                let sql = format!(
+                    "CREATE ROLE {role} LOGIN PASSWORD {password}; GRANT {} TO {role}",
+                    quote_identifier(base)
+                );
+                return target
+                    .execute(id, &self.control, &sql, "creating the clone role")
+                    .await;
             }
         }
-        self.control
-            .batch_execute(&format!("ALTER ROLE {role} PASSWORD {password}"))
+        let sql = format!("ALTER ROLE {role} PASSWORD {password}");
+        target
+            .execute(id, &self.control, &sql, "setting the role's password")
             .await
-            .map_err(|e| map_pg_error(id, "setting the role's password", e))
     }
 
     async fn verify(&mut self, credential: &SecretValue) -> Result<()> {
         let id = self.secret_id.as_str();
-        let client = self
-            .target
+        let target = &self.target;
+        let client = target
             .login(id, credential, "login with the pending credential")
             .await?;
-        let _rows = client
-            .simple_query(&self.target.test_query)
+        target.limit_statements(id, &client).await?;
+        target
+            .execute(id, &client, &target.test_query, "the test query")
             .await
-            .map_err(|e| map_pg_error(id, "the test query", e))?;
-        Ok(())
     }
 
     async fn release(self: Box<Self>) -> Result<()> {
-        let _released: bool = self
-            .control
-            .query_one("SELECT pg_advisory_unlock($1)", &[&self.key])
-            .await
-            .map_err(|e| map_pg_error(&self.secret_id, "releasing the rotation lock", e))?
-            .get(0);
+        let id = self.secret_id.as_str();
+        let what = "releasing the rotation lock";
+        let releasing = async {
+            self.control
+                .query_one("SELECT pg_advisory_unlock($1)", &[&self.key])
+                .await
+                .map_err(|e| map_pg_error(id, what, e))
+        };
+        let _released: bool = self.target.bounded(id, what, releasing).await?.get(0);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn location(ssl_mode: Option<&str>) -> PgCredentials {
+        let mut secret = serde_json::json!({
+            "host": "db.internal", "port": 5432, "username": "app", "password": "Pw-Location-1",
+        });
+        if let Some(mode) = ssl_mode {
+            secret["ssl_mode"] = mode.into();
+        }
+        serde_json::from_value(secret).unwrap()
+    }
+
+    fn config_of<T>(target: &PostgresTarget<T>, ssl_mode: Option<&str>) -> Result<Config> {
+        let password = SecretString::from("Pw-Admin-1");
+        target.config("db", &location(ssl_mode), "rotator", &password)
+    }
+
+    /// Stands for a real connector (rustls, openssl): only its type matters here.
+    #[derive(Clone)]
+    struct SomeTls;
+
+    #[test]
+    fn the_secrets_ssl_mode_raises_tls_and_needs_a_connector() {
+        let plain = PostgresTarget::new();
+        for mode in [None, Some("disable"), Some("prefer"), Some("allow")] {
+            let config = config_of(&plain, mode).unwrap();
+            assert_eq!(config.get_ssl_mode(), SslMode::Prefer, "{mode:?}");
+        }
+        for mode in ["require", "verify-ca", "verify-full", "VERIFY_FULL"] {
+            let err = config_of(&plain, Some(mode)).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Config, "{mode}: {err}");
+            assert!(err.to_string().contains("PostgresTarget::tls"), "{err}");
+            let with_tls = PostgresTarget::new().tls(SomeTls);
+            let config = config_of(&with_tls, Some(mode)).unwrap();
+            assert_eq!(config.get_ssl_mode(), SslMode::Require, "{mode}");
+        }
+        // A connection that itself asks for TLS needs a connector too.
+        let mut required = Config::new();
+        let _ = required.ssl_mode(SslMode::Require);
+        let err = config_of(&PostgresTarget::new().connection(required), None).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Config, "{err}");
+        // A mode nobody knows is not guessed at.
+        let err = config_of(&plain, Some("requir")).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Config, "{err}");
+        assert!(!err.to_string().contains("Pw-"), "{err}");
     }
 }

@@ -1,6 +1,7 @@
 //! The four steps, what a rotation comes to, and the [`Rotator`] that runs them.
 
 use std::fmt;
+use std::future::Future;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -97,24 +98,26 @@ pub enum StepOutcome {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum RotationOutcome {
-    /// The secret rotated.
+    /// The secret rotated: with a new token, or (when the rotator found the pending version of a
+    /// rotator that died, and [resumes those](super::RotatorBuilder::resume_orphaned)) with that
+    /// rotation's token.
     Rotated {
         /// The id of this rotation's events.
         rotation_id: Arc<str>,
         /// The rotation's token (the new version's request token).
-        token: String,
+        token: Arc<str>,
         /// The version that was current before.
         old_version: VersionId,
         /// The version that is current now.
         new_version: VersionId,
     },
-    /// Another rotation of this secret is under way (its lock is held, or its pending version is
-    /// in the store); nothing was changed. `token` is its token when the store shows one. A pending
-    /// version that stays (its rotator crashed) is finished by [`Rotator::resume`] or undone by
-    /// [`Rotator::abort`].
+    /// Another rotation of this secret is under way: another rotator holds its lock, or its
+    /// pending version appeared in the store while this one was about to write its own (a rotator
+    /// that does not share the lock, such as an AWS rotation function in another account's
+    /// database). Nothing was changed. `token` is its token when the store shows one.
     UnderWay {
         /// The token of the rotation under way, when known.
-        token: Option<String>,
+        token: Option<Arc<str>>,
     },
     /// The current version is younger than the minimum age given to
     /// [`Rotator::rotate_if_due`]; nothing was changed.
@@ -141,6 +144,7 @@ pub(crate) struct Inner {
     pub(crate) strategy: Strategy,
     pub(crate) policy: PasswordPolicy,
     pub(crate) on_finished: Option<FinishedHook>,
+    pub(crate) resume_orphaned: bool,
     pub(crate) events: broadcast::Sender<RotationEvent>,
 }
 
@@ -152,14 +156,17 @@ pub(crate) struct Inner {
 /// # Concurrent calls on the same secret
 ///
 /// Exactly one rotation of a secret runs at a time, across processes: the target's lock (a
-/// PostgreSQL advisory lock) is held for the whole rotation, and the store's pending version marks
-/// a rotation under way between processes that do not share the lock (an AWS rotation function).
-/// A second `rotate` returns [`RotationOutcome::UnderWay`] without changing anything.
+/// PostgreSQL advisory lock, keyed by the store's [canonical name](RotationStore::canonical_id) of
+/// the secret, so its name and its ARN take one lock) is held for each call, and the store's
+/// pending version marks a rotation under way between calls and between processes that do not
+/// share the lock. A `rotate` that finds the lock taken returns [`RotationOutcome::UnderWay`]
+/// without changing anything. Calls made one after another each rotate:
+/// [`rotate_if_due`](Self::rotate_if_due) skips a secret rotated a moment ago.
 ///
 /// # Cancellation
 ///
-/// Dropping a `rotate` future between two steps leaves a pending version, which `resume` finishes
-/// and `abort` undoes; the lock goes with the dropped session.
+/// Dropping a `rotate` future between two steps leaves a pending version, which the next
+/// `rotate` (or `resume`) finishes and `abort` undoes; the lock goes with the dropped session.
 #[derive(Clone)]
 pub struct Rotator {
     pub(crate) inner: Arc<Inner>,
@@ -172,6 +179,7 @@ impl fmt::Debug for Rotator {
             .field("target", &self.inner.target.name())
             .field("strategy", &self.inner.strategy)
             .field("policy", &self.inner.policy)
+            .field("resume_orphaned", &self.inner.resume_orphaned)
             .finish_non_exhaustive()
     }
 }
@@ -197,11 +205,16 @@ impl Rotator {
 
     /// Rotates `secret_id` now: `create`, `set`, `test`, `finish` under one lock, with a new token.
     ///
+    /// When the lock is free but the store holds a pending version (a rotator died mid-rotation),
+    /// this finishes that rotation instead, with its token, unless the rotator was built with
+    /// [`resume_orphaned(false)`](super::RotatorBuilder::resume_orphaned).
+    ///
     /// # Errors
     ///
-    /// [`ErrorKind::RolledBack`] when `test` failed and the rotation was undone; the store's or the
-    /// database's error when a step failed (re-running finishes or undoes it: see [`resume`](Self::resume)
-    /// and [`abort`](Self::abort)); [`ErrorKind::InvalidRequest`] for a role name the database cannot
+    /// [`ErrorKind::RolledBack`] when `test` failed, or `finish` found the secret written during
+    /// the rotation, and the rotation was undone; the store's or the database's error when a step
+    /// failed (re-running finishes or undoes it: see [`resume`](Self::resume) and
+    /// [`abort`](Self::abort)); [`ErrorKind::InvalidRequest`] for a role name the database cannot
     /// take, before anything changed.
     pub async fn rotate(&self, secret_id: &str) -> Result<RotationOutcome> {
         self.rotate_with(secret_id, None).await
@@ -209,29 +222,45 @@ impl Rotator {
 
     /// Like [`rotate`](Self::rotate), unless the current version is younger than `min_age`
     /// ([`RotationOutcome::NotDue`]): replicas that run the same schedule rotate once, not once
-    /// each. A store that does not say when the current version was made always rotates.
+    /// each. A store that does not say when the current version was made always rotates. A
+    /// pending version left by a rotator that died is finished whatever its age.
     pub async fn rotate_if_due(
         &self,
         secret_id: &str,
         min_age: Duration,
     ) -> Result<RotationOutcome> {
-        self.rotate_with(secret_id, Some(min_age)).await
+        self.rotate_if_due_at(secret_id, min_age, SystemTime::now())
+            .await
+    }
+
+    /// [`rotate_if_due`](Self::rotate_if_due) with the age measured at `now`: a schedule passes
+    /// its own clock, which follows Tokio's (and so a paused test clock).
+    pub(crate) async fn rotate_if_due_at(
+        &self,
+        secret_id: &str,
+        min_age: Duration,
+        now: SystemTime,
+    ) -> Result<RotationOutcome> {
+        self.rotate_with(secret_id, Some((min_age, now))).await
     }
 
     async fn rotate_with(
         &self,
         secret_id: &str,
-        min_age: Option<Duration>,
+        due: Option<(Duration, SystemTime)>,
     ) -> Result<RotationOutcome> {
-        let run = Run::new(&self.inner, secret_id);
-        let result = match self.open(secret_id).await {
-            Ok(Opened::Locked(token)) => Ok(RotationOutcome::UnderWay { token }),
-            Ok(Opened::Session(mut session)) => {
+        let run = &Run::new(&self.inner, secret_id);
+        let result = match self
+            .with_session(run, secret_id, |mut session| async move {
                 let result = self
-                    .rotate_locked(&run, session.as_mut(), secret_id, min_age)
+                    .rotate_locked(run, session.as_mut(), secret_id, due)
                     .await;
-                release(secret_id, session, result).await
-            }
+                (session, result)
+            })
+            .await
+        {
+            Ok(Turn::Ran(outcome)) => Ok(outcome),
+            Ok(Turn::LockHeld(token)) => Ok(RotationOutcome::UnderWay { token }),
             Err(error) => Err(error),
         };
         run.finish_rotation(&result);
@@ -243,18 +272,23 @@ impl Rotator {
         run: &Run<'_>,
         session: &mut dyn TargetSession,
         secret_id: &str,
-        min_age: Option<Duration>,
+        due: Option<(Duration, SystemTime)>,
     ) -> Result<RotationOutcome> {
         let store = &self.inner.store;
         // Read again under the lock: another rotator may have started or finished meanwhile.
         if let Some(token) = store.pending_token(secret_id).await? {
-            return Ok(RotationOutcome::UnderWay { token: Some(token) });
+            if !self.inner.resume_orphaned {
+                return Ok(RotationOutcome::UnderWay {
+                    token: Some(token.into()),
+                });
+            }
+            // We hold the lock, so the rotator that wrote it is gone (or a rotation function is
+            // between two steps, which then find them done: every step is idempotent).
+            return self.finish_pending(run, session, secret_id, token).await;
         }
         let current = store.current(secret_id).await?;
-        if let (Some(min_age), Some(created)) = (min_age, current.version.created_at) {
-            let age = SystemTime::now()
-                .duration_since(created)
-                .unwrap_or(Duration::ZERO);
+        if let (Some((min_age, now)), Some(created)) = (due, current.version.created_at) {
+            let age = now.duration_since(created).unwrap_or(Duration::ZERO);
             if age < min_age {
                 return Ok(RotationOutcome::NotDue {
                     current_version: current.version.id,
@@ -263,47 +297,77 @@ impl Rotator {
             }
         }
         let token = new_token()?;
+        match run.step(session, &token, Step::Create).await {
+            // A pending version appeared between our read and our write: a rotator that does not
+            // share our lock (a rotation function elsewhere) is at work. Nothing was written.
+            Err(error) if error.kind() == ErrorKind::Conflict => {
+                return Ok(RotationOutcome::UnderWay {
+                    token: store.pending_token(secret_id).await?.map(Arc::from),
+                });
+            }
+            other => {
+                let _ = other?;
+            }
+        }
+        let new_version = run.steps_from(session, &token, Step::Set).await?;
+        Ok(RotationOutcome::Rotated {
+            rotation_id: run.rotation_id(),
+            token: token.into(),
+            old_version: current.version.id,
+            new_version,
+        })
+    }
+
+    /// All four steps with the pending version's `token`, each re-run harmlessly where done.
+    async fn finish_pending(
+        &self,
+        run: &Run<'_>,
+        session: &mut dyn TargetSession,
+        secret_id: &str,
+        token: String,
+    ) -> Result<RotationOutcome> {
+        let old_version = self.inner.store.current(secret_id).await?.version.id;
         let new_version = run.steps(session, &token).await?;
         Ok(RotationOutcome::Rotated {
             rotation_id: run.rotation_id(),
-            token,
-            old_version: current.version.id,
+            token: token.into(),
+            old_version,
             new_version,
         })
     }
 
     /// Finishes the rotation under way (a pending version left by a crashed or timed-out rotator):
     /// all four steps with its token, each re-run harmlessly where it had already been done.
+    /// `None` when nothing was pending, as for [`abort`](Self::abort);
+    /// [`RotationOutcome::UnderWay`] when another rotator holds the lock.
     ///
     /// # Errors
     ///
-    /// [`ErrorKind::NotFound`] when no rotation is under way; otherwise as [`rotate`](Self::rotate).
-    pub async fn resume(&self, secret_id: &str) -> Result<RotationOutcome> {
-        let run = Run::new(&self.inner, secret_id);
-        let result = match self.open(secret_id).await {
-            Ok(Opened::Locked(token)) => Ok(RotationOutcome::UnderWay { token }),
-            Ok(Opened::Session(mut session)) => {
-                let result = async {
-                    let store = &self.inner.store;
-                    let Some(token) = store.pending_token(secret_id).await? else {
-                        return Err(Error::not_found(secret_id)
-                            .with_message("no rotation is under way: nothing to resume"));
-                    };
-                    let old_version = store.current(secret_id).await?.version.id;
-                    let new_version = run.steps(session.as_mut(), &token).await?;
-                    Ok(RotationOutcome::Rotated {
-                        rotation_id: run.rotation_id(),
-                        token,
-                        old_version,
-                        new_version,
-                    })
-                }
-                .await;
-                release(secret_id, session, result).await
-            }
-            Err(error) => Err(error),
-        };
-        run.finish_rotation(&result);
+    /// As [`rotate`](Self::rotate).
+    pub async fn resume(&self, secret_id: &str) -> Result<Option<RotationOutcome>> {
+        let run = &Run::new(&self.inner, secret_id);
+        let result = self
+            .with_session(run, secret_id, |mut session| async move {
+                let result = match self.inner.store.pending_token(secret_id).await {
+                    Ok(Some(token)) => self
+                        .finish_pending(run, session.as_mut(), secret_id, token)
+                        .await
+                        .map(Some),
+                    Ok(None) => Ok(None),
+                    Err(error) => Err(error),
+                };
+                (session, result)
+            })
+            .await
+            .map(|turn| match turn {
+                Turn::Ran(outcome) => outcome,
+                Turn::LockHeld(token) => Some(RotationOutcome::UnderWay { token }),
+            });
+        match &result {
+            Ok(Some(outcome)) => run.finish_rotation(&Ok(outcome.clone())),
+            Ok(None) => {}
+            Err(error) => run.finish_rotation(&Err(error.clone())),
+        }
         result
     }
 
@@ -314,47 +378,82 @@ impl Rotator {
     /// # Errors
     ///
     /// [`ErrorKind::Conflict`] when a rotator is running now (it holds the lock); the database's
-    /// or the store's error otherwise (the pending version is kept: call again).
+    /// or the store's error otherwise (the message says whether the database was restored; the
+    /// pending version is kept: call again).
     pub async fn abort(&self, secret_id: &str) -> Result<Option<String>> {
-        let run = Run::new(&self.inner, secret_id);
-        match self.open(secret_id).await? {
-            Opened::Locked(token) => Err(lock_held(secret_id, token)),
-            Opened::Session(mut session) => {
-                let result = async {
-                    let Some(token) = self.inner.store.pending_token(secret_id).await? else {
-                        return Ok(None);
-                    };
-                    let _restored = run.undo(session.as_mut(), &token).await?;
-                    Ok(Some(token))
-                }
-                .await;
-                release(secret_id, session, result).await
-            }
+        let run = &Run::new(&self.inner, secret_id);
+        let turn = self
+            .with_session(run, secret_id, |mut session| async move {
+                let result = match self.inner.store.pending_token(secret_id).await {
+                    Ok(Some(token)) => run
+                        .undo(session.as_mut(), &token)
+                        .await
+                        .map(|_| Some(token)),
+                    Ok(None) => Ok(None),
+                    Err(error) => Err(error),
+                };
+                (session, result)
+            })
+            .await?;
+        match turn {
+            Turn::Ran(token) => Ok(token),
+            Turn::LockHeld(token) => Err(lock_held(run.canonical(), token)),
         }
     }
 
     /// Runs one step of the rotation identified by `token`, as the body of an AWS Secrets Manager
     /// rotation function does with the event's `SecretId`, `ClientRequestToken` and `Step`.
-    /// Each call takes the lock for its duration; every step is idempotent for its token.
+    /// Each call takes the lock for its duration; every step is idempotent for its token, and
+    /// `set` and `test` act only while `token` is the rotation under way (a late or repeated
+    /// invocation for an older token changes nothing).
     ///
     /// # Errors
     ///
     /// [`ErrorKind::Conflict`] when another rotator holds the lock or another token's rotation is
-    /// under way; [`ErrorKind::RolledBack`] when `testSecret` failed and was undone; the store's or
-    /// database's error otherwise (the caller, or AWS, retries the step).
+    /// under way; [`ErrorKind::NotFound`] when `token` has no pending version (for `set`, `test`,
+    /// `finish`); [`ErrorKind::RolledBack`] when `testSecret` failed, or `finishSecret` found the
+    /// secret written during the rotation, and the rotation was undone; the store's or database's
+    /// error otherwise (the caller, or AWS, retries the step).
     pub async fn step(&self, secret_id: &str, token: &str, step: Step) -> Result<StepOutcome> {
-        let run = Run::new(&self.inner, secret_id);
-        match self.open(secret_id).await? {
-            Opened::Locked(held_by) => Err(lock_held(secret_id, held_by)),
-            Opened::Session(mut session) => {
+        let run = &Run::new(&self.inner, secret_id);
+        match self
+            .with_session(run, secret_id, |mut session| async move {
                 let result = run.step(session.as_mut(), token, step).await;
-                release(secret_id, session, result).await
+                (session, result)
+            })
+            .await?
+        {
+            Turn::Ran(outcome) => Ok(outcome),
+            Turn::LockHeld(held_by) => Err(lock_held(run.canonical(), held_by)),
+        }
+    }
+
+    /// Takes the rotation lock (a session with the target), runs `work` under it, and releases
+    /// it; or says who holds it. `work` borrows the session by taking it and handing it back.
+    async fn with_session<T, F, Fut>(
+        &self,
+        run: &Run<'_>,
+        secret_id: &str,
+        work: F,
+    ) -> Result<Turn<T>>
+    where
+        F: FnOnce(Box<dyn TargetSession>) -> Fut,
+        Fut: Future<Output = (Box<dyn TargetSession>, Result<T>)>,
+    {
+        run.resolve().await?;
+        match self.open(run, secret_id).await? {
+            Opened::Locked(token) => Ok(Turn::LockHeld(token.map(Arc::from))),
+            Opened::Session(session) => {
+                let (session, result) = work(session).await;
+                release(run.canonical(), session, result)
+                    .await
+                    .map(Turn::Ran)
             }
         }
     }
 
     /// Opens a session with the target, which takes the rotation lock.
-    async fn open(&self, secret_id: &str) -> Result<Opened> {
+    async fn open(&self, run: &Run<'_>, secret_id: &str) -> Result<Opened> {
         let store = &self.inner.store;
         let current = store.current(secret_id).await?;
         // Names the database cannot take fail here, before any login or change.
@@ -371,11 +470,9 @@ impl Rotator {
             Some(token) => store.read_pending(secret_id, token).await?,
             None => None,
         };
-        let session = self
-            .inner
-            .target
+        let session = target
             .begin(
-                secret_id,
+                run.canonical(),
                 &self.inner.strategy,
                 &current.value,
                 pending.as_ref(),
@@ -388,13 +485,20 @@ impl Rotator {
     }
 }
 
+/// What became of a call that needed the lock.
+enum Turn<T> {
+    Ran(T),
+    /// Another rotator holds the lock (with the token the store shows, if any).
+    LockHeld(Option<Arc<str>>),
+}
+
 enum Opened {
     Session(Box<dyn TargetSession>),
     /// Another rotator holds the lock (with the token the store shows, if any).
     Locked(Option<String>),
 }
 
-fn lock_held(secret_id: &str, token: Option<String>) -> Error {
+fn lock_held(secret_id: &str, token: Option<Arc<str>>) -> Error {
     Error::new(ErrorKind::Conflict)
         .with_id(secret_id)
         .with_message(match token {

@@ -3,12 +3,13 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use backon::{BackoffBuilder, ExponentialBuilder};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::protocol::{RotationOutcome, Rotator};
-use crate::error::{Error, Result};
-use crate::time::later_wall;
+use crate::error::{Error, ErrorKind, Result};
+use crate::time::{Instant, later, later_wall};
 
 const DAY: u64 = 24 * 60 * 60;
 
@@ -70,8 +71,15 @@ impl Window {
 /// When a [`ScheduledRotation`] rotates: every `period`, each attempt delayed by a random part of
 /// `jitter` (so replicas and secrets do not rotate in step), moved into the daily
 /// [`Window`] when there is one. An attempt is [`rotate_if_due`](Rotator::rotate_if_due) with a
-/// minimum age (half the period by default), so replicas running the same schedule rotate once
-/// per period, not once each; a failed attempt is tried again after `retry_after`.
+/// minimum age (half the period by default): a replica whose attempt comes less than that after
+/// another replica's rotation skips it, so replicas started close together rotate once per period,
+/// not once each (replicas started further apart than the minimum age each rotate in a period;
+/// raise it toward the period if that matters).
+///
+/// A failed attempt is tried again after `retry_after`, the delay doubling, with jitter, for every
+/// failure in a row, up to the period. Failures that trying again will not fix (a rollback, a
+/// configuration, decoding or permission error, a request the store refuses) wait a full period,
+/// with a warning in the log each time. [`Attempts`] shows both.
 ///
 /// ```
 /// use std::time::Duration;
@@ -117,7 +125,8 @@ impl Schedule {
         self
     }
 
-    /// How long after a failed attempt to try again.
+    /// How long after a failed attempt to try again; the delay doubles (with jitter) for each
+    /// failure in a row, up to the period.
     pub fn retry_after(mut self, retry_after: Duration) -> Self {
         self.retry_after = retry_after;
         self
@@ -163,18 +172,19 @@ impl Schedule {
 }
 
 /// The clock a schedule runs by: the wall clock at start plus Tokio's clock since then, so the
-/// window follows the time of day, and tests under `tokio::time::pause()` control it entirely.
+/// window follows the time of day, and tests under `tokio::time::pause()` control it entirely
+/// (the age of a secret included: each attempt measures it at this clock's now).
 #[derive(Clone, Copy)]
 struct Clock {
     wall: SystemTime,
-    instant: tokio::time::Instant,
+    instant: Instant,
 }
 
 impl Clock {
     fn start() -> Self {
         Clock {
             wall: SystemTime::now(),
-            instant: tokio::time::Instant::now(),
+            instant: Instant::now(),
         }
     }
 
@@ -182,11 +192,66 @@ impl Clock {
         later_wall(self.wall, self.instant.elapsed())
     }
 
-    fn instant_of(&self, at: SystemTime) -> tokio::time::Instant {
+    fn instant_of(&self, at: SystemTime) -> Instant {
         let since_start = at.duration_since(self.wall).unwrap_or(Duration::ZERO);
-        self.instant
-            .checked_add(since_start)
-            .unwrap_or(self.instant + crate::time::MAX_SETTING)
+        later(self.instant, since_start)
+    }
+}
+
+/// Failures that trying again soon will not fix: a person has to look.
+fn needs_attention(error: &Error) -> bool {
+    matches!(
+        error.kind(),
+        ErrorKind::RolledBack
+            | ErrorKind::Config
+            | ErrorKind::InvalidRequest
+            | ErrorKind::Decode
+            | ErrorKind::AccessDenied
+    )
+}
+
+/// How long after a failed attempt to try again: exponential with jitter from `retry_after` up to
+/// the period, or the period for failures that need a person.
+struct Retry {
+    builder: ExponentialBuilder,
+    backoff: <ExponentialBuilder as BackoffBuilder>::Backoff,
+    period: Duration,
+    failures_in_a_row: u32,
+}
+
+impl Retry {
+    fn new(schedule: &Schedule) -> Self {
+        let builder = ExponentialBuilder::default()
+            .with_min_delay(schedule.retry_after)
+            .with_max_delay(schedule.period)
+            .with_jitter()
+            .without_max_times();
+        Retry {
+            backoff: builder.build(),
+            builder,
+            period: schedule.period,
+            failures_in_a_row: 0,
+        }
+    }
+
+    /// The delay before the next attempt, after `result`.
+    fn after(&mut self, result: &Result<RotationOutcome>) -> Duration {
+        let Err(error) = result else {
+            self.failures_in_a_row = 0;
+            self.backoff = self.builder.build();
+            return self.period;
+        };
+        self.failures_in_a_row = self.failures_in_a_row.saturating_add(1);
+        if needs_attention(error) {
+            return self.period;
+        }
+        let backoff = self.backoff.next().unwrap_or(self.period).min(self.period);
+        backoff.max(
+            error
+                .retry_after()
+                .unwrap_or(Duration::ZERO)
+                .min(self.period),
+        )
     }
 }
 
@@ -203,8 +268,14 @@ pub struct ScheduledRotation {
 pub struct Attempts {
     /// Attempts made.
     pub count: u64,
-    /// The last attempt's result (an error rendered as its kind and message).
+    /// The last attempt's result: its outcome, or its error (kind and message, never a value).
     pub last: Option<std::result::Result<RotationOutcome, Error>>,
+    /// Failed attempts since the last one that did not fail.
+    pub failures_in_a_row: u32,
+    /// How long after the last attempt the next is planned (before the schedule's jitter and
+    /// window): a period after an attempt that did not fail; after a failure, the backoff, or a
+    /// full period for failures that need a person.
+    pub next_after: Option<Duration>,
 }
 
 impl ScheduledRotation {
@@ -214,9 +285,18 @@ impl ScheduledRotation {
     }
 
     /// Waits for the next attempt to complete and returns the tally.
-    pub async fn next_attempt(&mut self) -> Attempts {
-        let _ = self.attempts.changed().await;
-        self.attempts.borrow().clone()
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Closed`] when the schedule has stopped: its task ended (a panic in the store
+    /// or the target) and nothing will rotate until the secret is scheduled again.
+    pub async fn next_attempt(&mut self) -> Result<Attempts> {
+        self.attempts.changed().await.map_err(|_| {
+            Error::new(ErrorKind::Closed).with_message(
+                "the rotation schedule has stopped (its task ended); schedule the secret again",
+            )
+        })?;
+        Ok(self.attempts.borrow_and_update().clone())
     }
 
     /// Stops the schedule (a rotation in progress is cancelled between two store or database
@@ -232,12 +312,17 @@ impl Drop for ScheduledRotation {
 
 impl Rotator {
     /// Rotates `secret_id` on `schedule` in a background task until the returned handle is
-    /// dropped. Each attempt's events go to [`subscribe`](Self::subscribe)rs as usual.
+    /// dropped. Each attempt's events go to [`subscribe`](Self::subscribe)rs as usual; a pending
+    /// version left by a rotator that died is finished by the next attempt (see
+    /// [`RotatorBuilder::resume_orphaned`](super::RotatorBuilder::resume_orphaned)).
     ///
     /// # Errors
     ///
-    /// [`ErrorKind::Config`](crate::ErrorKind::Config) for a period under a second or absurd
-    /// durations.
+    /// [`ErrorKind::Config`] for a period under a second or absurd durations.
+    ///
+    /// # Panics
+    ///
+    /// When called outside a Tokio runtime (it spawns the task there).
     pub fn schedule(&self, secret_id: &str, schedule: Schedule) -> Result<ScheduledRotation> {
         schedule.validate()?;
         let (report, attempts) = watch::channel(Attempts::default());
@@ -246,19 +331,35 @@ impl Rotator {
         let task = tokio::spawn(async move {
             let clock = Clock::start();
             let min_age = schedule.min_age.unwrap_or(schedule.period / 2);
+            let mut retry = Retry::new(&schedule);
             let mut due = clock.now();
             loop {
                 let at = schedule.plan(due, fastrand::f64());
                 tokio::time::sleep_until(clock.instant_of(at)).await;
                 let started = clock.now();
-                let result = rotator.rotate_if_due(&secret_id, min_age).await;
+                let result = rotator.rotate_if_due_at(&secret_id, min_age, started).await;
+                let wait = retry.after(&result);
                 due = match &result {
-                    Ok(_) => later_wall(started, schedule.period),
-                    Err(_) => later_wall(clock.now(), schedule.retry_after),
+                    Ok(_) => later_wall(started, wait),
+                    Err(error) => {
+                        if needs_attention(error) {
+                            tracing::warn!(
+                                target: "credswap::rotation",
+                                secret_id = %secret_id,
+                                kind = %error.kind(),
+                                retry_in_s = wait.as_secs(),
+                                "credswap: a scheduled rotation failed in a way retrying will not \
+                                 fix; trying again only after a full period"
+                            );
+                        }
+                        later_wall(clock.now(), wait)
+                    }
                 };
                 report.send_modify(|attempts| {
                     attempts.count += 1;
                     attempts.last = Some(result);
+                    attempts.failures_in_a_row = retry.failures_in_a_row;
+                    attempts.next_after = Some(wait);
                 });
             }
         });

@@ -11,9 +11,11 @@ use crate::value::{SecretValue, VersionId, Versioned};
 ///
 /// Every method must be idempotent for its token: the protocol re-runs steps after crashes and
 /// timeouts, and a re-run must neither fail because the first run succeeded nor do anything twice.
-/// Where the store can, writes are checked against concurrent writers (AWS: the
-/// `RemoveFromVersionId` of a stage move; Vault: check-and-set) and lose with
-/// [`ErrorKind::Conflict`](crate::ErrorKind::Conflict). Errors never contain a value.
+/// Writes are checked against concurrent writers (AWS: the `RemoveFromVersionId` of a stage move;
+/// Vault: check-and-set) and lose with [`ErrorKind::Conflict`](crate::ErrorKind::Conflict); in
+/// particular [`promote`](Self::promote) refuses when the version the pending one was made from
+/// is no longer current (someone wrote the secret during the rotation). Errors never contain a
+/// value.
 ///
 /// The trait is object safe: the [`Rotator`](super::Rotator) holds an `Arc<dyn RotationStore>`.
 /// Implementations: [`MemoryRotationStore`](super::MemoryRotationStore), `AwsRotationStore`
@@ -29,19 +31,20 @@ use crate::value::{SecretValue, VersionId, Versioned};
 ///
 /// use async_trait::async_trait;
 /// use credswap::rotation::RotationStore;
-/// use credswap::{Error, Result, SecretValue, Version, VersionId, Versioned};
+/// use credswap::{Error, ErrorKind, Result, SecretValue, Version, VersionId, Versioned};
 ///
 /// #[derive(Default)]
 /// struct MapStore {
-///     // id -> (versions as (version id, value), index of current, pending token)
 ///     secrets: Mutex<HashMap<String, Slot>>,
 /// }
 ///
 /// #[derive(Default)]
 /// struct Slot {
+///     // (version id, value), oldest first; the last one is current unless a pending one follows.
 ///     versions: Vec<(String, SecretValue)>,
 ///     current: usize,
-///     pending: Option<String>,
+///     // The pending token and the version it was made from.
+///     pending: Option<(String, String)>,
 /// }
 ///
 /// impl MapStore {
@@ -54,6 +57,10 @@ use crate::value::{SecretValue, VersionId, Versioned};
 /// fn versioned(slot: &Slot, index: usize) -> Versioned<SecretValue> {
 ///     let (version, value) = &slot.versions[index];
 ///     Versioned::new(value.clone(), Version::current(version.as_str()))
+/// }
+///
+/// fn conflict(id: &str) -> Error {
+///     Error::new(ErrorKind::Conflict).with_id(id)
 /// }
 ///
 /// #[async_trait]
@@ -71,14 +78,13 @@ use crate::value::{SecretValue, VersionId, Versioned};
 ///     }
 ///
 ///     async fn pending_token(&self, id: &str) -> Result<Option<String>> {
-///         self.with(id, |slot| Ok(slot.pending.clone()))
+///         self.with(id, |slot| Ok(slot.pending.as_ref().map(|(token, _)| token.clone())))
 ///     }
 ///
 ///     async fn read_pending(&self, id: &str, token: &str) -> Result<Option<SecretValue>> {
-///         self.with(id, |slot| {
-///             Ok(slot.versions.iter().skip(slot.current + 1)
-///                 .find(|(version, _)| version == token)
-///                 .map(|(_, value)| value.clone()))
+///         self.with(id, |slot| match &slot.pending {
+///             Some((pending, _)) if pending == token => Ok(slot.versions.last().map(|v| v.1.clone())),
+///             _ => Ok(None),
 ///         })
 ///     }
 ///
@@ -86,15 +92,13 @@ use crate::value::{SecretValue, VersionId, Versioned};
 ///         &self, id: &str, token: &str, value: &SecretValue, base: &VersionId,
 ///     ) -> Result<()> {
 ///         self.with(id, |slot| match &slot.pending {
-///             Some(pending) if pending == token => Ok(()), // a re-run: already written
-///             Some(_) => Err(Error::new(credswap::ErrorKind::Conflict).with_id(id)),
-///             None if slot.versions[slot.current].0 != base.as_str() => {
-///                 Err(Error::new(credswap::ErrorKind::Conflict).with_id(id))
-///             }
+///             Some((pending, _)) if pending == token => Ok(()), // a re-run: already written
+///             Some(_) => Err(conflict(id)),
+///             None if slot.versions[slot.current].0 != base.as_str() => Err(conflict(id)),
+///             None if slot.versions.iter().any(|(version, _)| version == token) => Err(conflict(id)),
 ///             None => {
-///                 slot.versions.truncate(slot.current + 1);
 ///                 slot.versions.push((token.to_owned(), value.clone()));
-///                 slot.pending = Some(token.to_owned());
+///                 slot.pending = Some((token.to_owned(), base.as_str().to_owned()));
 ///                 Ok(())
 ///             }
 ///         })
@@ -105,10 +109,15 @@ use crate::value::{SecretValue, VersionId, Versioned};
 ///             if slot.versions[slot.current].0 == token {
 ///                 return Ok(VersionId::new(token)); // already current
 ///             }
-///             if slot.pending.as_deref() != Some(token) {
-///                 return Err(Error::not_found(id).with_message("no pending version for token"));
+///             match &slot.pending {
+///                 Some((pending, base)) if pending == token => {
+///                     if slot.versions[slot.current].0 != *base {
+///                         return Err(conflict(id)); // written during the rotation
+///                     }
+///                 }
+///                 _ => return Err(Error::not_found(id).with_message("no pending version for token")),
 ///             }
-///             slot.current += 1;
+///             slot.current = slot.versions.len() - 1;
 ///             slot.pending = None;
 ///             Ok(VersionId::new(token))
 ///         })
@@ -116,7 +125,7 @@ use crate::value::{SecretValue, VersionId, Versioned};
 ///
 ///     async fn remove_pending(&self, id: &str, token: &str) -> Result<()> {
 ///         self.with(id, |slot| {
-///             if slot.pending.as_deref() == Some(token) {
+///             if slot.pending.as_ref().is_some_and(|(pending, _)| pending == token) {
 ///                 slot.pending = None;
 ///                 slot.versions.truncate(slot.current + 1);
 ///             }
@@ -137,6 +146,14 @@ pub trait RotationStore: Send + Sync + 'static {
     /// A short name for events and logs (`"aws-secretsmanager"`, `"vault-kv2"`, …).
     fn name(&self) -> &str;
 
+    /// One name for the secret however `id` spells it, for the rotation lock and the audit trail:
+    /// rotators that call one secret by two names (an AWS rotation function gets the ARN, a job the
+    /// name) must still take one lock. AWS: the secret's ARN; Vault: mount and normalized path.
+    /// The default is `id` itself, right for stores with one spelling per secret.
+    async fn canonical_id(&self, id: &str) -> Result<String> {
+        Ok(id.to_owned())
+    }
+
     /// The current version: its value and version id (and, where the store says, its creation
     /// time, which [`Rotator::rotate_if_due`](super::Rotator::rotate_if_due) reads).
     async fn current(&self, id: &str) -> Result<Versioned<SecretValue>>;
@@ -149,14 +166,33 @@ pub trait RotationStore: Send + Sync + 'static {
     /// is also current (a finished rotation whose label was not yet removed) does not count.
     async fn pending_token(&self, id: &str) -> Result<Option<String>>;
 
-    /// The pending value written for `token`, if there is one.
+    /// The pending value written for `token`, while `token`'s version *is* the pending one: `None`
+    /// for a version that is current, was current once, or lost its pending mark in a rollback.
+    /// `set` and `test` act only on what this returns.
     async fn read_pending(&self, id: &str, token: &str) -> Result<Option<SecretValue>>;
 
-    /// Stores `value` as the pending version for `token`, made from current version `base`.
+    /// For a re-run of `create`: the value an earlier `create` stored for `token` and that never
+    /// became current: the pending version, or (in stores that keep them) one a rollback left
+    /// without its pending mark and that is newer than the current version. `create` reuses it
+    /// rather than make a second password for a token (AWS refuses a second value for a token).
+    ///
+    /// The default is [`read_pending`](Self::read_pending), right for stores that delete rolled-back
+    /// versions.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Conflict`](crate::ErrorKind::Conflict) where the store knows `token`'s version
+    /// exists and must not be reused (it was current once, or predates the current version).
+    async fn read_created(&self, id: &str, token: &str) -> Result<Option<SecretValue>> {
+        self.read_pending(id, token).await
+    }
+
+    /// Stores `value` as the pending version for `token`, made from current version `base`, and
+    /// remembers `base` for [`promote`](Self::promote).
     ///
     /// Idempotent: when `token`'s pending version already exists, this does nothing but make sure
     /// it is marked pending (the protocol reads it back first and writes the same value again,
-    /// never a different one for a token).
+    /// never a different one for a token); the `base` recorded first stays.
     /// Fails with [`ErrorKind::Conflict`](crate::ErrorKind::Conflict) when another token's
     /// rotation is under way or `base` is no longer current.
     async fn write_pending(
@@ -170,9 +206,19 @@ pub trait RotationStore: Send + Sync + 'static {
     /// Makes `token`'s pending version current (the current one becomes previous) and returns the
     /// new current version id. Idempotent: when `token` is already current, finishes any cleanup
     /// and returns its version id.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Conflict`](crate::ErrorKind::Conflict), changing nothing, when the version the
+    /// pending one was made from (the `base` given to [`write_pending`](Self::write_pending)) is no
+    /// longer current: someone wrote the secret during the rotation, and promoting would throw
+    /// their write away. [`ErrorKind::NotFound`](crate::ErrorKind::NotFound) when `token` has no
+    /// pending version.
     async fn promote(&self, id: &str, token: &str) -> Result<VersionId>;
 
-    /// Removes `token`'s pending version, if it is there (rollback, abort).
+    /// Removes `token`'s pending mark, if it is the pending version (rollback, abort): a version
+    /// that is current, or another token's, is left alone. Stores that keep versions may keep the
+    /// value, unmarked (AWS deprecates it), for [`read_created`](Self::read_created).
     async fn remove_pending(&self, id: &str, token: &str) -> Result<()>;
 
     /// Whether `token`'s version is the current one (its rotation has finished).

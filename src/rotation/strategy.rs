@@ -1,6 +1,7 @@
 //! Which role a rotation re-passwords, and the secret document it writes.
 
 use secrecy::{ExposeSecret, SecretString};
+use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
 use crate::error::{Error, Result};
@@ -14,13 +15,18 @@ use crate::value::SecretValue;
 ///   one are rejected (SQLSTATE `28P01`). The rotation-aware pools absorb it: a rejected login
 ///   triggers one coalesced refresh and a retry, and after `finish` the refresh finds the new
 ///   password. Window: from `set` to the moment each consumer refreshes (milliseconds to a TTL).
-/// - [`AlternatingUsers`](Strategy::AlternatingUsers): two roles, `app` and `app_clone` (a member of
-///   `app`, so it has `app`'s privileges); each rotation re-passwords the role that is *not* in the
-///   current secret and moves the secret to it. The role in the current secret is never touched,
-///   so every consumer keeps working through the rotation, and a consumer still on the previous
-///   version keeps working until the next rotation (dual-read): zero downtime. Needs an admin
-///   credential that may create and alter roles. Objects created by `app_clone` are owned by it;
-///   have migrations run as `app` (or `SET ROLE app`).
+/// - [`AlternatingUsers`](Strategy::AlternatingUsers): two roles, `app` and `app_clone` (created
+///   `LOGIN` and a member of `app`, so it has the privileges granted to `app`); each rotation
+///   re-passwords the role that is *not* in the current secret and moves the secret to it. The
+///   role in the current secret is never touched, so every consumer keeps working through the
+///   rotation, and a consumer still on the previous version keeps working until the next rotation
+///   (dual-read): zero downtime. Needs an admin credential that may create and alter roles.
+///   Membership carries privileges, not settings: the clone does **not** inherit `app`'s per-role
+///   settings (`ALTER ROLE app SET search_path …`, `statement_timeout`, …), its connection limit
+///   or its attributes (`CREATEDB`, `BYPASSRLS`, …); give the clone those yourself
+///   (`ALTER ROLE app_clone SET …`), and mind row-level security policies or code that test
+///   `current_user = 'app'`. Objects created by `app_clone` are owned by it; have migrations run
+///   as `app` (or `SET ROLE app`).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum Strategy {
@@ -94,6 +100,15 @@ impl Strategy {
     }
 }
 
+/// A secret's content read as JSON: [`ErrorKind::Decode`](crate::ErrorKind::Decode) for binary
+/// content or malformed JSON, with a message that never quotes the content.
+pub(crate) fn parse_json<T: DeserializeOwned>(id: &str, value: &SecretValue) -> Result<T> {
+    let text = value
+        .expose_str()
+        .ok_or_else(|| Error::decode(id, "the secret is binary, not JSON"))?;
+    serde_json::from_str(text).map_err(|e| Error::decode(id, crate::error::describe_json_error(&e)))
+}
+
 /// A database secret as a JSON object: every field kept, `username` and `password` read and
 /// replaced. The RDS shape (`engine`, `host`, `port`, `dbname`, `username`, `password`, …) and
 /// Vault's `{username, password}` both fit.
@@ -103,12 +118,7 @@ pub(crate) struct SecretDocument {
 
 impl SecretDocument {
     pub(crate) fn parse(id: &str, value: &SecretValue) -> Result<Self> {
-        let text = value
-            .expose_str()
-            .ok_or_else(|| Error::decode(id, "the secret is binary, not a JSON object"))?;
-        let parsed: Value = serde_json::from_str(text)
-            .map_err(|e| Error::decode(id, crate::error::describe_json_error(&e)))?;
-        let Value::Object(fields) = parsed else {
+        let Value::Object(fields) = parse_json(id, value)? else {
             return Err(Error::decode(id, "the secret is not a JSON object"));
         };
         let document = SecretDocument { fields };

@@ -12,12 +12,15 @@
 //!   succeeds. The slot records the version of `<path>` it was made from (`base_version`).
 //! - **A rotation is under way** while the slot exists and names a token that is not finished.
 //! - **`finish`** writes the value to `<path>` with `cas=<base_version>`: if anyone wrote the path
-//!   since `create` read it (another finisher, an operator), the write is refused and the rotation
-//!   reports a conflict instead of overwriting. It then records the token in the path's custom
+//!   since `create` read it (another finisher, an operator), the write is refused with
+//!   [`ErrorKind::Conflict`] instead of overwriting (and the rotator puts the database back on the
+//!   credential now current). It then records the token in the path's custom
 //!   metadata (`credswap-rotation-token`, `credswap-rotation-version`), and deletes the slot. Each
 //!   of the three is checked on a re-run: a finish that crashed after the write recognises its own
 //!   version (`base_version + 1` with the slot's value) and completes the other two.
 //! - **Rollback and abort** delete the slot (all its versions, through the metadata endpoint).
+//! - **The rotation lock and the audit trail** name the secret `<mount>/<path>`, the path without
+//!   leading, trailing or doubled slashes, so two spellings of one path take one lock.
 //!
 //! The previous version is the newest live KV version before the current one, as
 //! [`VaultKvProvider`](crate::provider::VaultKvProvider) reads it.
@@ -36,6 +39,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use super::store::RotationStore;
+use super::strategy::parse_json;
 use crate::error::{Error, ErrorKind, Result};
 use crate::provider::VaultSession;
 use crate::value::{SecretValue, Stage, Version, VersionId, Versioned};
@@ -108,7 +112,9 @@ impl VaultKvRotationStore {
         let path = format!("{}/metadata/{id}", self.mount);
         let response = self.call(Method::GET, &path, None).await?;
         let data = &response["data"];
-        let current_version = data["current_version"].as_u64().unwrap_or(0);
+        let current_version = data["current_version"]
+            .as_u64()
+            .ok_or_else(|| Error::decode(id, "the KV metadata has no `current_version`"))?;
         let live_versions = data["versions"]
             .as_object()
             .map(|versions| {
@@ -133,8 +139,14 @@ impl VaultKvRotationStore {
         })
     }
 
-    /// Version `version` (the latest for `None`) of the entry at `path` in the mount.
-    async fn read(&self, path: &str, version: Option<u64>) -> Result<Option<(Value, Version)>> {
+    /// Version `version` (the latest for `None`) of the entry at `path` in the mount, for secret
+    /// `id` (named in errors).
+    async fn read(
+        &self,
+        id: &str,
+        path: &str,
+        version: Option<u64>,
+    ) -> Result<Option<(Value, Version)>> {
         let mut url = format!("{}/data/{path}", self.mount);
         if let Some(version) = version {
             url.push_str(&format!("?version={version}"));
@@ -149,7 +161,9 @@ impl VaultKvRotationStore {
             return Ok(None); // deleted or destroyed
         }
         let metadata = &data["metadata"];
-        let number = metadata["version"].as_u64().unwrap_or(0);
+        let number = metadata["version"]
+            .as_u64()
+            .ok_or_else(|| Error::decode(id, "the KV answer has no `metadata.version`"))?;
         let version = Version {
             id: VersionId::new(number.to_string()),
             stages: if version.is_none() {
@@ -167,7 +181,7 @@ impl VaultKvRotationStore {
     }
 
     async fn slot(&self, id: &str) -> Result<Option<Slot>> {
-        let Some((data, _)) = self.read(&self.slot_path(id), None).await? else {
+        let Some((data, _)) = self.read(id, &self.slot_path(id), None).await? else {
             return Ok(None);
         };
         let (Some(token), Some(base_version)) =
@@ -198,7 +212,9 @@ impl VaultKvRotationStore {
         let url = format!("{}/data/{path}", self.mount);
         let body = json!({ "options": { "cas": cas }, "data": data });
         match self.call(Method::POST, &url, Some(body)).await {
-            Ok(response) => Ok(response["data"]["version"].as_u64().unwrap_or(0)),
+            Ok(response) => response["data"]["version"].as_u64().ok_or_else(|| {
+                Error::decode(id, format!("writing {path}: the answer has no `version`"))
+            }),
             Err(error) if is_cas_mismatch(&error) => Err(Error::new(ErrorKind::Conflict)
                 .with_id(id)
                 .with_message(format!(
@@ -221,7 +237,7 @@ impl VaultKvRotationStore {
         if metadata.current_version != slot.base_version + 1 {
             return Ok(None);
         }
-        let written = self.read(id, Some(metadata.current_version)).await?;
+        let written = self.read(id, id, Some(metadata.current_version)).await?;
         Ok(written
             .filter(|(data, _)| *data == slot.value)
             .map(|_| metadata.current_version))
@@ -235,17 +251,21 @@ fn is_cas_mismatch(error: &Error) -> bool {
 }
 
 fn to_value(id: &str, value: &SecretValue) -> Result<Value> {
-    let text = value
-        .expose_str()
-        .ok_or_else(|| Error::invalid_request(id, "a KV value must be a JSON object"))?;
-    match serde_json::from_str(text) {
-        Ok(object @ Value::Object(_)) => Ok(object),
-        Ok(_) => Err(Error::invalid_request(
+    match parse_json(id, value)? {
+        object @ Value::Object(_) => Ok(object),
+        _ => Err(Error::invalid_request(
             id,
             "a KV value must be a JSON object",
         )),
-        Err(error) => Err(Error::decode(id, crate::error::describe_json_error(&error))),
     }
+}
+
+/// `id` without leading, trailing or doubled slashes: how KV names the entry.
+fn normalize(id: &str) -> String {
+    id.split('/')
+        .filter(|part| !part.is_empty())
+        .collect::<Vec<_>>()
+        .join("/")
 }
 
 fn from_value(value: &Value) -> SecretValue {
@@ -258,11 +278,17 @@ impl RotationStore for VaultKvRotationStore {
         "vault-kv2"
     }
 
+    async fn canonical_id(&self, id: &str) -> Result<String> {
+        Ok(format!("{}/{}", self.mount, normalize(id)))
+    }
+
     async fn current(&self, id: &str) -> Result<Versioned<SecretValue>> {
-        let (data, version) = self
-            .read(id, None)
-            .await?
-            .ok_or_else(|| Error::not_found(format!("{}/data/{id}", self.mount)))?;
+        let (data, version) = self.read(id, id, None).await?.ok_or_else(|| {
+            Error::not_found(id).with_message(format!(
+                "nothing at {}/data/{id} (never written, deleted or destroyed)",
+                self.mount
+            ))
+        })?;
         Ok(Versioned::new(from_value(&data), version))
     }
 
@@ -278,7 +304,7 @@ impl RotationStore for VaultKvRotationStore {
             return Ok(None);
         };
         Ok(self
-            .read(id, Some(previous))
+            .read(id, id, Some(previous))
             .await?
             .map(|(data, mut version)| {
                 version.stages = vec![Stage::Previous];
@@ -364,7 +390,16 @@ impl RotationStore for VaultKvRotationStore {
                         Error::not_found(id)
                             .with_message(format!("no pending version for token {token}"))
                     })?;
-                // Refused if anyone wrote the path since `create` read it.
+                if metadata.current_version != slot.base_version {
+                    return Err(Error::new(ErrorKind::Conflict)
+                        .with_id(id)
+                        .with_message(format!(
+                            "the secret was written during the rotation: version {} is current, \
+                             pending {token} was made from version {}",
+                            metadata.current_version, slot.base_version
+                        )));
+                }
+                // Refused if anyone writes the path between that read and this write.
                 self.write(id, id, slot.base_version, slot.value).await?
             }
         };

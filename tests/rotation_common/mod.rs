@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use aws_sdk_secretsmanager::config::{Credentials, Region};
 use credswap::pg::{
     PgCredentials, PoolMonitor, RotatingDeadpoolBuilder, RotatingPgPool, RotationConfig,
 };
@@ -20,7 +21,11 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 use crate::pg_common::{Load, Query, start_load};
 
+pub mod recovery;
 pub mod scenarios;
+
+/// The password every test role starts with.
+pub const INITIAL: &str = "Initial-Pass-0001";
 
 /// The secret store a test rotates in, on its own throwaway server.
 pub enum Store {
@@ -35,6 +40,43 @@ pub enum Store {
 }
 
 impl Store {
+    /// A throwaway moto server and a client for it.
+    pub async fn aws() -> Store {
+        let moto = tokio::task::spawn_blocking(credswap::testkit::MotoServer::start)
+            .await
+            .unwrap()
+            .expect("start moto");
+        let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .endpoint_url(moto.endpoint())
+            .region(Region::new("us-east-1"))
+            .credentials_provider(Credentials::new("test", "test", None, None, "static"))
+            .timeout_config(
+                aws_config::timeout::TimeoutConfig::builder()
+                    .connect_timeout(Duration::from_secs(2))
+                    .operation_timeout(Duration::from_secs(10))
+                    .build(),
+            )
+            .load()
+            .await;
+        let client = aws_sdk_secretsmanager::Client::new(&config);
+        Store::Aws { moto, client }
+    }
+
+    /// A throwaway OpenBao dev server and a root session on it.
+    pub async fn vault() -> Store {
+        let bao = tokio::task::spawn_blocking(credswap::testkit::OpenBaoServer::start)
+            .await
+            .unwrap()
+            .expect("start OpenBao");
+        let session = credswap::provider::VaultSession::connect(
+            bao.addr(),
+            credswap::provider::VaultAuth::Token(bao.root_token().to_owned().into()),
+        )
+        .await
+        .expect("root login");
+        Store::Vault { bao, session }
+    }
+
     /// The secret id tests use in this store.
     pub fn secret_id(&self, name: &str) -> String {
         match self {
@@ -53,6 +95,22 @@ impl Store {
                     .send()
                     .await
                     .expect("create the secret");
+            }
+            Store::Vault { .. } => self.write(id, json).await,
+        }
+    }
+
+    /// Writes a new current version, as an operator would (`PutSecretValue`, `kv put`).
+    pub async fn write(&self, id: &str, json: &str) {
+        match self {
+            Store::Aws { client, .. } => {
+                let _ = client
+                    .put_secret_value()
+                    .secret_id(id)
+                    .secret_string(json)
+                    .send()
+                    .await
+                    .expect("write the secret");
             }
             Store::Vault { bao, .. } => {
                 let path = format!("secret/{id}");
@@ -189,9 +247,12 @@ pub async fn handle(
     (cache, handle)
 }
 
+/// How long the pools keep connections of a replaced version.
+pub const DRAIN_DELAY: Duration = Duration::from_millis(500);
+
 fn pool_rotation() -> RotationConfig {
     let mut config = RotationConfig::default();
-    config.drain_delay = Duration::from_millis(500);
+    config.drain_delay = DRAIN_DELAY;
     config.retry_budget = Duration::from_secs(30);
     config.retry_attempts = 20;
     config
@@ -316,106 +377,157 @@ where
     }
 }
 
-/// A store that fails once, at a chosen operation, *after* the real store did it: a crash or a
-/// lost response right after the write.
-pub struct FailAfter {
+/// What a [`Hooked`] store does around the real store's operations.
+#[async_trait]
+pub trait Hooks: Send + Sync + 'static {
+    /// Before `operation` runs; an error stops it.
+    async fn before(&self, operation: &'static str) -> Result<()> {
+        let _ = operation;
+        Ok(())
+    }
+
+    /// After `operation` succeeded; an error is what the caller sees instead (a lost response).
+    fn after(&self, operation: &'static str) -> Result<()> {
+        let _ = operation;
+        Ok(())
+    }
+
+    /// A value about to be written as pending.
+    fn pending(&self, value: &SecretValue) {
+        let _ = value;
+    }
+}
+
+/// A store that forwards to `inner`, with `hooks` around each operation.
+pub struct Hooked<H> {
     pub inner: Arc<dyn RotationStore>,
+    pub hooks: H,
+}
+
+impl<H: Hooks> Hooked<H> {
+    async fn run<T>(
+        &self,
+        operation: &'static str,
+        call: impl std::future::Future<Output = Result<T>>,
+    ) -> Result<T> {
+        self.hooks.before(operation).await?;
+        let result = call.await?;
+        self.hooks.after(operation)?;
+        Ok(result)
+    }
+}
+
+#[async_trait]
+impl<H: Hooks> RotationStore for Hooked<H> {
+    fn name(&self) -> &str {
+        "hooked"
+    }
+    async fn canonical_id(&self, id: &str) -> Result<String> {
+        self.run("canonical_id", self.inner.canonical_id(id)).await
+    }
+    async fn current(&self, id: &str) -> Result<Versioned<SecretValue>> {
+        self.run("current", self.inner.current(id)).await
+    }
+    async fn previous(&self, id: &str) -> Result<Option<Versioned<SecretValue>>> {
+        self.run("previous", self.inner.previous(id)).await
+    }
+    async fn pending_token(&self, id: &str) -> Result<Option<String>> {
+        self.run("pending_token", self.inner.pending_token(id))
+            .await
+    }
+    async fn read_pending(&self, id: &str, token: &str) -> Result<Option<SecretValue>> {
+        self.run("read_pending", self.inner.read_pending(id, token))
+            .await
+    }
+    async fn read_created(&self, id: &str, token: &str) -> Result<Option<SecretValue>> {
+        self.run("read_created", self.inner.read_created(id, token))
+            .await
+    }
+    async fn write_pending(
+        &self,
+        id: &str,
+        token: &str,
+        value: &SecretValue,
+        base: &VersionId,
+    ) -> Result<()> {
+        self.hooks.pending(value);
+        self.run(
+            "write_pending",
+            self.inner.write_pending(id, token, value, base),
+        )
+        .await
+    }
+    async fn promote(&self, id: &str, token: &str) -> Result<VersionId> {
+        self.run("promote", self.inner.promote(id, token)).await
+    }
+    async fn remove_pending(&self, id: &str, token: &str) -> Result<()> {
+        self.run("remove_pending", self.inner.remove_pending(id, token))
+            .await
+    }
+    async fn is_current(&self, id: &str, token: &str) -> Result<bool> {
+        self.run("is_current", self.inner.is_current(id, token))
+            .await
+    }
+}
+
+/// Fails once, at a chosen operation, *after* the real store did it: a crash or a lost response
+/// right after the write.
+pub struct FailAfter {
     operation: &'static str,
     armed: AtomicBool,
 }
 
 impl FailAfter {
-    pub fn new(inner: Arc<dyn RotationStore>, operation: &'static str) -> Arc<Self> {
-        Arc::new(FailAfter {
+    pub fn new(inner: Arc<dyn RotationStore>, operation: &'static str) -> Arc<Hooked<Self>> {
+        Arc::new(Hooked {
             inner,
-            operation,
-            armed: AtomicBool::new(true),
+            hooks: FailAfter {
+                operation,
+                armed: AtomicBool::new(true),
+            },
         })
     }
+}
 
-    fn trip<T>(&self, operation: &str, result: Result<T>) -> Result<T> {
-        let result = result?;
+#[async_trait]
+impl Hooks for FailAfter {
+    fn after(&self, operation: &'static str) -> Result<()> {
         if operation == self.operation && self.armed.swap(false, Ordering::SeqCst) {
             return Err(Error::transient(
                 "injected",
                 format!("connection lost after {operation}"),
             ));
         }
-        Ok(result)
+        Ok(())
     }
 }
 
-#[async_trait]
-impl RotationStore for FailAfter {
-    fn name(&self) -> &str {
-        "fail-after"
-    }
-    async fn current(&self, id: &str) -> Result<Versioned<SecretValue>> {
-        self.inner.current(id).await
-    }
-    async fn previous(&self, id: &str) -> Result<Option<Versioned<SecretValue>>> {
-        self.inner.previous(id).await
-    }
-    async fn pending_token(&self, id: &str) -> Result<Option<String>> {
-        self.inner.pending_token(id).await
-    }
-    async fn read_pending(&self, id: &str, token: &str) -> Result<Option<SecretValue>> {
-        self.inner.read_pending(id, token).await
-    }
-    async fn write_pending(
-        &self,
-        id: &str,
-        token: &str,
-        value: &SecretValue,
-        base: &VersionId,
-    ) -> Result<()> {
-        let result = self.inner.write_pending(id, token, value, base).await;
-        self.trip("write_pending", result)
-    }
-    async fn promote(&self, id: &str, token: &str) -> Result<VersionId> {
-        let result = self.inner.promote(id, token).await;
-        self.trip("promote", result)
-    }
-    async fn remove_pending(&self, id: &str, token: &str) -> Result<()> {
-        self.inner.remove_pending(id, token).await
-    }
-    async fn is_current(&self, id: &str, token: &str) -> Result<bool> {
-        self.inner.is_current(id, token).await
-    }
-}
-
-/// A store whose `write_pending` waits until `release` other rotators have answered, so the
-/// rotator that won the lock still holds it while the others try.
+/// Holds `write_pending` until `release` other rotators have answered, so the rotator that won
+/// the lock still holds it while the others try.
 pub struct HoldWhileOthersTry {
-    pub inner: Arc<dyn RotationStore>,
     pub answered: Arc<AtomicUsize>,
     pub release: usize,
 }
 
+impl HoldWhileOthersTry {
+    pub fn new(
+        inner: Arc<dyn RotationStore>,
+        answered: Arc<AtomicUsize>,
+        release: usize,
+    ) -> Arc<Hooked<Self>> {
+        Arc::new(Hooked {
+            inner,
+            hooks: HoldWhileOthersTry { answered, release },
+        })
+    }
+}
+
 #[async_trait]
-impl RotationStore for HoldWhileOthersTry {
-    fn name(&self) -> &str {
-        "hold"
-    }
-    async fn current(&self, id: &str) -> Result<Versioned<SecretValue>> {
-        self.inner.current(id).await
-    }
-    async fn previous(&self, id: &str) -> Result<Option<Versioned<SecretValue>>> {
-        self.inner.previous(id).await
-    }
-    async fn pending_token(&self, id: &str) -> Result<Option<String>> {
-        self.inner.pending_token(id).await
-    }
-    async fn read_pending(&self, id: &str, token: &str) -> Result<Option<SecretValue>> {
-        self.inner.read_pending(id, token).await
-    }
-    async fn write_pending(
-        &self,
-        id: &str,
-        token: &str,
-        value: &SecretValue,
-        base: &VersionId,
-    ) -> Result<()> {
+impl Hooks for HoldWhileOthersTry {
+    async fn before(&self, operation: &'static str) -> Result<()> {
+        if operation != "write_pending" {
+            return Ok(());
+        }
         let waited = wait_for(Duration::from_secs(60), || {
             let answered = self.answered.load(Ordering::SeqCst);
             async move { answered >= self.release }
@@ -426,15 +538,19 @@ impl RotationStore for HoldWhileOthersTry {
                 Error::new(ErrorKind::Transient).with_message("the other rotators never answered")
             );
         }
-        self.inner.write_pending(id, token, value, base).await
+        Ok(())
     }
-    async fn promote(&self, id: &str, token: &str) -> Result<VersionId> {
-        self.inner.promote(id, token).await
-    }
-    async fn remove_pending(&self, id: &str, token: &str) -> Result<()> {
-        self.inner.remove_pending(id, token).await
-    }
-    async fn is_current(&self, id: &str, token: &str) -> Result<bool> {
-        self.inner.is_current(id, token).await
+}
+
+/// Remembers the password of every value written as pending, rolled-back ones included.
+#[derive(Default)]
+pub struct RecordPending {
+    pub passwords: std::sync::Mutex<Vec<String>>,
+}
+
+#[async_trait]
+impl Hooks for RecordPending {
+    fn pending(&self, value: &SecretValue) {
+        self.passwords.lock().unwrap().push(login_of(value).1);
     }
 }
