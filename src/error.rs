@@ -69,7 +69,7 @@ impl ErrorKind {
             ErrorKind::InvalidRequest => "invalid secret request",
             ErrorKind::AuthRejected => "credentials rejected",
             ErrorKind::Config => "invalid configuration",
-            ErrorKind::Closed => "secret cache closed",
+            ErrorKind::Closed => "shut down",
             ErrorKind::Conflict => "conflicting rotation or write",
             ErrorKind::RolledBack => "rotation rolled back",
         }
