@@ -77,7 +77,6 @@ impl PgCredentials {
 }
 
 /// How much TLS a login needs, as libpq's `sslmode` says it, from least to most.
-#[cfg(any(feature = "sqlx", feature = "deadpool"))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum TlsLevel {
     Disable,
@@ -88,9 +87,9 @@ pub(crate) enum TlsLevel {
     VerifyFull,
 }
 
-#[cfg(any(feature = "sqlx", feature = "deadpool"))]
 impl TlsLevel {
-    fn parse(mode: &str) -> Option<TlsLevel> {
+    /// The level `mode` names (`verify_full` spelled either way, any case), if it names one.
+    pub(crate) fn parse(mode: &str) -> Option<TlsLevel> {
         Some(match mode.trim().to_ascii_lowercase().as_str() {
             "disable" => TlsLevel::Disable,
             "allow" => TlsLevel::Allow,

@@ -27,6 +27,8 @@ mod deadpool;
 #[cfg_attr(docsrs, doc(cfg(feature = "sqlx")))]
 mod sqlx;
 
+#[cfg(feature = "rotation")]
+pub(crate) use self::credentials::TlsLevel;
 pub use self::{
     classify::{
         AuthFailurePolicy, INVALID_AUTHORIZATION_SPECIFICATION, INVALID_PASSWORD, SqlStatePolicy,

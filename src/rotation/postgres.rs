@@ -19,6 +19,7 @@ use super::strategy::{Strategy, parse_json};
 use super::target::{RotationTarget, TargetSession};
 use crate::error::{Error, ErrorKind, Result};
 use crate::pg::PgCredentials;
+use crate::pg::TlsLevel;
 use crate::value::SecretValue;
 
 /// How long the server may spend on one statement of the engine's, unless set otherwise.
@@ -243,13 +244,13 @@ impl<T> PostgresTarget<T> {
     }
 }
 
-/// Whether libpq-style `mode` asks for TLS (the pools' reading: only ever makes TLS stricter).
+/// Whether libpq-style `mode` asks for TLS (read as the pools read it: it only ever makes TLS
+/// stricter).
 fn requires_tls(secret_id: &str, mode: &str) -> Result<bool> {
-    match mode.trim().to_ascii_lowercase().as_str() {
-        "disable" | "allow" | "prefer" => Ok(false),
-        "require" | "verify-ca" | "verify_ca" | "verify-full" | "verify_full" => Ok(true),
+    match TlsLevel::parse(mode) {
+        Some(level) => Ok(level >= TlsLevel::Require),
         // The admin credential may travel over this connection: refuse to guess.
-        _ => Err(Error::config(format!(
+        None => Err(Error::config(format!(
             "the secret's ssl_mode `{}` is not one of disable, allow, prefer, require, verify-ca, \
              verify-full",
             mode.escape_debug()
