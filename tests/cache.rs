@@ -81,7 +81,7 @@ async fn a_read_past_the_refresh_point_returns_at_once_and_refreshes_once() {
     assert_eq!(provider.calls(), 2, "exactly one background refresh");
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn an_outage_shorter_than_max_stale_is_invisible_and_a_longer_one_is_a_typed_error() {
     let store = Arc::new(MemoryProvider::new());
     let _ = store.set("db", "v1");
@@ -321,7 +321,7 @@ async fn bad_settings_are_config_errors() {
     assert_eq!(err.kind(), ErrorKind::InvalidRequest);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_store_that_denies_the_version_probe_is_fetched_from_and_keeps_serving() {
     let provider = common::Scripted::new();
     let _ = provider.store.set("db", "v1");

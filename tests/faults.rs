@@ -10,7 +10,7 @@ use common::Scripted;
 use credswap::{ErrorKind, MemoryProvider, SecretCache, SecretEvent};
 use serde::{Deserialize, Deserializer};
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_provider_that_panics_once_does_not_poison_the_key() {
     let provider = Scripted::new();
     let _ = provider.store.set("db", "v1");

@@ -182,7 +182,7 @@ async fn invalidation_makes_handles_reload_at_once() {
     assert_eq!(handle.load().current().expose_str(), Some("t-2"));
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn dropped_handles_stop_their_watcher() {
     let store = Arc::new(MemoryProvider::new());
     let _ = store.set("token", "t-1");

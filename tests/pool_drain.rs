@@ -43,7 +43,6 @@ async fn logins_in_flight_at_a_rotation_are_drained(kind: Kind) {
     assert!(common::eventually(Duration::from_secs(5), || proxy.accepted() >= 8).await);
     tokio::time::sleep(Duration::from_millis(100)).await;
     switch_now(&store, &handle, &creds_json("app_b", "ab")).await;
-    let rotated = Instant::now();
     let held: Vec<Held> = futures_util::future::join_all(logins)
         .await
         .into_iter()
@@ -56,21 +55,33 @@ async fn logins_in_flight_at_a_rotation_are_drained(kind: Kind) {
     );
     drop(held);
 
-    // Queries go on; within the drain delay plus a second, app_a has no session left.
-    let deadline = rotated + Duration::from_secs(2);
+    // Queries go on without an error until app_a has no session left: not before the pool's
+    // deadline for app_a's version (the drain delay after the switch), and within a sweep or so
+    // of it (the bound here only catches a drain that never comes).
+    let old = pool.monitor().rotations();
+    let deadline = old[old.len() - 2]
+        .drain_deadline
+        .expect("app_a's version has a deadline");
     let mut errors = Vec::new();
-    while Instant::now() < deadline {
+    let drained_at = loop {
         if let Err(error) = pool.query().await {
             errors.push(error);
         }
+        if sessions_of(&admin, "app_a").await == 0 {
+            break Instant::now();
+        }
+        assert!(
+            Instant::now() < deadline + Duration::from_secs(15),
+            "{kind:?}: old-user sessions long after the drain deadline ({:?})",
+            pool.monitor().rotations()
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    };
     assert!(errors.is_empty(), "{errors:?}");
-    assert_eq!(
-        sessions_of(&admin, "app_a").await,
-        0,
-        "{kind:?}: old-user sessions after the drain delay plus one second ({:?})",
-        pool.monitor().rotations()
+    assert!(
+        drained_at >= deadline,
+        "{kind:?}: app_a drained {:?} before its deadline",
+        deadline - drained_at
     );
     assert!(sessions_of(&admin, "app_b").await >= 1);
     assert_eq!(pool.query().await.unwrap(), "app_b");
@@ -106,39 +117,78 @@ async fn deadpool_logins_in_flight_at_a_rotation_are_drained() {
     logins_in_flight_at_a_rotation_are_drained(Kind::Deadpool).await;
 }
 
+/// How close to a switch a connection may be created and still be judged by the version before it
+/// (the pools' conservative margin: such a connection may go at the earlier deadline).
+const JUDGED_BY_EITHER_SIDE: Duration = Duration::from_millis(100);
+
+/// Waits until the pool has taken in `version` (its follower, or an acquire, did).
+async fn taken_in(pool: &TestPool, version: &str) {
+    let seen = common::eventually(Duration::from_secs(10), || {
+        pool.monitor()
+            .rotations()
+            .iter()
+            .any(|record| record.version.as_str() == version)
+    })
+    .await;
+    assert!(seen, "the pool never took in version {version}");
+}
+
 async fn each_version_of_frequent_rotations_goes_at_its_own_deadline(kind: Kind) {
     const GENERATIONS: usize = 10;
+    // Deadlines `SPACING` apart, and a drain delay long enough that several of them come after
+    // the connections are released: those show whether each version goes at its own.
+    const SPACING: Duration = Duration::from_millis(800);
+    let delay = Duration::from_millis(4500);
     let roles: String = (0..GENERATIONS)
         .map(|i| format!("CREATE ROLE gen_{i} LOGIN PASSWORD 'g';"))
         .collect();
     let (pg, admin) = start_postgres(&roles).await;
     let store = Arc::new(MemoryProvider::new());
     let (_cache, handle) = pg_common::switchable(&store, &creds_json("gen_0", "g")).await;
-    let delay = Duration::from_secs(1);
     let pool = TestPool::open(kind, &handle, pg.port(), 30, drain(delay)).await;
 
-    // A new user every 200 ms; two connections opened as each (the earlier ones are held, so
-    // these are new logins).
+    // A new user every `SPACING`; two connections opened as each (the earlier ones are held, so
+    // these are new logins), more than the pools' margin after the pool took the switch in, so
+    // each generation is judged by its own version alone.
     let mut held = Vec::new();
-    let mut switched = Vec::new();
+    let mut versions = vec![handle.load().version().id.clone()];
     for i in 0..GENERATIONS {
+        let turn = Instant::now();
         if i > 0 {
-            tokio::time::sleep(Duration::from_millis(200)).await;
             switch_now(&store, &handle, &creds_json(&format!("gen_{i}"), "g")).await;
+            let version = handle.load().version().id.clone();
+            taken_in(&pool, version.as_str()).await;
+            versions.push(version);
         }
-        switched.push(Instant::now());
+        tokio::time::sleep(JUDGED_BY_EITHER_SIDE + Duration::from_millis(50)).await;
         for _ in 0..2 {
             held.push(pool.hold().await.expect("a connection"));
+        }
+        if i + 1 < GENERATIONS {
+            tokio::time::sleep_until(turn + SPACING).await;
         }
     }
     let released = Instant::now();
     drop(held);
 
-    // Each generation's sessions end at its own deadline (replaced + drain delay), or at once
-    // when that passed before they were released; never in bulk after the last rotation.
+    // The pool's own deadline for each replaced generation (its replacement plus the delay).
+    let records = pool.monitor().rotations();
+    let deadline_of = |i: usize| {
+        records
+            .iter()
+            .find(|record| record.version == versions[i])
+            .and_then(|record| record.drain_deadline)
+            .unwrap_or_else(|| panic!("{kind:?}: gen_{i} has no drain deadline: {records:?}"))
+    };
+    let deadlines: Vec<Instant> = (0..GENERATIONS - 1).map(deadline_of).collect();
+    for pair in deadlines.windows(2) {
+        assert!(pair[0] < pair[1], "{kind:?}: deadlines in rotation order");
+    }
+
+    // Watch each generation's sessions end.
     let mut ended = [None; GENERATIONS - 1];
-    let watch_until = switched[GENERATIONS - 1] + delay + Duration::from_secs(2);
-    while Instant::now() < watch_until {
+    let watch_until = deadlines[GENERATIONS - 2] + Duration::from_secs(5);
+    while ended.iter().any(Option::is_none) && Instant::now() < watch_until {
         for (i, end) in ended.iter_mut().enumerate() {
             if end.is_none() && sessions_of(&admin, &format!("gen_{i}")).await == 0 {
                 *end = Some(Instant::now());
@@ -146,21 +196,45 @@ async fn each_version_of_frequent_rotations_goes_at_its_own_deadline(kind: Kind)
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    let ended: Vec<Instant> = ended
+        .iter()
+        .enumerate()
+        .map(|(i, end)| end.unwrap_or_else(|| panic!("{kind:?}: gen_{i} never drained")))
+        .collect();
+    // Held past a few rotations, a generation would show it: each is due at its own deadline
+    // (or at the release, when that came first) and goes within a sweep (at most a second) of
+    // it; three rotation spacings leave room for a busy machine.
+    let slack = SPACING * 3;
     for (i, end) in ended.iter().enumerate() {
-        let deadline = switched[i + 1] + delay;
-        let due = deadline.max(released);
-        let end = end.unwrap_or_else(|| panic!("{kind:?}: gen_{i} never drained"));
+        // Never before its own deadline (the pool compares with `>=`; the test sees it later).
         assert!(
-            end <= due + Duration::from_millis(700),
-            "{kind:?}: gen_{i} drained {:?} after its due time",
-            end - due
+            *end >= deadlines[i],
+            "{kind:?}: gen_{i} drained {:?} before its deadline",
+            deadlines[i] - *end
         );
+        let due = deadlines[i].max(released);
         assert!(
-            end + Duration::from_millis(200) >= due,
-            "{kind:?}: gen_{i} drained {:?} before its due time",
-            due - end
+            *end < due + slack,
+            "{kind:?}: gen_{i} drained {:?} after its due time",
+            *end - due
         );
     }
+    // Several generations were due after the release, so each went at its own deadline, not at
+    // the release and not at the last rotation's deadline.
+    let after_release = deadlines
+        .iter()
+        .filter(|deadline| **deadline > released)
+        .count();
+    assert!(
+        after_release >= 3,
+        "{kind:?}: {after_release} deadlines after the release"
+    );
+    // Every connection of a replaced generation was drained.
+    let drained = pool.monitor().stats().connections_drained;
+    assert!(
+        drained >= 2 * (GENERATIONS as u64 - 1),
+        "{kind:?}: {drained} drained"
+    );
     assert!(sessions_of(&admin, &format!("gen_{}", GENERATIONS - 1)).await >= 1);
 }
 
@@ -246,10 +320,17 @@ async fn alternating_users_under_load_drain_each_old_role(kind: Kind) {
             ("app_a", "app_b")
         };
         switch_now(&store, &handle, &creds_json(new, "ab")).await;
-        tokio::time::sleep(Duration::from_millis(1500)).await;
-        assert_eq!(
-            sessions_of(&admin, old).await,
-            0,
+        // Busy connections of the old role go when they come back after the drain delay.
+        let mut drained = false;
+        for _ in 0..500 {
+            if sessions_of(&admin, old).await == 0 {
+                drained = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(
+            drained,
             "{kind:?} round {round}: {old} still has sessions ({:?})",
             pool.monitor().rotations()
         );
