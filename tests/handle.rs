@@ -241,3 +241,45 @@ async fn a_handle_opened_during_a_rotations_grace_period_accepts_the_previous_ve
     assert!(late.load().previous().is_none());
     assert_eq!(store.fetch_calls(), calls + 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_handles_opened_on_a_young_secret_cost_one_call_per_version() {
+    let store = Arc::new(MemoryProvider::new());
+    let v1 = store.set("partner", db_json("app", "key-one"));
+    let v2 = store.set("partner", db_json("app", "key-two"));
+    let cache = SecretCache::builder(store.clone())
+        .grace_period(Duration::from_secs(300))
+        .build()
+        .unwrap();
+    let opened: Vec<_> = (0..1000)
+        .map(|_| {
+            let cache = cache.clone();
+            tokio::spawn(async move { cache.handle::<DbSecret>("partner").await })
+        })
+        .collect();
+    for handle in futures_util::future::join_all(opened).await {
+        let handle = handle.unwrap().unwrap();
+        let snapshot = handle.load();
+        assert_eq!(snapshot.version().id, v2);
+        assert_eq!(snapshot.previous_version().unwrap().id, v1);
+    }
+    // One fetch of the current version, one of the previous: both through the cache, coalesced.
+    assert_eq!(store.fetch_calls(), 2);
+
+    // A store that keeps no previous version is asked once, and the answer is remembered.
+    let lonely = Arc::new(MemoryProvider::new());
+    let _ = lonely.set("fresh", db_json("app", "only"));
+    let cache = SecretCache::builder(lonely.clone())
+        .grace_period(Duration::from_secs(300))
+        .build()
+        .unwrap();
+    for _ in 0..100 {
+        let handle = cache.handle::<DbSecret>("fresh").await.unwrap();
+        assert!(handle.load().previous().is_none());
+    }
+    assert_eq!(
+        lonely.fetch_calls(),
+        2,
+        "current once, the missing previous once"
+    );
+}

@@ -14,9 +14,9 @@ use super::policy::Policy;
 use super::read::Mode;
 use super::watch::{Follower, Watchers};
 use crate::error::Result;
-use crate::events::{CacheStats, Emitter, Hook, SecretEvent, bump};
+use crate::events::{CacheStats, Emitter, Hook, SecretEvent};
 use crate::provider::SecretProvider;
-use crate::value::{SecretValue, Selector, Stage, Versioned};
+use crate::value::{SecretValue, Selector, Versioned};
 
 /// A TTL-cached, version-aware view of one [`SecretProvider`].
 ///
@@ -412,27 +412,6 @@ impl SecretCache {
     /// How long the previous version stays acceptable after a handle swaps.
     pub(crate) fn grace_period(&self) -> Duration {
         self.inner.policy.grace_period
-    }
-
-    /// The store's previous version of `id` (AWS `AWSPREVIOUS`, Vault KV's newest live earlier
-    /// version), fetched directly: for a handle that starts during a rotation's grace period.
-    pub(crate) async fn fetch_previous(&self, id: &str) -> Option<Versioned<SecretValue>> {
-        if self.inner.is_closed() {
-            return None;
-        }
-        bump(&self.inner.counters.fetches);
-        match self
-            .inner
-            .provider
-            .fetch(id, &Selector::Stage(Stage::Previous))
-            .await
-        {
-            Ok(previous) => Some(previous),
-            Err(error) => {
-                tracing::debug!(id, kind = %error.kind(), "credswap: no previous version to accept");
-                None
-            }
-        }
     }
 }
 

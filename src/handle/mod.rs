@@ -20,7 +20,7 @@ use crate::cache::read::Mode;
 use crate::cache::watch::Follower;
 use crate::error::{Error, Result, describe_json_error};
 use crate::time::{Instant, instant_of};
-use crate::value::{SecretValue, Selector, Version};
+use crate::value::{SecretValue, Selector, Stage, Version};
 
 /// Turns a secret's content into a `T`. Must not put the content into its error.
 pub(crate) type Decoder<T> = fn(&str, &SecretValue) -> Result<T>;
@@ -269,14 +269,23 @@ async fn previous_in_grace<T>(
     if accept_until <= SystemTime::now() {
         return None;
     }
-    let previous = cache.fetch_previous(id).await?;
+    // Through the cache like any read: handles opened together cost one store call, and a store
+    // that keeps no previous version is asked once per negative period, not once per handle.
+    let key = Key::new(id, &Selector::Stage(Stage::Previous)).ok()?;
+    let previous = match cache.read_key(&key, Mode::Read).await {
+        Ok(loaded) => loaded.value,
+        Err(error) => {
+            tracing::debug!(id, kind = %error.kind(), "credswap: no previous version to accept");
+            return None;
+        }
+    };
     if previous.version.id == current.id {
         return None;
     }
     let value = decode_guarded(decoder, id, &previous.value).ok()?;
     Some(snapshot::Previous {
         value: Arc::new(value),
-        version: previous.version,
+        version: previous.version.clone(),
         valid_until: instant_of(accept_until),
     })
 }
