@@ -50,10 +50,18 @@ async fn measure(
     rotations: usize,
 ) -> Row {
     let strategy_name = strategy.name();
-    let target = PostgresTarget::new().admin(
-        PostgresServer::SUPERUSER,
-        pg.superuser_password().to_owned(),
-    );
+    let mut endpoint = tokio_postgres::Config::new();
+    let _ = endpoint
+        .host("127.0.0.1")
+        .port(pg.port())
+        .dbname("postgres");
+    let target = PostgresTarget::new()
+        .connection(endpoint)
+        .admin(
+            PostgresServer::SUPERUSER,
+            pg.superuser_password().to_owned(),
+        )
+        .allow_plaintext();
     let rotator = Rotator::builder(store, Arc::new(target))
         .strategy(strategy)
         .build()

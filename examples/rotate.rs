@@ -136,14 +136,29 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         })
     };
 
-    // The rotation side, with an admin credential (alternating users create the clone role).
-    let target = PostgresTarget::new().admin(
-        PostgresServer::SUPERUSER,
-        pg.superuser_password().to_owned(),
-    );
+    // The rotation side, with an admin credential (alternating users create the clone role). The
+    // admin password goes only to the endpoint configured here, never to one a secret names; the
+    // throwaway server listens on loopback, so plaintext is fine (in production: `.tls(...)`).
+    let mut endpoint = tokio_postgres::Config::new();
+    endpoint
+        .host("127.0.0.1")
+        .port(pg.port())
+        .dbname("postgres");
+    let target = PostgresTarget::new()
+        .connection(endpoint)
+        .admin(
+            PostgresServer::SUPERUSER,
+            pg.superuser_password().to_owned(),
+        )
+        .allow_plaintext();
     let rotator = Rotator::builder(store, Arc::new(target))
         .strategy(strategy.clone())
-        .on_finished(|secret_id, version| println!("    announced: {secret_id} is at {version}"))
+        .on_finished(|finished| async move {
+            println!(
+                "    announced: {} is at {}",
+                finished.secret_id, finished.version
+            );
+        })
         .build()?;
     let mut events = rotator.subscribe();
     let progress = tokio::spawn(async move {

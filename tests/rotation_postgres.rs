@@ -9,9 +9,7 @@ mod rotation_common;
 use std::sync::Arc;
 
 use common::capture::{Capture, assert_none_of};
-use credswap::rotation::{
-    MemoryRotationStore, PostgresTarget, RotationOutcome, RotationStore, Rotator, Strategy,
-};
+use credswap::rotation::{MemoryRotationStore, RotationOutcome, RotationStore, Rotator, Strategy};
 use credswap::testkit::PostgresServer;
 use credswap::{ErrorKind, SecretValue};
 use rotation_common::{Hooked, RecordPending, create_role, login_of, logs_in, postgres, rds_json};
@@ -21,7 +19,7 @@ fn rotator_for(
     pg: &PostgresServer,
     strategy: Strategy,
 ) -> Rotator {
-    let mut target = PostgresTarget::new();
+    let mut target = rotation_common::target(pg);
     if strategy.needs_admin() {
         target = target.admin(
             PostgresServer::SUPERUSER,
@@ -72,7 +70,7 @@ async fn no_password_reaches_the_server_log_with_log_statement_all() {
     let recorded = recording(&store);
     let failing = Rotator::builder(
         recorded.clone(),
-        Arc::new(PostgresTarget::new().test_query("SELECT * FROM no_such_table")),
+        Arc::new(rotation_common::target(&pg).test_query("SELECT * FROM no_such_table")),
     )
     .build()
     .unwrap();
@@ -191,7 +189,7 @@ async fn no_password_in_logs_events_errors_or_debug_output() {
     let failing = Rotator::builder(
         recorded.clone(),
         Arc::new(
-            PostgresTarget::new()
+            rotation_common::target(&pg)
                 .admin(
                     PostgresServer::SUPERUSER,
                     pg.superuser_password().to_owned(),
@@ -216,7 +214,7 @@ async fn no_password_in_logs_events_errors_or_debug_output() {
     assert!(passwords.contains(&login_of(&pending).1));
     let patient = Rotator::builder(
         store.clone(),
-        Arc::new(PostgresTarget::new().admin(
+        Arc::new(rotation_common::target(&pg).admin(
             PostgresServer::SUPERUSER,
             pg.superuser_password().to_owned(),
         )),
@@ -275,7 +273,7 @@ async fn a_statement_over_the_timeout_is_cancelled_and_the_rotation_rolled_back(
     let rotator = Rotator::builder(
         store.clone(),
         Arc::new(
-            PostgresTarget::new()
+            rotation_common::target(&pg)
                 .test_query("SELECT pg_sleep(60)")
                 .statement_timeout(std::time::Duration::from_millis(200)),
         ),

@@ -21,6 +21,8 @@ pub use self::{env::EnvProvider, file::FileProvider, memory::MemoryProvider};
 
 #[cfg(feature = "aws")]
 pub use self::aws::AwsSecretsManagerProvider;
+#[cfg(all(feature = "vault", feature = "rotation"))]
+pub(crate) use self::vault::vault_path;
 #[cfg(feature = "vault")]
 pub use self::vault::{
     SessionEvent, VaultAuth, VaultConfig, VaultDatabaseProvider, VaultKvProvider, VaultSession,

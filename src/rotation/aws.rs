@@ -36,16 +36,22 @@ type Stages = Vec<(String, Vec<String>)>;
 ///   (someone wrote the secret during the rotation: promoting would throw their write away);
 ///   otherwise `UpdateSecretVersionStage(AWSCURRENT, MoveToVersionId = token, RemoveFromVersionId =
 ///   <current>)`. AWS refuses the move when `RemoveFromVersionId` no longer holds `AWSCURRENT`, so
-///   two finishers cannot both win, and moves `AWSPREVIOUS` to the old version by itself. Then
-///   `AWSPENDING` and the `credswap-base-…` label are removed. A pending version written by
-///   someone else (AWS's own rotation functions) has no such label, and its promotion is not
-///   checked.
+///   two finishers cannot both win, and moves `AWSPREVIOUS` to the old version by itself. Once the
+///   `on_finished` hooks ran, `AWSPENDING` and the `credswap-base-…` label are removed; a current
+///   version that still has its base label is a rotation whose hooks may not have run, which the
+///   next rotator finishes. A pending version written by someone else (AWS's own rotation
+///   functions) has no such label, and its promotion is not checked.
+/// - `RotateSecret` itself stages `AWSPENDING` on the new version id before it invokes a rotation
+///   function, with no value (or, in moto, a copy of the current value): `create` then writes the
+///   new credential into that very version, so [`Rotator::step`](super::Rotator::step) can be the
+///   body of an AWS rotation function.
 /// - Rollback and abort: `UpdateSecretVersionStage(AWSPENDING, RemoveFromVersionId = token)`; the
 ///   unlabelled version is deprecated and AWS deletes it eventually. A later `create` with the same
 ///   token takes it up again (AWS refuses a second value for a token), but never a version that
 ///   is not newer than the current one: a finished rotation's token cannot start another.
-/// - The rotation lock and the audit trail name the secret by its ARN (`DescribeSecret`), so a
-///   rotation function (which gets the ARN) and a job (which may use the name) take one lock.
+/// - The rotation lock, the audit trail and the `on_finished` hooks name the secret by its name
+///   (`DescribeSecret`), so a rotation function (which gets the ARN) and a job (which may use the
+///   name) take one lock, and announcements reach consumers, which read secrets by name.
 ///
 /// Reads go through [`AwsSecretsManagerProvider`], and errors map to the same kinds; besides,
 /// a token already used for another value (`ResourceExistsException`) and a stage moved by
@@ -214,10 +220,11 @@ impl RotationStore for AwsRotationStore {
     }
 
     async fn canonical_id(&self, id: &str) -> Result<String> {
+        // The name, not the ARN: consumers read secrets by name, and the hooks announce this.
         Ok(self
             .describe(id)
             .await?
-            .arn()
+            .name()
             .map_or_else(|| id.to_owned(), str::to_owned))
     }
 
@@ -320,8 +327,10 @@ impl RotationStore for AwsRotationStore {
                 format!("version {base} is no longer AWSCURRENT; not writing pending {token}"),
             ));
         }
-        // A re-run keeps the base its rotation began from.
-        let rerun = pending_of(&stages) == Some(token);
+        // A re-run keeps the base its rotation began from. A version `RotateSecret` staged for
+        // this token (with no value, or with a copy of the current one, as moto makes it) has no
+        // base label yet: it gets ours.
+        let rerun = pending_of(&stages) == Some(token) && base_of(&stages, token).is_some();
         let base_label = format!("{BASE_PREFIX}{base}");
         let text = value
             .expose_str()
@@ -388,13 +397,28 @@ impl RotationStore for AwsRotationStore {
             self.move_stage(id, CURRENT, Some(token), current.as_deref())
                 .await?;
         }
-        // AWS leaves AWSPENDING on the promoted version; a later rotation must not mistake it.
+        // `AWSPENDING` and the base label stay on the promoted version until `complete`: they
+        // mark a rotation whose hooks may not have run.
+        Ok(VersionId::new(token))
+    }
+
+    async fn incomplete_token(&self, id: &str) -> Result<Option<String>> {
         let stages = self.stages(id).await?;
+        Ok(holder(&stages, CURRENT)
+            .filter(|current| base_of(&stages, current).is_some())
+            .map(str::to_owned))
+    }
+
+    async fn complete(&self, id: &str, token: &str) -> Result<()> {
+        let stages = self.stages(id).await?;
+        if !has(&stages, token, CURRENT) {
+            return Ok(());
+        }
+        // AWS leaves AWSPENDING on the promoted version; a later rotation must not mistake it.
         if has(&stages, token, PENDING) {
             self.move_stage(id, PENDING, None, Some(token)).await?;
         }
-        self.clear_bases(id).await?;
-        Ok(VersionId::new(token))
+        self.clear_bases(id).await
     }
 
     async fn remove_pending(&self, id: &str, token: &str) -> Result<()> {

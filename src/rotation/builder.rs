@@ -1,17 +1,23 @@
 //! Configuring a [`Rotator`].
 
 use std::fmt;
+use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::broadcast;
 
+use super::bounded::Bounded;
 use super::password::PasswordPolicy;
-use super::protocol::{FinishedHook, Inner, Rotator};
+use super::protocol::{FinishedHook, FinishedRotation, Inner, Rotator};
 use super::store::RotationStore;
 use super::strategy::Strategy;
 use super::target::RotationTarget;
 use crate::error::{Error, Result};
-use crate::value::VersionId;
+use crate::push::Publisher;
+
+/// How long one store call may take unless [`RotatorBuilder::store_timeout`] says otherwise.
+const DEFAULT_STORE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Builds a [`Rotator`]: `Rotator::builder(store, target)`, then the options, then
 /// [`build`](Self::build).
@@ -26,7 +32,9 @@ use crate::value::VersionId;
 /// )
 /// .strategy(Strategy::alternating_users())
 /// .password_policy(PasswordPolicy::default().length(40))
-/// .on_finished(|secret_id, version| println!("{secret_id} is now at {version}"))
+/// .on_finished(|finished| async move {
+///     println!("{} is now at {}", finished.secret_id, finished.version);
+/// })
 /// .build()?;
 /// # drop(rotator);
 /// # Ok::<(), credswap::Error>(())
@@ -37,8 +45,9 @@ pub struct RotatorBuilder {
     target: Arc<dyn RotationTarget>,
     strategy: Strategy,
     policy: PasswordPolicy,
-    on_finished: Option<FinishedHook>,
+    on_finished: Vec<FinishedHook>,
     resume_orphaned: bool,
+    store_timeout: Duration,
     event_capacity: usize,
 }
 
@@ -50,6 +59,8 @@ impl fmt::Debug for RotatorBuilder {
             .field("strategy", &self.strategy)
             .field("policy", &self.policy)
             .field("resume_orphaned", &self.resume_orphaned)
+            .field("on_finished", &self.on_finished.len())
+            .field("store_timeout", &self.store_timeout)
             .finish_non_exhaustive()
     }
 }
@@ -61,8 +72,9 @@ impl RotatorBuilder {
             target,
             strategy: Strategy::default(),
             policy: PasswordPolicy::default(),
-            on_finished: None,
+            on_finished: Vec::new(),
             resume_orphaned: true,
+            store_timeout: DEFAULT_STORE_TIMEOUT,
             event_capacity: 256,
         }
     }
@@ -79,12 +91,81 @@ impl RotatorBuilder {
         self
     }
 
-    /// Called after every `finish` (also a re-run) with the secret id (as the caller spelled it)
-    /// and its new current version id: the place to announce the rotation to consumers. It runs
-    /// inline: keep it quick, hand slow work to a task. A panic in it is caught and logged (without
-    /// its message); the rotation is finished all the same.
-    pub fn on_finished(mut self, hook: impl Fn(&str, &VersionId) + Send + Sync + 'static) -> Self {
-        self.on_finished = Some(Arc::new(hook));
+    /// Runs `hook` once a rotation has finished (its new version is current): the place to
+    /// announce it to consumers. Hooks run in the order they were added, each awaited under the
+    /// rotation lock and bounded by the [store timeout](Self::store_timeout); a hook that panics
+    /// or hangs is logged (without its message) and the rotation is finished all the same. For
+    /// the common case, [`announce_to`](Self::announce_to) is this with a push publisher.
+    ///
+    /// # Exactly once
+    ///
+    /// The hooks run once per rotation, also across crashes and lost answers: a promotion leaves
+    /// a mark in the store (AWS: `AWSPENDING` and the base label on the new version; Vault: the
+    /// pending slot) that is removed only after the hooks ran, and the next `rotate`, `resume`,
+    /// `abort`, scheduled attempt or `finishSecret` that finds it runs the hooks it missed. The one
+    /// window left: when the store fails to remove the mark right after the hooks ran, the next
+    /// rotator runs them again (announcements take that in their stride).
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use credswap::rotation::{MemoryRotationStore, PostgresTarget, Rotator};
+    /// let rotator = Rotator::builder(
+    ///     Arc::new(MemoryRotationStore::new()),
+    ///     Arc::new(PostgresTarget::new().allow_plaintext()),
+    /// )
+    /// .on_finished(|finished| async move {
+    ///     tracing::info!(secret = %finished.secret_id, version = %finished.version, "rotated");
+    /// })
+    /// .build()?;
+    /// # drop(rotator);
+    /// # Ok::<(), credswap::Error>(())
+    /// ```
+    pub fn on_finished<F, Fut>(mut self, hook: F) -> Self
+    where
+        F: Fn(FinishedRotation) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.on_finished
+            .push(Arc::new(move |finished| Box::pin(hook(finished))));
+        self
+    }
+
+    /// Announces every finished rotation on `publisher` ([`Publisher::announce`]: the secret's
+    /// canonical name and its new version, never a value), as an
+    /// [`on_finished`](Self::on_finished) hook. An announcement that fails is logged by the
+    /// publisher; consumers then find the new version at their next refresh.
+    ///
+    /// ```no_run
+    /// # #![allow(dead_code)]
+    /// # async fn run(rotator: credswap::rotation::RotatorBuilder) -> credswap::Result<()> {
+    /// # #[cfg(feature = "push-redis")] {
+    /// use credswap::push::{DEFAULT_CHANNEL, RedisPublisher};
+    ///
+    /// let rotator = rotator
+    ///     .announce_to(RedisPublisher::open("redis://broker:6379", DEFAULT_CHANNEL)?)
+    ///     .build()?;
+    /// # drop(rotator); }
+    /// # Ok(()) }
+    /// ```
+    pub fn announce_to(self, publisher: impl Publisher + 'static) -> Self {
+        let publisher = Arc::new(publisher);
+        self.on_finished(move |finished| {
+            let publisher = Arc::clone(&publisher);
+            async move {
+                // `announce` logs its outcome.
+                let _ = publisher
+                    .announce(&finished.secret_id, &finished.version)
+                    .await;
+            }
+        })
+    }
+
+    /// How long any one call to the store (and any one hook) may take before the step gives up
+    /// with [`ErrorKind::Transient`](crate::ErrorKind::Transient) (default 30 s): a store that
+    /// stops answering must not hold the rotation lock for ever. A call given up on may still
+    /// have happened in the store; the next run finishes or undoes the rotation.
+    pub fn store_timeout(mut self, timeout: Duration) -> Self {
+        self.store_timeout = timeout;
         self
     }
 
@@ -111,7 +192,8 @@ impl RotatorBuilder {
     /// # Errors
     ///
     /// [`ErrorKind::Config`](crate::ErrorKind::Config) for a password policy that cannot produce
-    /// strong passwords, an empty alternating-users suffix or a zero event capacity.
+    /// strong passwords, an empty alternating-users suffix, a zero event capacity or store
+    /// timeout.
     pub fn build(self) -> Result<Rotator> {
         self.policy.validate()?;
         self.strategy.validate()?;
@@ -120,15 +202,24 @@ impl RotatorBuilder {
                 "the rotation event capacity must be at least 1",
             ));
         }
+        if self.store_timeout.is_zero() || self.store_timeout > crate::time::MAX_SETTING {
+            return Err(Error::config(
+                "the rotation store timeout must be above zero and at most ten years",
+            ));
+        }
         let (events, _) = broadcast::channel(self.event_capacity);
         Ok(Rotator {
             inner: Arc::new(Inner {
-                store: self.store,
+                store: Arc::new(Bounded {
+                    inner: self.store,
+                    timeout: self.store_timeout,
+                }),
                 target: self.target,
                 strategy: self.strategy,
                 policy: self.policy,
                 on_finished: self.on_finished,
                 resume_orphaned: self.resume_orphaned,
+                store_timeout: self.store_timeout,
                 events,
             }),
         })

@@ -1,18 +1,20 @@
 //! The steps themselves: each re-checks the state it would create and does nothing when it finds
 //! it, so any step can be re-run after a crash or a timeout.
 
-use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex, OnceLock};
+
+use futures_util::FutureExt;
 
 use super::events::{Activity, Outcome, RotationEvent};
 use super::protocol::{
-    Inner, RotationOutcome, Step, StepOutcome, emit, failure_outcome, new_token,
+    FinishedRotation, Inner, RotationOutcome, Step, StepOutcome, emit, failure_outcome, new_token,
 };
 use super::strategy::SecretDocument;
 use super::target::TargetSession;
 use crate::error::{Error, ErrorKind, Result};
 use crate::time::Instant;
-use crate::value::{SecretValue, VersionId};
+use crate::value::{SecretValue, VersionId, Versioned};
 
 /// One call's worth of work on one secret: its rotation id and its events.
 pub(crate) struct Run<'a> {
@@ -253,10 +255,11 @@ impl<'a> Run<'a> {
         }
     }
 
-    /// The value of `token`'s pending version, only while `token` *is* the rotation under way:
-    /// `set` and `test` must never act on an older token (re-passwording the role to a password
-    /// the store has moved past).
-    async fn pending_value(&self, token: &str) -> Result<SecretValue> {
+    /// The value of `token`'s pending version, only while `token` *is* the rotation under way
+    /// (`set` and `test` must never act on an older token, re-passwording the role to a password
+    /// the store has moved past) and holds a credential other than the current one; and the
+    /// current version.
+    async fn pending_value(&self, token: &str) -> Result<(SecretValue, Versioned<SecretValue>)> {
         let store = &self.inner.store;
         let id = self.id();
         match store.pending_token(id).await? {
@@ -271,13 +274,21 @@ impl<'a> Run<'a> {
             }
             None => return Err(not_pending(id, token)),
         }
-        store
+        let pending = store
             .read_pending(id, token)
             .await?
-            .ok_or_else(|| not_pending(id, token))
+            .ok_or_else(|| not_pending(id, token))?;
+        let current = store.current(id).await?;
+        refuse_unchanged(id, token, &pending, &current.value)?;
+        Ok((pending, current))
     }
 
     /// Generates the new credential and stores it as pending, before the database changes.
+    ///
+    /// The token's version may exist already: written by an earlier run (reused, so a token never
+    /// gets a second password), or staged by AWS's `RotateSecret` before it invokes a rotation
+    /// function, with no value (AWS) or with a copy of the current one (moto). A version that
+    /// holds no credential of its own gets the new one.
     async fn create(&self, token: &str) -> Result<Done> {
         let store = &self.inner.store;
         let id = self.id();
@@ -286,20 +297,26 @@ impl<'a> Run<'a> {
         }
         let current = store.current(id).await?;
         let old = Some(current.version.id.clone());
+        let document = SecretDocument::parse(id, &current.value)?;
         // Never a second password for a token: reuse the value an earlier run stored (writing it
         // again is a no-op, or puts back the mark a rollback removed).
         if let Some(created) = store.read_created(id, token).await? {
-            store
-                .write_pending(id, token, &created, &current.version.id)
-                .await?;
-            return Ok(Done::already(old));
+            if !document.same_login(&SecretDocument::parse(id, &created)?) {
+                store
+                    .write_pending(id, token, &created, &current.version.id)
+                    .await?;
+                return Ok(Done::already(old));
+            }
         }
-        if let Some(other) = store.pending_token(id).await? {
+        if let Some(other) = store
+            .pending_token(id)
+            .await?
+            .filter(|other| other != token)
+        {
             return Err(Error::new(ErrorKind::Conflict)
                 .with_id(id)
                 .with_message(format!("rotation {other} is under way")));
         }
-        let document = SecretDocument::parse(id, &current.value)?;
         let username = document.username(id)?;
         let role = self.inner.strategy.pending_role(username);
         let target = &self.inner.target;
@@ -320,10 +337,16 @@ impl<'a> Run<'a> {
         if store.is_current(id, token).await? {
             return Ok(Done::already(Some(VersionId::new(token))));
         }
-        let pending = self.pending_value(token).await?;
-        let current = store.current(id).await?;
+        let (pending, current) = self.pending_value(token).await?;
         let old = Some(current.version.id.clone());
         if session.logs_in(&pending).await? {
+            // A server that lets the role in whatever it says (`trust` or `peer` in pg_hba.conf)
+            // would have the store promote a password the database never got: prove it matters.
+            let document = SecretDocument::parse(id, &pending)?;
+            let wrong = document.with_login(document.username(id)?, &self.inner.policy.generate()?);
+            if session.logs_in(&wrong).await? {
+                return Err(accepts_any_password(id, document.username(id)?));
+            }
             return Ok(Done::already(old));
         }
         let current_user = SecretDocument::parse(id, &current.value)?
@@ -346,18 +369,20 @@ impl<'a> Run<'a> {
         if store.is_current(id, token).await? {
             return Ok(Done::already(Some(VersionId::new(token))));
         }
-        let pending = self.pending_value(token).await?;
-        let old = Some(store.current(id).await?.version.id);
+        let (pending, current) = self.pending_value(token).await?;
+        let old = Some(current.version.id);
         match session.verify(&pending).await {
             Ok(()) => Ok(Done::now(old)),
             Err(failure) => Err(self.roll_back(session, token, Step::Test, &failure).await),
         }
     }
 
-    /// Promotes the pending version and calls the `on_finished` hook (also on a re-run, so an
-    /// announcement lost in a crash is sent again). When the store refuses because the secret was
-    /// written during the rotation, undoes the rotation: the database goes back to the credential
-    /// now current.
+    /// Promotes the pending version, runs the `on_finished` hooks, and removes the rotation's mark
+    /// from the store ([`RotationStore::complete`](super::RotationStore::complete)). The hooks run
+    /// once per rotation: now, or on a re-run that finds the mark still there (the rotator died
+    /// after the promotion, or its answer was lost), never again once the mark is gone. When the
+    /// store refuses because the secret was written during the rotation, undoes the rotation: the
+    /// database goes back to the credential now current.
     async fn finish(&self, session: &mut dyn TargetSession, token: &str) -> Result<Done> {
         let store = &self.inner.store;
         let id = self.id();
@@ -365,7 +390,8 @@ impl<'a> Run<'a> {
         let old = if already {
             None
         } else {
-            Some(store.current(id).await?.version.id)
+            // Only the rotation under way, and only one that changes the credential.
+            Some(self.pending_value(token).await?.1.version.id)
         };
         let new_version = match store.promote(id, token).await {
             Ok(version) => version,
@@ -374,11 +400,31 @@ impl<'a> Run<'a> {
                 if !store.is_current(id, token).await? {
                     return Err(self.roll_back(session, token, Step::Finish, &error).await);
                 }
-                VersionId::new(token)
+                store.current(id).await?.version.id
             }
-            Err(error) => return Err(error),
+            // The store may have promoted and the answer got lost: look before failing.
+            Err(error) => match store.is_current(id, token).await {
+                Ok(true) => store.current(id).await?.version.id,
+                _ => return Err(error),
+            },
         };
-        self.announce(&new_version);
+        let hooks_due = !already || store.incomplete_token(id).await?.as_deref() == Some(token);
+        if hooks_due {
+            self.run_hooks(token, &new_version).await;
+            if let Err(error) = store.complete(id, token).await {
+                // The rotation is finished and announced; the next rotator removes the mark
+                // (and runs the hooks once more, which announcements take in their stride).
+                tracing::warn!(
+                    target: "credswap::rotation",
+                    rotation_id = %self.rotation_id,
+                    secret_id = %self.canonical(),
+                    token,
+                    kind = %error.kind(),
+                    "credswap: the rotation is finished, but removing its mark from the store \
+                     failed; the next rotation removes it"
+                );
+            }
+        }
         Ok(Done {
             outcome: if already {
                 StepOutcome::AlreadyDone
@@ -390,20 +436,28 @@ impl<'a> Run<'a> {
         })
     }
 
-    /// Calls the `on_finished` hook; a panic in it is the hook's, not the rotation's.
-    fn announce(&self, version: &VersionId) {
-        let Some(hook) = &self.inner.on_finished else {
-            return;
-        };
-        if catch_unwind(AssertUnwindSafe(|| hook(self.id(), version))).is_err() {
-            // The panic's message is the hook's business (and could quote anything): say only
-            // that it happened.
+    /// Runs the `on_finished` hooks, each bounded by the store timeout. A hook that panics or
+    /// hangs is the hook's problem, not the rotation's: it is logged (without its message).
+    async fn run_hooks(&self, token: &str, version: &VersionId) {
+        for hook in &self.inner.on_finished {
+            let finished = FinishedRotation {
+                secret_id: self.canonical().into(),
+                version: version.clone(),
+                token: token.into(),
+                rotation_id: self.rotation_id(),
+            };
+            let running = AssertUnwindSafe(hook(finished)).catch_unwind();
+            let failure = match tokio::time::timeout(self.inner.store_timeout, running).await {
+                Ok(Ok(())) => continue,
+                Ok(Err(_)) => "panicked",
+                Err(_) => "did not finish within the store timeout",
+            };
             tracing::error!(
                 target: "credswap::rotation",
                 rotation_id = %self.rotation_id,
                 secret_id = %self.canonical(),
                 new_version = %version,
-                "credswap: the on_finished hook panicked; the rotation is finished all the same"
+                "credswap: an on_finished hook {failure}; the rotation is finished all the same"
             );
         }
     }
@@ -577,6 +631,36 @@ impl<'a> Run<'a> {
             format!("{restored}; pending version {token} was removed"),
         ))
     }
+}
+
+/// Refuses to act on a pending credential that is the current one (a copy `RotateSecret` left in
+/// the token's version, as moto makes it): `set` would find it "already done" and `finish` would
+/// announce a rotation that changed nothing.
+fn refuse_unchanged(
+    id: &str,
+    token: &str,
+    pending: &SecretValue,
+    current: &SecretValue,
+) -> Result<()> {
+    if SecretDocument::parse(id, pending)?.same_login(&SecretDocument::parse(id, current)?) {
+        return Err(Error::invalid_request(
+            id,
+            format!(
+                "pending version {token} holds the current credential, so the password would not \
+                 change; createSecret writes a new one into it"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn accepts_any_password(id: &str, username: &str) -> Error {
+    Error::config(format!(
+        "the database lets role `{username}` log in with any password (`trust` or `peer` in \
+         pg_hba.conf?), so no step can prove it took the new one; nothing was changed in the \
+         database (Rotator::abort removes the pending version); require scram-sha-256 for it"
+    ))
+    .with_id(id)
 }
 
 fn not_pending(id: &str, token: &str) -> Error {

@@ -130,17 +130,22 @@ impl Secret {
             && self.current_index().is_none_or(|current| index > current)
     }
 
-    /// Makes the version at `index` current, the current one previous.
-    fn make_current(&mut self, index: usize) {
+    /// Makes the version at `index` current, the current one previous. A version that was
+    /// current loses any mark of an incomplete rotation with its current stage.
+    fn make_current(&mut self, index: usize, keep_pending_mark: bool) {
         self.drop_stage(&Stage::Previous);
         for stored in &mut self.versions {
             if stored.has(&Stage::Current) {
-                stored.stages.retain(|s| s != &Stage::Current);
+                stored
+                    .stages
+                    .retain(|s| s != &Stage::Current && s != &Stage::Pending);
                 stored.stages.push(Stage::Previous);
             }
         }
         let promoted = &mut self.versions[index];
-        promoted.stages.retain(|s| s != &Stage::Pending);
+        if !keep_pending_mark {
+            promoted.stages.retain(|s| s != &Stage::Pending);
+        }
         promoted.stages.push(Stage::Current);
         promoted.base = None;
     }
@@ -168,7 +173,7 @@ impl MemoryRotationStore {
             base: None,
         });
         let index = secret.versions.len() - 1;
-        secret.make_current(index);
+        secret.make_current(index, false);
         version
     }
 
@@ -307,9 +312,6 @@ impl RotationStore for MemoryRotationStore {
                 .ok_or_else(|| Error::not_found(id).with_message(format!("no version {token}")))?;
             let target = &secret.versions[index];
             if target.has(&Stage::Current) {
-                secret.versions[index]
-                    .stages
-                    .retain(|s| s != &Stage::Pending);
                 return Ok(VersionId::new(token));
             }
             if !target.has(&Stage::Pending) {
@@ -327,8 +329,31 @@ impl RotationStore for MemoryRotationStore {
                     ),
                 ));
             }
-            secret.make_current(index);
+            // The pending stage stays, as AWS leaves `AWSPENDING`, until `complete`.
+            secret.make_current(index, true);
             Ok(VersionId::new(token))
+        })
+    }
+
+    async fn incomplete_token(&self, id: &str) -> Result<Option<String>> {
+        self.with(id, |secret| {
+            Ok(secret
+                .versions
+                .iter()
+                .find(|v| v.has(&Stage::Current) && v.has(&Stage::Pending))
+                .map(|v| v.id.as_str().to_owned()))
+        })
+    }
+
+    async fn complete(&self, id: &str, token: &str) -> Result<()> {
+        self.with(id, |secret| {
+            if let Some(index) = secret.index_of(token) {
+                let stored = &mut secret.versions[index];
+                if stored.has(&Stage::Current) {
+                    stored.stages.retain(|s| s != &Stage::Pending);
+                }
+            }
+            Ok(())
         })
     }
 

@@ -130,10 +130,12 @@
 
 #[cfg(feature = "aws")]
 mod aws;
+mod bounded;
 mod builder;
 mod engine;
 mod events;
 mod memory;
+mod no_cleartext;
 mod password;
 mod postgres;
 mod protocol;
@@ -153,7 +155,7 @@ pub use self::{
     memory::MemoryRotationStore,
     password::PasswordPolicy,
     postgres::PostgresTarget,
-    protocol::{RotationOutcome, Rotator, Step, StepOutcome},
+    protocol::{FinishedRotation, RotationOutcome, Rotator, Step, StepOutcome, new_token},
     schedule::{Attempts, Schedule, ScheduledRotation, Window},
     store::RotationStore,
     strategy::Strategy,

@@ -4,16 +4,21 @@
 use std::any::TypeId;
 use std::fmt;
 use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use secrecy::{ExposeSecret, SecretString};
-use tokio_postgres::config::SslMode;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_postgres::config::{ChannelBinding, Host, SslMode};
 use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
 use tokio_postgres::{Client, Config, NoTls, Socket};
 
+use super::no_cleartext::NoCleartext;
 use super::sql::{
-    check_role_name, lock_key, map_pg_error, quote_identifier, quote_literal, scram_verifier,
+    check_role_name, lock_key, map_pg_error, quote_identifier, quote_literal, scram_iterations,
+    scram_verifier,
 };
 use super::strategy::{Strategy, parse_json};
 use super::target::{RotationTarget, TargetSession};
@@ -29,21 +34,32 @@ const ANSWER_SLACK: Duration = Duration::from_secs(5);
 
 /// A PostgreSQL server whose roles' passwords rotate.
 ///
-/// - **No password in SQL.** `set` computes the SCRAM-SHA-256 verifier on the client and sends
-///   `ALTER ROLE "<role>" PASSWORD '<verifier>'`; the server (and its statement log) never sees the
-///   password. Role names are quoted identifiers, so any name works; names over 63 bytes are
+/// - **No password in SQL.** `set` computes the SCRAM-SHA-256 verifier on the client (with the
+///   server's `scram_iterations` when that is above 4,096) and sends `ALTER ROLE "<role>" PASSWORD
+///   '<verifier>'`; the server (and its statement log) never sees the password. Role names are quoted identifiers, so any name works; names over 63 bytes are
 ///   refused before anything changes (the server would truncate them).
 /// - **One rotator per secret.** A session holds `pg_try_advisory_lock(<64-bit key from the
 ///   store's canonical name of the secret>)` for the whole call; a rotator that cannot take it
 ///   reports the rotation as under way. The lock lives with the session, so a crashed rotator's
 ///   lock goes with its connection. Rotators of one secret must use the same database.
-/// - **Where to connect.** Host, port and database come from the secret (the RDS JSON shape) unless
-///   [`connection`](Self::connection) names them; TLS through any `MakeTlsConnect`, as
-///   tokio-postgres does ([`NoTls`] by default). The secret's `ssl_mode` (`sslmode`) can only make
-///   TLS stricter than the connection settings, as for the pools: `require`, `verify-ca` and
-///   `verify-full` need a TLS connector ([`tls`](Self::tls)), and without one the rotation fails
-///   with [`ErrorKind::Config`] before connecting (verifying the server's certificate and name is
-///   the connector's job, as in tokio-postgres).
+/// - **Where to connect.** Host, port and database come from the secret (the RDS JSON shape)
+///   unless [`connection`](Self::connection) names them. Nothing the secret says decides where an
+///   **admin** credential goes: with one, `connection` must name the host (the rotation fails
+///   with [`ErrorKind::Config`] before connecting otherwise), and a secret that names another
+///   host or port is refused ([`ErrorKind::InvalidRequest`]) whoever logs in, as AWS's multi-user
+///   rotation function refuses a master/current host mismatch. Only the first host is used.
+/// - **TLS, or an explicit opt-in to plaintext.** Give a connector with [`tls`](Self::tls) (any
+///   `MakeTlsConnect`, as tokio-postgres takes): every connection then requires TLS, and the
+///   admin logs in only with channel binding (SCRAM-SHA-256-PLUS, so a server that asks for a
+///   cleartext or MD5 password, or a machine in the middle, gets nothing; the connector must
+///   support channel binding, as tokio-postgres-rustls and postgres-openssl do). Without one,
+///   the target refuses to connect ([`ErrorKind::Config`]) unless
+///   [`allow_plaintext`](Self::allow_plaintext) says plaintext is meant: then the SCRAM verifier
+///   `set` sends, and the logins, cross the network in clear (see `docs::rotation` for what that
+///   exposes), and a server that asks for a cleartext password is refused before anything is
+///   sent. The secret's `ssl_mode` (`sslmode`) can only make TLS stricter: `require`,
+///   `verify-ca` and `verify-full` need a connector (verifying the server's certificate and name
+///   is the connector's job, as in tokio-postgres).
 /// - **Who connects.** With an [`admin`](Self::admin) credential, the lock session and `set` use
 ///   it (required for alternating users; the admin needs `CREATEROLE`, and from PostgreSQL 16
 ///   `ADMIN OPTION` on the rotated roles). Without one (single user), the role changes its own
@@ -61,10 +77,15 @@ const ANSWER_SLACK: Duration = Duration::from_secs(5);
 /// use std::time::Duration;
 /// use credswap::rotation::PostgresTarget;
 ///
+/// // Pinned: the admin password goes to this host only, whatever the secret says.
+/// let mut endpoint = tokio_postgres::Config::new();
+/// endpoint.host("orders-db.internal").port(5432).dbname("orders");
 /// let target = PostgresTarget::new()
+///     .connection(endpoint)
 ///     .admin("rotator", std::env::var("ROTATOR_PASSWORD").unwrap())
 ///     .test_query("SELECT count(*) FROM orders WHERE false")
-///     .statement_timeout(Duration::from_secs(10));
+///     .statement_timeout(Duration::from_secs(10))
+///     .allow_plaintext(); // a private network; in production give it .tls(connector)
 /// # drop(target);
 /// ```
 pub struct PostgresTarget<T = NoTls> {
@@ -73,6 +94,8 @@ pub struct PostgresTarget<T = NoTls> {
     tls: T,
     /// Whether `tls` can do TLS at all (`NoTls` cannot).
     has_tls: bool,
+    /// Whether connections without TLS were asked for.
+    plaintext: bool,
     test_query: String,
     statement_timeout: Duration,
 }
@@ -84,6 +107,7 @@ impl<T: Clone> Clone for PostgresTarget<T> {
             admin: self.admin.clone(),
             tls: self.tls.clone(),
             has_tls: self.has_tls,
+            plaintext: self.plaintext,
             test_query: self.test_query.clone(),
             statement_timeout: self.statement_timeout,
         }
@@ -97,6 +121,7 @@ impl<T> fmt::Debug for PostgresTarget<T> {
             .field("connection", &self.connection)
             .field("admin", &self.admin.as_ref().map(|(user, _)| user))
             .field("tls", &self.has_tls)
+            .field("plaintext", &self.plaintext)
             .field("test_query", &self.test_query)
             .field("statement_timeout", &self.statement_timeout)
             .finish_non_exhaustive()
@@ -110,13 +135,16 @@ impl Default for PostgresTarget<NoTls> {
 }
 
 impl PostgresTarget<NoTls> {
-    /// A target that connects where the secret says, without TLS.
+    /// A target with no TLS connector yet: give it one ([`tls`](Self::tls)), or opt in to
+    /// plaintext ([`allow_plaintext`](Self::allow_plaintext)). It connects where the secret says
+    /// unless [`connection`](Self::connection) names a host (which an admin credential needs).
     pub fn new() -> Self {
         PostgresTarget {
             connection: Config::new(),
             admin: None,
             tls: NoTls,
             has_tls: false,
+            plaintext: false,
             test_query: "SELECT 1".to_owned(),
             statement_timeout: DEFAULT_STATEMENT_TIMEOUT,
         }
@@ -127,13 +155,16 @@ impl<T> PostgresTarget<T> {
     /// Connection settings that take precedence over the secret's: host, port and database when
     /// set here, and anything else tokio-postgres offers (timeouts, SSL mode, application name).
     /// User and password are always those of the credential in use; the secret's `ssl_mode` may
-    /// still raise the SSL mode.
+    /// still raise the SSL mode. A host set here pins the endpoint: a secret that names another
+    /// host or port is refused.
     pub fn connection(mut self, config: Config) -> Self {
         self.connection = config;
         self
     }
 
-    /// The credential that takes the lock and changes roles (needed for alternating users).
+    /// The credential that takes the lock and changes roles (needed for alternating users). It
+    /// is sent only to the host [`connection`](Self::connection) names, never to one a secret
+    /// names.
     pub fn admin(mut self, username: impl Into<String>, password: impl Into<SecretString>) -> Self {
         self.admin = Some((username.into(), password.into()));
         self
@@ -146,46 +177,81 @@ impl<T> PostgresTarget<T> {
     }
 
     /// The `statement_timeout` of the engine's sessions (default 30 s; zero for none, which also
-    /// lets the client wait for answers forever).
+    /// lets the client wait for answers forever). PostgreSQL counts in milliseconds: a timeout
+    /// under one is one, never zero (which the server would read as none).
     pub fn statement_timeout(mut self, timeout: Duration) -> Self {
         self.statement_timeout = timeout.min(crate::time::MAX_SETTING);
         self
     }
 
-    /// Connects with TLS.
+    /// Connects without TLS, on purpose: for a database on loopback or a private network you
+    /// trust. The SCRAM verifier `set` sends is password-equivalent to anyone who also sees one
+    /// login (RFC 5802 section 9), and logins cross the network in clear; a warning says so in
+    /// the log. A server that asks for a cleartext password is still refused. With a
+    /// [`tls`](Self::tls) connector this changes nothing: TLS is then required.
+    pub fn allow_plaintext(mut self) -> Self {
+        tracing::warn!(
+            target: "credswap::rotation",
+            "credswap: PostgresTarget::allow_plaintext: the rotation engine's connections will \
+             not be encrypted; the SCRAM verifiers it sends can be replayed by anyone who also \
+             sees one login"
+        );
+        self.plaintext = true;
+        self
+    }
+
+    /// Connects with TLS (required on every connection; the admin also needs channel binding).
     pub fn tls<U: 'static>(self, tls: U) -> PostgresTarget<U> {
         PostgresTarget {
             connection: self.connection,
             admin: self.admin,
             has_tls: TypeId::of::<U>() != TypeId::of::<NoTls>(),
+            plaintext: self.plaintext,
             tls,
             test_query: self.test_query,
             statement_timeout: self.statement_timeout,
         }
     }
 
-    /// Settings for logging in as `username` at the place `location` (a secret) names.
+    /// Settings for logging in as `username` (the admin when `admin`) at the place the
+    /// connection settings pin, or else the one `location` (a secret) names.
     fn config(
         &self,
         secret_id: &str,
         location: &PgCredentials,
         username: &str,
         password: &SecretString,
+        admin: bool,
     ) -> Result<Config> {
         let mut config = self.connection.clone();
-        if config.get_hosts().is_empty() {
-            let host = location.host.as_deref().ok_or_else(|| {
-                Error::config(
-                    "no database host: the secret has no `host` and PostgresTarget::connection \
-                     names none",
-                )
-                .with_id(secret_id)
-            })?;
-            let _ = config.host(host);
+        if !self.has_tls && !self.plaintext {
+            return Err(Error::config(
+                "this PostgresTarget has no TLS connector: give it one with PostgresTarget::tls, \
+                 or opt in to plaintext with PostgresTarget::allow_plaintext",
+            )
+            .with_id(secret_id));
         }
-        if config.get_ports().is_empty() {
-            if let Some(port) = location.port {
-                let _ = config.port(port);
+        match config.get_hosts().first() {
+            Some(pinned) => check_endpoint(secret_id, pinned, config.get_ports(), location)?,
+            None if admin => {
+                return Err(Error::config(
+                    "an admin credential goes only to a host the rotator's configuration names, \
+                     never to one a secret names: pin it with PostgresTarget::connection",
+                )
+                .with_id(secret_id));
+            }
+            None => {
+                let host = location.host.as_deref().ok_or_else(|| {
+                    Error::config(
+                        "no database host: the secret has no `host` and \
+                         PostgresTarget::connection names none",
+                    )
+                    .with_id(secret_id)
+                })?;
+                let _ = config.host(host);
+                if let Some(port) = location.port {
+                    let _ = config.port(port);
+                }
             }
         }
         if config.get_dbname().is_none() {
@@ -204,7 +270,13 @@ impl<T> PostgresTarget<T> {
                 let _ = config.ssl_mode(SslMode::Require);
             }
         }
-        if config.get_ssl_mode() == SslMode::Require && !self.has_tls {
+        if self.has_tls {
+            let _ = config.ssl_mode(SslMode::Require);
+            if admin {
+                // tokio-postgres then refuses cleartext and MD5 before sending anything.
+                let _ = config.channel_binding(ChannelBinding::Require);
+            }
+        } else if config.get_ssl_mode() == SslMode::Require {
             return Err(Error::config(format!(
                 "TLS is required ({}) but this PostgresTarget has no TLS connector: give it one \
                  with PostgresTarget::tls",
@@ -216,6 +288,8 @@ impl<T> PostgresTarget<T> {
                     ))
             ))
             .with_id(secret_id));
+        } else {
+            let _ = config.ssl_mode(SslMode::Disable);
         }
         let _ = config
             .user(username)
@@ -263,6 +337,55 @@ fn credentials(secret_id: &str, value: &SecretValue) -> Result<PgCredentials> {
     parse_json(secret_id, value)
 }
 
+/// Runs a connection's I/O until it ends.
+fn drive<S, T>(connection: tokio_postgres::Connection<S, T>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let _task = tokio::spawn(async move {
+        if let Err(error) = connection.await {
+            tracing::debug!(%error, "credswap: rotation connection ended with an error");
+        }
+    });
+}
+
+/// Refuses a secret that names another endpoint than the pinned one: credentials go where the
+/// rotator's configuration says, and a secret pointing elsewhere is a mistake or an attack.
+fn check_endpoint(
+    secret_id: &str,
+    pinned: &Host,
+    pinned_ports: &[u16],
+    location: &PgCredentials,
+) -> Result<()> {
+    let pinned_port = pinned_ports.first().copied().unwrap_or(5432);
+    let pinned_name = match pinned {
+        Host::Tcp(name) => name.clone(),
+        Host::Unix(path) => path.display().to_string(),
+    };
+    let host_differs = location
+        .host
+        .as_deref()
+        .is_some_and(|host| !host.eq_ignore_ascii_case(&pinned_name));
+    let port_differs = location.port.is_some_and(|port| port != pinned_port);
+    if host_differs || port_differs {
+        return Err(Error::invalid_request(
+            secret_id,
+            format!(
+                "the secret names the database at {}:{}, but the rotator is configured for \
+                 {pinned_name}:{pinned_port}; refusing to send credentials where a secret says",
+                location
+                    .host
+                    .as_deref()
+                    .unwrap_or(&pinned_name)
+                    .escape_debug(),
+                location.port.unwrap_or(pinned_port)
+            ),
+        ));
+    }
+    Ok(())
+}
+
 impl<T> PostgresTarget<T>
 where
     T: MakeTlsConnect<Socket> + Clone + Send + Sync + 'static,
@@ -271,6 +394,9 @@ where
     <T::TlsConnect as TlsConnect<Socket>>::Future: Send,
 {
     async fn connect(&self, secret_id: &str, config: &Config, what: &str) -> Result<Client> {
+        if !self.has_tls {
+            return self.connect_plaintext(secret_id, config, what).await;
+        }
         let connecting = async {
             config
                 .connect(self.tls.clone())
@@ -278,20 +404,78 @@ where
                 .map_err(|e| map_pg_error(secret_id, what, e))
         };
         let (client, connection) = self.bounded(secret_id, what, connecting).await?;
-        let _task = tokio::spawn(async move {
-            if let Err(error) = connection.await {
-                tracing::debug!(%error, "credswap: rotation connection ended with an error");
-            }
-        });
+        drive(connection);
         Ok(client)
+    }
+
+    /// A plaintext connection whose authentication is watched: a server that asks for the
+    /// password in cleartext is refused before tokio-postgres can send it.
+    async fn connect_plaintext(
+        &self,
+        secret_id: &str,
+        config: &Config,
+        what: &str,
+    ) -> Result<Client> {
+        let host = config.get_hosts().first().cloned();
+        let port = config.get_ports().first().copied().unwrap_or(5432);
+        let unreachable = |error: std::io::Error| {
+            Error::transient(secret_id, format!("{what}: connecting failed: {error}"))
+        };
+        let connecting = async {
+            let (client, refused) = match host {
+                Some(Host::Tcp(name)) => {
+                    let socket = tokio::net::TcpStream::connect((name.as_str(), port))
+                        .await
+                        .map_err(unreachable)?;
+                    let _ = socket.set_nodelay(true);
+                    let stream = NoCleartext::new(socket);
+                    let refused = Arc::clone(&stream.refused);
+                    let connected = config.connect_raw(stream, NoTls).await;
+                    (
+                        connected.map(|(client, connection)| {
+                            drive(connection);
+                            client
+                        }),
+                        refused,
+                    )
+                }
+                #[cfg(unix)]
+                Some(Host::Unix(dir)) => {
+                    let path = dir.join(format!(".s.PGSQL.{port}"));
+                    let socket = tokio::net::UnixStream::connect(path)
+                        .await
+                        .map_err(unreachable)?;
+                    let stream = NoCleartext::new(socket);
+                    let refused = Arc::clone(&stream.refused);
+                    let connected = config.connect_raw(stream, NoTls).await;
+                    (
+                        connected.map(|(client, connection)| {
+                            drive(connection);
+                            client
+                        }),
+                        refused,
+                    )
+                }
+                _ => return Err(Error::config("no database host to connect to").with_id(secret_id)),
+            };
+            match client {
+                Ok(client) => Ok(client),
+                Err(_) if refused.load(Ordering::Acquire) => Err(Error::config(format!(
+                    "{what}: the server asked for the password in cleartext; refused, nothing was \
+                     sent (require scram-sha-256 in its pg_hba.conf)"
+                ))
+                .with_id(secret_id)),
+                Err(error) => Err(map_pg_error(secret_id, what, error)),
+            }
+        };
+        self.bounded(secret_id, what, connecting).await
     }
 
     /// Sets the statement timeout on a connection that will run statements.
     async fn limit_statements(&self, secret_id: &str, client: &Client) -> Result<()> {
-        let sql = format!(
-            "SET statement_timeout = {}",
-            self.statement_timeout.as_millis()
-        );
+        // In whole milliseconds, rounded up: 0 would mean no timeout at all.
+        let millis = self.statement_timeout.as_nanos().div_ceil(1_000_000);
+        let sql = format!("SET statement_timeout = {millis}");
         self.execute(secret_id, client, &sql, "setting the statement timeout")
             .await
     }
@@ -309,7 +493,7 @@ where
 
     async fn login(&self, secret_id: &str, credential: &SecretValue, what: &str) -> Result<Client> {
         let creds = credentials(secret_id, credential)?;
-        let config = self.config(secret_id, &creds, &creds.username, &creds.password)?;
+        let config = self.config(secret_id, &creds, &creds.username, &creds.password, false)?;
         self.connect(secret_id, &config, what).await
     }
 }
@@ -340,7 +524,7 @@ where
         let location = credentials(secret_id, current)?;
         let control = match &self.admin {
             Some((user, password)) => {
-                let config = self.config(secret_id, &location, user, password)?;
+                let config = self.config(secret_id, &location, user, password, true)?;
                 self.connect(secret_id, &config, "admin login").await?
             }
             None if strategy.needs_admin() => {
@@ -381,6 +565,7 @@ where
             secret_id: secret_id.to_owned(),
             control,
             key,
+            iterations: None,
         })))
     }
 }
@@ -391,6 +576,29 @@ struct PostgresSession<T> {
     secret_id: String,
     control: Client,
     key: i64,
+    /// The server's SCRAM rounds for new verifiers, once asked.
+    iterations: Option<u32>,
+}
+
+impl<T> PostgresSession<T> {
+    /// The server's `scram_iterations` (PostgreSQL 16 and later) when above 4,096, else 4,096.
+    async fn scram_iterations(&mut self) -> Result<u32> {
+        if let Some(iterations) = self.iterations {
+            return Ok(iterations);
+        }
+        let id = self.secret_id.as_str();
+        let what = "reading scram_iterations";
+        let asking = async {
+            self.control
+                .query_one("SELECT current_setting('scram_iterations', true)", &[])
+                .await
+                .map_err(|e| map_pg_error(id, what, e))
+        };
+        let setting: Option<String> = self.target.bounded(id, what, asking).await?.get(0);
+        let iterations = scram_iterations(setting.as_deref());
+        self.iterations = Some(iterations);
+        Ok(iterations)
+    }
 }
 
 #[async_trait]
@@ -414,11 +622,12 @@ where
     }
 
     async fn apply(&mut self, credential: &SecretValue, clone_of: Option<&str>) -> Result<()> {
+        let iterations = self.scram_iterations().await?;
         let id = self.secret_id.as_str();
         let target = &self.target;
         let creds = credentials(id, credential)?;
         check_role_name(id, &creds.username)?;
-        let verifier = scram_verifier(&creds.password).await?;
+        let verifier = scram_verifier(&creds.password, iterations).await?;
         let role = quote_identifier(&creds.username);
         let password = quote_literal(&verifier);
         if let Some(base) = clone_of {
@@ -492,7 +701,13 @@ mod tests {
 
     fn config_of<T>(target: &PostgresTarget<T>, ssl_mode: Option<&str>) -> Result<Config> {
         let password = SecretString::from("Pw-Admin-1");
-        target.config("db", &location(ssl_mode), "rotator", &password)
+        target.config("db", &location(ssl_mode), "rotator", &password, false)
+    }
+
+    fn pinned(host: &str, port: u16) -> Config {
+        let mut config = Config::new();
+        let _ = config.host(host).port(port);
+        config
     }
 
     /// Stands for a real connector (rustls, openssl): only its type matters here.
@@ -501,27 +716,79 @@ mod tests {
 
     #[test]
     fn the_secrets_ssl_mode_raises_tls_and_needs_a_connector() {
-        let plain = PostgresTarget::new();
+        let plain = PostgresTarget::new().allow_plaintext();
         for mode in [None, Some("disable"), Some("prefer"), Some("allow")] {
             let config = config_of(&plain, mode).unwrap();
-            assert_eq!(config.get_ssl_mode(), SslMode::Prefer, "{mode:?}");
+            assert_eq!(config.get_ssl_mode(), SslMode::Disable, "{mode:?}");
         }
         for mode in ["require", "verify-ca", "verify-full", "VERIFY_FULL"] {
             let err = config_of(&plain, Some(mode)).unwrap_err();
             assert_eq!(err.kind(), ErrorKind::Config, "{mode}: {err}");
             assert!(err.to_string().contains("PostgresTarget::tls"), "{err}");
-            let with_tls = PostgresTarget::new().tls(SomeTls);
-            let config = config_of(&with_tls, Some(mode)).unwrap();
-            assert_eq!(config.get_ssl_mode(), SslMode::Require, "{mode}");
+        }
+        // With a connector, TLS is required whatever the secret says.
+        let with_tls = PostgresTarget::new().tls(SomeTls);
+        for mode in [None, Some("disable"), Some("require"), Some("verify-full")] {
+            let config = config_of(&with_tls, mode).unwrap();
+            assert_eq!(config.get_ssl_mode(), SslMode::Require, "{mode:?}");
+            assert_eq!(config.get_channel_binding(), ChannelBinding::Prefer);
         }
         // A connection that itself asks for TLS needs a connector too.
-        let mut required = Config::new();
+        let mut required = pinned("db.internal", 5432);
         let _ = required.ssl_mode(SslMode::Require);
-        let err = config_of(&PostgresTarget::new().connection(required), None).unwrap_err();
+        let target = PostgresTarget::new().allow_plaintext().connection(required);
+        let err = config_of(&target, None).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Config, "{err}");
         // A mode nobody knows is not guessed at.
         let err = config_of(&plain, Some("requir")).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Config, "{err}");
         assert!(!err.to_string().contains("Pw-"), "{err}");
+    }
+
+    #[test]
+    fn plaintext_is_an_explicit_choice() {
+        let err = config_of(&PostgresTarget::new(), None).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Config, "{err}");
+        assert!(err.to_string().contains("allow_plaintext"), "{err}");
+    }
+
+    #[test]
+    fn the_admin_goes_only_where_the_configuration_says() {
+        let password = SecretString::from("Pw-Admin-1");
+        let admin = |target: &PostgresTarget<SomeTls>, ssl: Option<&str>| {
+            target.config("db", &location(ssl), "rotator", &password, true)
+        };
+        // Not pinned: the secret's host would decide where the admin password goes.
+        let unpinned = PostgresTarget::new().tls(SomeTls);
+        let err = admin(&unpinned, None).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Config, "{err}");
+        assert!(
+            err.to_string().contains("PostgresTarget::connection"),
+            "{err}"
+        );
+        // Pinned, and the secret agrees (names may differ in case).
+        let target = PostgresTarget::new()
+            .tls(SomeTls)
+            .connection(pinned("DB.internal", 5432));
+        let config = admin(&target, None).unwrap();
+        assert_eq!(config.get_hosts(), &[Host::Tcp("DB.internal".to_owned())]);
+        assert_eq!(config.get_ports(), &[5432]);
+        assert_eq!(config.get_channel_binding(), ChannelBinding::Require);
+        // A secret that names another host or port is refused, for every login.
+        for (host, port) in [("attacker.example", 5432), ("db.internal", 6543)] {
+            let target = PostgresTarget::new()
+                .tls(SomeTls)
+                .connection(pinned(host, port));
+            for admin_login in [true, false] {
+                let err = target
+                    .config("db", &location(None), "rotator", &password, admin_login)
+                    .unwrap_err();
+                assert_eq!(err.kind(), ErrorKind::InvalidRequest, "{err}");
+                assert!(err.to_string().contains("db.internal:5432"), "{err}");
+            }
+        }
+        // Without an admin, an unpinned target follows the secret.
+        let config = config_of(&PostgresTarget::new().allow_plaintext(), None).unwrap();
+        assert_eq!(config.get_hosts(), &[Host::Tcp("db.internal".to_owned())]);
     }
 }

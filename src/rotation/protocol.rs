@@ -6,6 +6,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use futures_util::future::BoxFuture;
 use tokio::sync::broadcast;
 
 use super::builder::RotatorBuilder;
@@ -136,15 +137,34 @@ impl RotationOutcome {
     }
 }
 
-pub(crate) type FinishedHook = Arc<dyn Fn(&str, &VersionId) + Send + Sync>;
+/// A finished rotation, as the [`on_finished`](super::RotatorBuilder::on_finished) hooks get it.
+/// Carries ids and versions, never a value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct FinishedRotation {
+    /// The secret, by the store's one name for it ([`RotationStore::canonical_id`]: AWS its name,
+    /// even when the rotation was given its ARN; Vault mount and path): what consumers read it
+    /// by, so what an announcement names.
+    pub secret_id: Arc<str>,
+    /// Its new current version.
+    pub version: VersionId,
+    /// The rotation's token.
+    pub token: Arc<str>,
+    /// The id of the call that ran the hooks (its events carry it too).
+    pub rotation_id: Arc<str>,
+}
+
+pub(crate) type FinishedHook =
+    Arc<dyn Fn(FinishedRotation) -> BoxFuture<'static, ()> + Send + Sync>;
 
 pub(crate) struct Inner {
     pub(crate) store: Arc<dyn RotationStore>,
     pub(crate) target: Arc<dyn RotationTarget>,
     pub(crate) strategy: Strategy,
     pub(crate) policy: PasswordPolicy,
-    pub(crate) on_finished: Option<FinishedHook>,
+    pub(crate) on_finished: Vec<FinishedHook>,
     pub(crate) resume_orphaned: bool,
+    pub(crate) store_timeout: Duration,
     pub(crate) events: broadcast::Sender<RotationEvent>,
 }
 
@@ -165,8 +185,12 @@ pub(crate) struct Inner {
 ///
 /// # Cancellation
 ///
-/// Dropping a `rotate` future between two steps leaves a pending version, which the next
-/// `rotate` (or `resume`) finishes and `abort` undoes; the lock goes with the dropped session.
+/// Dropping the future of `rotate`, `resume`, `abort` or `step` does not stop the work: it runs
+/// in a task of its own to its end (finished, or rolled back), because a rotation abandoned
+/// between `set` and `finish` would leave a database that accepts only the pending password
+/// while every consumer holds the current one. Only the runtime shutting down stops it; the
+/// pending version it leaves is finished by the next `rotate` or `resume` (and undone by
+/// `abort`), and the lock goes with its connection.
 #[derive(Clone)]
 pub struct Rotator {
     pub(crate) inner: Arc<Inner>,
@@ -217,7 +241,8 @@ impl Rotator {
     /// [`abort`](Self::abort)); [`ErrorKind::InvalidRequest`] for a role name the database cannot
     /// take, before anything changed.
     pub async fn rotate(&self, secret_id: &str) -> Result<RotationOutcome> {
-        self.rotate_with(secret_id, None).await
+        let (rotator, id) = (self.clone(), secret_id.to_owned());
+        to_the_end(async move { rotator.rotate_with(&id, None).await }).await
     }
 
     /// Like [`rotate`](Self::rotate), unless the current version is younger than `min_age`
@@ -241,7 +266,8 @@ impl Rotator {
         min_age: Duration,
         now: SystemTime,
     ) -> Result<RotationOutcome> {
-        self.rotate_with(secret_id, Some((min_age, now))).await
+        let (rotator, id) = (self.clone(), secret_id.to_owned());
+        to_the_end(async move { rotator.rotate_with(&id, Some((min_age, now))).await }).await
     }
 
     async fn rotate_with(
@@ -275,6 +301,7 @@ impl Rotator {
         due: Option<(Duration, SystemTime)>,
     ) -> Result<RotationOutcome> {
         let store = &self.inner.store;
+        let _ = self.complete_incomplete(run, session, secret_id).await?;
         // Read again under the lock: another rotator may have started or finished meanwhile.
         if let Some(token) = store.pending_token(secret_id).await? {
             if !self.inner.resume_orphaned {
@@ -318,6 +345,22 @@ impl Rotator {
         })
     }
 
+    /// Finishes a rotation that was promoted but not completed (its rotator died, or the answer
+    /// to its promotion was lost): its hooks run, once, and its mark leaves the store. The token,
+    /// when there was one.
+    async fn complete_incomplete(
+        &self,
+        run: &Run<'_>,
+        session: &mut dyn TargetSession,
+        secret_id: &str,
+    ) -> Result<Option<String>> {
+        let Some(token) = self.inner.store.incomplete_token(secret_id).await? else {
+            return Ok(None);
+        };
+        let _ = run.step(session, &token, Step::Finish).await?;
+        Ok(Some(token))
+    }
+
     /// All four steps with the pending version's `token`, each re-run harmlessly where done.
     async fn finish_pending(
         &self,
@@ -345,17 +388,15 @@ impl Rotator {
     ///
     /// As [`rotate`](Self::rotate).
     pub async fn resume(&self, secret_id: &str) -> Result<Option<RotationOutcome>> {
+        let (rotator, id) = (self.clone(), secret_id.to_owned());
+        to_the_end(async move { rotator.resume_now(&id).await }).await
+    }
+
+    async fn resume_now(&self, secret_id: &str) -> Result<Option<RotationOutcome>> {
         let run = &Run::new(&self.inner, secret_id);
         let result = self
             .with_session(run, secret_id, |mut session| async move {
-                let result = match self.inner.store.pending_token(secret_id).await {
-                    Ok(Some(token)) => self
-                        .finish_pending(run, session.as_mut(), secret_id, token)
-                        .await
-                        .map(Some),
-                    Ok(None) => Ok(None),
-                    Err(error) => Err(error),
-                };
+                let result = self.resume_locked(run, session.as_mut(), secret_id).await;
                 (session, result)
             })
             .await
@@ -371,6 +412,36 @@ impl Rotator {
         result
     }
 
+    async fn resume_locked(
+        &self,
+        run: &Run<'_>,
+        session: &mut dyn TargetSession,
+        secret_id: &str,
+    ) -> Result<Option<RotationOutcome>> {
+        let store = &self.inner.store;
+        let completed = self.complete_incomplete(run, session, secret_id).await?;
+        if let Some(token) = store.pending_token(secret_id).await? {
+            return self
+                .finish_pending(run, session, secret_id, token)
+                .await
+                .map(Some);
+        }
+        let Some(token) = completed else {
+            return Ok(None);
+        };
+        let new_version = store.current(secret_id).await?.version.id;
+        let old_version = match store.previous(secret_id).await? {
+            Some(previous) => previous.version.id,
+            None => new_version.clone(),
+        };
+        Ok(Some(RotationOutcome::Rotated {
+            rotation_id: run.rotation_id(),
+            token: token.into(),
+            old_version,
+            new_version,
+        }))
+    }
+
     /// Undoes the rotation under way: the database goes back to the current credential (for
     /// alternating users, the other role back to the previous version's) and the pending version is
     /// removed. Returns the token undone, `None` when nothing was pending.
@@ -381,10 +452,23 @@ impl Rotator {
     /// or the store's error otherwise (the message says whether the database was restored; the
     /// pending version is kept: call again).
     pub async fn abort(&self, secret_id: &str) -> Result<Option<String>> {
+        let (rotator, id) = (self.clone(), secret_id.to_owned());
+        to_the_end(async move { rotator.abort_now(&id).await }).await
+    }
+
+    async fn abort_now(&self, secret_id: &str) -> Result<Option<String>> {
         let run = &Run::new(&self.inner, secret_id);
         let turn = self
             .with_session(run, secret_id, |mut session| async move {
-                let result = match self.inner.store.pending_token(secret_id).await {
+                // A promoted rotation cannot be undone (consumers may use it): it is completed.
+                let completed = self
+                    .complete_incomplete(run, session.as_mut(), secret_id)
+                    .await;
+                let pending = match completed {
+                    Ok(_) => self.inner.store.pending_token(secret_id).await,
+                    Err(error) => Err(error),
+                };
+                let result = match pending {
                     Ok(Some(token)) => run
                         .undo(session.as_mut(), &token)
                         .await
@@ -415,6 +499,11 @@ impl Rotator {
     /// secret written during the rotation, and the rotation was undone; the store's or database's
     /// error otherwise (the caller, or AWS, retries the step).
     pub async fn step(&self, secret_id: &str, token: &str, step: Step) -> Result<StepOutcome> {
+        let (rotator, id, token) = (self.clone(), secret_id.to_owned(), token.to_owned());
+        to_the_end(async move { rotator.step_now(&id, &token, step).await }).await
+    }
+
+    async fn step_now(&self, secret_id: &str, token: &str, step: Step) -> Result<StepOutcome> {
         let run = &Run::new(&self.inner, secret_id);
         match self
             .with_session(run, secret_id, |mut session| async move {
@@ -525,9 +614,38 @@ async fn release<T>(
     result
 }
 
-/// A new rotation token: a random UUID (version 4), which AWS accepts as a `ClientRequestToken`
-/// (32 to 64 characters).
-pub(crate) fn new_token() -> Result<String> {
+/// Runs `work` in a task of its own and waits for it: dropping the caller's future does not stop
+/// a rotation halfway.
+async fn to_the_end<T: Send + 'static>(
+    work: impl Future<Output = Result<T>> + Send + 'static,
+) -> Result<T> {
+    match tokio::spawn(work).await {
+        Ok(result) => result,
+        Err(error) if error.is_panic() => Err(Error::new(ErrorKind::Transient).with_message(
+            "the rotation panicked (in the store, the target or a hook); a pending version it \
+             left is finished by the next rotate or resume",
+        )),
+        Err(_) => Err(Error::new(ErrorKind::Closed)
+            .with_message("the rotation was stopped: its runtime shut down")),
+    }
+}
+
+/// A new rotation token: a random UUID (version 4), 36 characters, in the shape AWS Secrets
+/// Manager accepts as a `ClientRequestToken` (32 to 64 characters). [`Rotator::rotate`] makes
+/// one for every rotation; a caller that drives [`Rotator::step`] outside AWS (where
+/// `RotateSecret` makes the token) makes one here and passes it to all four steps.
+///
+/// ```
+/// let token = credswap::rotation::new_token()?;
+/// assert_eq!(token.len(), 36);
+/// assert_eq!(token.as_bytes()[14], b'4'); // version 4
+/// # Ok::<(), credswap::Error>(())
+/// ```
+///
+/// # Errors
+///
+/// [`ErrorKind::Transient`] when the operating system's random source fails.
+pub fn new_token() -> Result<String> {
     let mut bytes = [0u8; 16];
     getrandom::fill(&mut bytes).map_err(|e| {
         Error::new(ErrorKind::Transient)

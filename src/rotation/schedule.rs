@@ -76,6 +76,9 @@ impl Window {
 /// not once each (replicas started further apart than the minimum age each rotate in a period;
 /// raise it toward the period if that matters).
 ///
+/// An attempt that finds the secret not due yet waits until the current version is a period old
+/// (age counts from the version's creation, so "every 30 days" means every 30 days, give or take
+/// the jitter); one that finds a rotation under way elsewhere looks again after `retry_after`.
 /// A failed attempt is tried again after `retry_after`, the delay doubling, with jitter, for every
 /// failure in a row, up to the period. Failures that trying again will not fix (a rollback, a
 /// configuration, decoding or permission error, a request the store refuses) wait a full period,
@@ -216,6 +219,7 @@ struct Retry {
     builder: ExponentialBuilder,
     backoff: <ExponentialBuilder as BackoffBuilder>::Backoff,
     period: Duration,
+    retry_after: Duration,
     failures_in_a_row: u32,
 }
 
@@ -230,16 +234,25 @@ impl Retry {
             backoff: builder.build(),
             builder,
             period: schedule.period,
+            retry_after: schedule.retry_after,
             failures_in_a_row: 0,
         }
     }
 
-    /// The delay before the next attempt, after `result`.
+    /// The delay before the next attempt, after `result`: a period after a rotation; what is
+    /// left of the period after one that was not due (its age counts from the version's
+    /// creation, so a secret never gets older than the period by much more than the jitter); the
+    /// retry delay after one found under way (another rotator's run ends soon, and then this
+    /// secret's age decides); the backoff after a failure.
     fn after(&mut self, result: &Result<RotationOutcome>) -> Duration {
         let Err(error) = result else {
             self.failures_in_a_row = 0;
             self.backoff = self.builder.build();
-            return self.period;
+            return match result {
+                Ok(RotationOutcome::NotDue { age, .. }) => self.period.saturating_sub(*age),
+                Ok(RotationOutcome::UnderWay { .. }) => self.retry_after.min(self.period),
+                _ => self.period,
+            };
         };
         self.failures_in_a_row = self.failures_in_a_row.saturating_add(1);
         if needs_attention(error) {
@@ -255,10 +268,23 @@ impl Retry {
     }
 }
 
-/// A rotation running on a [`Schedule`] in a background task; stopped when dropped.
+/// A rotation running on a [`Schedule`] in a background task.
+///
+/// # Stopping
+///
+/// [`shutdown`](Self::shutdown) stops the schedule and waits: a rotation under way finishes (or
+/// rolls back) first, so the database and the store agree when it returns. Dropping the handle
+/// (or [`stop`](Self::stop)) stops it without waiting: no attempt starts after that, and one
+/// under way still runs to its end in the background. Nothing cuts a rotation off between `set`
+/// and `finish` but the runtime shutting down.
+///
+/// A service shutting down stops, in this order: its schedules (`shutdown().await`), its push
+/// subscribers, its pools, its caches ([`SecretCache::shutdown`](crate::SecretCache::shutdown)),
+/// and last the [`VaultSession`](crate::provider::VaultSession) they use.
 #[derive(Debug)]
 pub struct ScheduledRotation {
-    task: JoinHandle<()>,
+    stop: watch::Sender<bool>,
+    task: Option<JoinHandle<()>>,
     attempts: watch::Receiver<Attempts>,
 }
 
@@ -273,8 +299,9 @@ pub struct Attempts {
     /// Failed attempts since the last one that did not fail.
     pub failures_in_a_row: u32,
     /// How long after the last attempt the next is planned (before the schedule's jitter and
-    /// window): a period after an attempt that did not fail; after a failure, the backoff, or a
-    /// full period for failures that need a person.
+    /// window): a period after a rotation; what is left of the period, counted from the current
+    /// version's creation, after one that was not due; the retry delay after one found under way;
+    /// after a failure, the backoff, or a full period for failures that need a person.
     pub next_after: Option<Duration>,
 }
 
@@ -288,8 +315,10 @@ impl ScheduledRotation {
     ///
     /// # Errors
     ///
-    /// [`ErrorKind::Closed`] when the schedule has stopped: its task ended (a panic in the store
-    /// or the target) and nothing will rotate until the secret is scheduled again.
+    /// [`ErrorKind::Closed`] when the schedule's task ended (its runtime shut down) and nothing
+    /// will rotate until the secret is scheduled again. A panic in the store, the target or a
+    /// hook does not end it: that attempt fails (with [`ErrorKind::Transient`]) and the schedule
+    /// tries again.
     pub async fn next_attempt(&mut self) -> Result<Attempts> {
         self.attempts.changed().await.map_err(|_| {
             Error::new(ErrorKind::Closed).with_message(
@@ -299,21 +328,36 @@ impl ScheduledRotation {
         Ok(self.attempts.borrow_and_update().clone())
     }
 
-    /// Stops the schedule (a rotation in progress is cancelled between two store or database
-    /// calls; its pending version is resumed or undone by a later `rotate`/`resume`/`abort`).
+    /// Stops the schedule without waiting: no attempt starts after this; one under way runs to
+    /// its end in the background. The same as dropping the handle.
     pub fn stop(self) {}
+
+    /// Stops the schedule and waits until it has: an attempt under way finishes (its rotation
+    /// completes or rolls back), none starts after it.
+    ///
+    /// # Cancellation
+    ///
+    /// Dropping the future does not undo the stop; the attempt under way still runs to its end.
+    pub async fn shutdown(mut self) {
+        let _ = self.stop.send(true);
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
 }
 
 impl Drop for ScheduledRotation {
     fn drop(&mut self) {
-        self.task.abort();
+        // Not an abort: an attempt under way must not stop between `set` and `finish`.
+        let _ = self.stop.send(true);
     }
 }
 
 impl Rotator {
-    /// Rotates `secret_id` on `schedule` in a background task until the returned handle is
-    /// dropped. Each attempt's events go to [`subscribe`](Self::subscribe)rs as usual; a pending
-    /// version left by a rotator that died is finished by the next attempt (see
+    /// Rotates `secret_id` on `schedule` in a background task until the returned handle is shut
+    /// down or dropped (see [`ScheduledRotation`] for how it stops). Each attempt's events go to
+    /// [`subscribe`](Self::subscribe)rs as usual; a pending version left by a rotator that died
+    /// is finished by the next attempt (see
     /// [`RotatorBuilder::resume_orphaned`](super::RotatorBuilder::resume_orphaned)).
     ///
     /// # Errors
@@ -326,6 +370,7 @@ impl Rotator {
     pub fn schedule(&self, secret_id: &str, schedule: Schedule) -> Result<ScheduledRotation> {
         schedule.validate()?;
         let (report, attempts) = watch::channel(Attempts::default());
+        let (stop, mut stopped) = watch::channel(false);
         let rotator = self.clone();
         let secret_id: Arc<str> = secret_id.into();
         let task = tokio::spawn(async move {
@@ -335,8 +380,14 @@ impl Rotator {
             let mut due = clock.now();
             loop {
                 let at = schedule.plan(due, fastrand::f64());
-                tokio::time::sleep_until(clock.instant_of(at)).await;
+                tokio::select! {
+                    biased;
+                    // `wait_for` fails only when the handle is gone, which is a stop too.
+                    _ = stopped.wait_for(|stop| *stop) => break,
+                    () = tokio::time::sleep_until(clock.instant_of(at)) => {}
+                }
                 let started = clock.now();
+                // Not raced with the stop: an attempt, once started, runs to its end.
                 let result = rotator.rotate_if_due_at(&secret_id, min_age, started).await;
                 let wait = retry.after(&result);
                 due = match &result {
@@ -363,7 +414,11 @@ impl Rotator {
                 });
             }
         });
-        Ok(ScheduledRotation { task, attempts })
+        Ok(ScheduledRotation {
+            stop,
+            task: Some(task),
+            attempts,
+        })
     }
 }
 

@@ -52,20 +52,88 @@ pub(crate) fn quote_literal(text: &str) -> String {
     }
 }
 
-/// The SCRAM-SHA-256 verifier of `password` (`SCRAM-SHA-256$4096:<salt>$<StoredKey>:<ServerKey>`),
-/// computed here, with a random salt and SASLprep, as psql's `\password` does. The server stores it
-/// as is; the password itself never leaves this process. (A verifier is not a password, but it
-/// allows an offline guessing attack: our generated passwords make that hopeless.)
-pub(crate) async fn scram_verifier(password: &SecretString) -> Result<String> {
+/// The fewest PBKDF2 rounds a verifier gets: PostgreSQL's default, and what psql's `\password`
+/// uses against servers that do not say otherwise.
+pub(crate) const MIN_SCRAM_ITERATIONS: u32 = 4096;
+/// The most rounds the engine will spend on one verifier (PostgreSQL allows up to `i32::MAX`; a
+/// server asking for more than this gets this).
+const MAX_SCRAM_ITERATIONS: u32 = 10_000_000;
+
+/// The rounds a verifier for this server gets: its `scram_iterations` (PostgreSQL 16 and later)
+/// when that is higher than 4,096, else 4,096. `setting` is `current_setting('scram_iterations',
+/// true)`: `None` on servers that have no such setting.
+pub(crate) fn scram_iterations(setting: Option<&str>) -> u32 {
+    setting
+        .and_then(|value| value.trim().parse::<u32>().ok())
+        .map_or(MIN_SCRAM_ITERATIONS, |rounds| {
+            rounds.clamp(MIN_SCRAM_ITERATIONS, MAX_SCRAM_ITERATIONS)
+        })
+}
+
+/// The SCRAM-SHA-256 verifier of `password` with `iterations` rounds
+/// (`SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>`), computed here with a random
+/// salt and SASLprep, as psql's `\password` does. The server stores it as is; the password itself
+/// never leaves this process. (A verifier is not a password, but it allows an offline guessing
+/// attack, and with one observed login it lets a listener log in: RFC 5802 section 9. Our
+/// generated passwords make guessing hopeless; TLS keeps the verifier off the wire.)
+pub(crate) async fn scram_verifier(password: &SecretString, iterations: u32) -> Result<String> {
     let password = password.clone();
-    // 4096 rounds of HMAC-SHA-256: milliseconds, kept off the async workers.
+    let mut salt = [0u8; 16];
+    getrandom::fill(&mut salt).map_err(|e| {
+        Error::new(ErrorKind::Transient)
+            .with_message(format!("the operating system's random source failed: {e}"))
+    })?;
+    // Thousands of rounds of HMAC-SHA-256: milliseconds, kept off the async workers.
     tokio::task::spawn_blocking(move || {
-        postgres_protocol::password::scram_sha_256(password.expose_secret().as_bytes())
+        scram_verifier_with(password.expose_secret().as_bytes(), &salt, iterations)
     })
     .await
     .map_err(|_| {
         Error::new(ErrorKind::Transient).with_message("computing the SCRAM verifier failed")
     })
+}
+
+/// The verifier of `password` with `salt` and `iterations` rounds (RFC 5802, RFC 7677).
+pub(crate) fn scram_verifier_with(password: &[u8], salt: &[u8], iterations: u32) -> String {
+    use base64::Engine as _;
+    use hmac::{Hmac, Mac};
+    use sha2::{Digest, Sha256};
+
+    let mac = |key: &[u8], data: &[u8]| {
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes any key");
+        mac.update(data);
+        mac.finalize().into_bytes()
+    };
+    // SASLprep as libpq and the server do: skipped for passwords it refuses or that are not
+    // UTF-8 (PostgreSQL then uses the bytes as they are).
+    let prepared: zeroize::Zeroizing<Vec<u8>> =
+        zeroize::Zeroizing::new(
+            match std::str::from_utf8(password).ok().map(stringprep::saslprep) {
+                Some(Ok(prepared)) => prepared.as_bytes().to_vec(),
+                _ => password.to_vec(),
+            },
+        );
+    // Hi(password, salt, i): PBKDF2 with HMAC-SHA-256, one block.
+    let mut block = salt.to_vec();
+    block.extend_from_slice(&1u32.to_be_bytes());
+    let mut u = mac(&prepared, &block);
+    let mut salted = u;
+    for _ in 1..iterations {
+        u = mac(&prepared, &u);
+        for (acc, byte) in salted.iter_mut().zip(u.iter()) {
+            *acc ^= byte;
+        }
+    }
+    let client_key = mac(&salted, b"Client Key");
+    let stored_key = Sha256::digest(client_key);
+    let server_key = mac(&salted, b"Server Key");
+    let b64 = base64::engine::general_purpose::STANDARD;
+    format!(
+        "SCRAM-SHA-256${iterations}:{}${}:{}",
+        b64.encode(salt),
+        b64.encode(stored_key),
+        b64.encode(server_key)
+    )
 }
 
 /// The 64-bit advisory-lock key of a secret: the first 8 bytes of SHA-256 over a fixed prefix and
@@ -156,11 +224,56 @@ mod tests {
     #[tokio::test]
     async fn verifiers_hide_the_password() {
         let password = SecretString::from("Verifier-Test-Password-1");
-        let verifier = scram_verifier(&password).await.unwrap();
+        let verifier = scram_verifier(&password, 4096).await.unwrap();
         assert!(verifier.starts_with("SCRAM-SHA-256$4096:"), "{verifier}");
         assert!(!verifier.contains("Verifier-Test"));
         assert!(!verifier.contains('\''));
         // A fresh salt every time.
-        assert_ne!(verifier, scram_verifier(&password).await.unwrap());
+        assert_ne!(verifier, scram_verifier(&password, 4096).await.unwrap());
+        let slower = scram_verifier(&password, 10_000).await.unwrap();
+        assert!(slower.starts_with("SCRAM-SHA-256$10000:"), "{slower}");
+    }
+
+    #[test]
+    fn verifiers_match_postgres_protocol_for_its_salt() {
+        use base64::Engine as _;
+        // The same password and salt give the verifier postgres-protocol (psql's algorithm)
+        // gives, SASLprep included ("\u{00AD}" is mapped to nothing).
+        for password in [
+            "Verifier-Test-Password-1",
+            "pässwörd",
+            "soft\u{00AD}hyphen",
+            "a b",
+        ] {
+            let theirs = postgres_protocol::password::scram_sha_256(password.as_bytes());
+            let salt = theirs
+                .split(['$', ':'])
+                .nth(2)
+                .map(|salt| {
+                    base64::engine::general_purpose::STANDARD
+                        .decode(salt)
+                        .unwrap()
+                })
+                .unwrap();
+            assert_eq!(
+                scram_verifier_with(password.as_bytes(), &salt, 4096),
+                theirs,
+                "{password}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_servers_iterations_count_when_higher() {
+        assert_eq!(scram_iterations(None), 4096);
+        assert_eq!(scram_iterations(Some("4096")), 4096);
+        assert_eq!(
+            scram_iterations(Some("1000")),
+            4096,
+            "never fewer than the default"
+        );
+        assert_eq!(scram_iterations(Some("10000")), 10_000);
+        assert_eq!(scram_iterations(Some("2147483647")), 10_000_000);
+        assert_eq!(scram_iterations(Some("lots")), 4096);
     }
 }

@@ -18,6 +18,8 @@ use crate::value::{SecretValue, VersionId, Versioned};
 /// value.
 ///
 /// The trait is object safe: the [`Rotator`](super::Rotator) holds an `Arc<dyn RotationStore>`.
+/// A store that wraps another (to add logging, say) forwards every method, the ones with
+/// defaults included: a default `complete` in a wrapper would leave the inner store's marks.
 /// Implementations: [`MemoryRotationStore`](super::MemoryRotationStore), `AwsRotationStore`
 /// (feature `aws`), `VaultKvRotationStore` (feature `vault`).
 ///
@@ -204,8 +206,13 @@ pub trait RotationStore: Send + Sync + 'static {
     ) -> Result<()>;
 
     /// Makes `token`'s pending version current (the current one becomes previous) and returns the
-    /// new current version id. Idempotent: when `token` is already current, finishes any cleanup
-    /// and returns its version id.
+    /// new current version id. Idempotent: when `token` is already current, returns its version
+    /// id.
+    ///
+    /// A store that keeps a mark of the rotation on the promoted version (AWS: `AWSPENDING` and
+    /// the base label; Vault: the pending slot) leaves it there: the protocol then runs the
+    /// `on_finished` hooks and calls [`complete`](Self::complete), and a rotator that finds the
+    /// mark later ([`incomplete_token`](Self::incomplete_token)) knows the hooks may not have run.
     ///
     /// # Errors
     ///
@@ -215,6 +222,22 @@ pub trait RotationStore: Send + Sync + 'static {
     /// their write away. [`ErrorKind::NotFound`](crate::ErrorKind::NotFound) when `token` has no
     /// pending version.
     async fn promote(&self, id: &str, token: &str) -> Result<VersionId>;
+
+    /// The token of a rotation that was promoted but not completed: its version is current and
+    /// still carries the rotation's mark, so its `on_finished` hooks may not have run (the rotator
+    /// died, or the answer to `promote` was lost). `None` when there is none. The default,
+    /// `None`, is right for stores that leave no mark on a promoted version.
+    async fn incomplete_token(&self, id: &str) -> Result<Option<String>> {
+        let _ = id;
+        Ok(None)
+    }
+
+    /// Removes the mark a promotion left on `token`'s version (after the hooks ran). Idempotent:
+    /// nothing to do when `token` is not current or carries no mark. The default does nothing.
+    async fn complete(&self, id: &str, token: &str) -> Result<()> {
+        let _ = (id, token);
+        Ok(())
+    }
 
     /// Removes `token`'s pending mark, if it is the pending version (rollback, abort): a version
     /// that is current, or another token's, is left alone. Stores that keep versions may keep the

@@ -142,6 +142,13 @@ impl SecretDocument {
         }
     }
 
+    /// Whether `other` holds the same login (username and password).
+    pub(crate) fn same_login(&self, other: &SecretDocument) -> bool {
+        ["username", "password"]
+            .iter()
+            .all(|field| self.fields.get(*field) == other.fields.get(*field))
+    }
+
     /// The same document with `username` and `password` replaced.
     pub(crate) fn with_login(&self, username: &str, password: &SecretString) -> SecretValue {
         let mut fields = self.fields.clone();

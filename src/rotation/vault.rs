@@ -41,7 +41,7 @@ use serde_json::{Value, json};
 use super::store::RotationStore;
 use super::strategy::parse_json;
 use crate::error::{Error, ErrorKind, Result};
-use crate::provider::VaultSession;
+use crate::provider::{VaultSession, vault_path};
 use crate::value::{SecretValue, Stage, Version, VersionId, Versioned};
 
 const TOKEN_KEY: &str = "credswap-rotation-token";
@@ -64,6 +64,10 @@ struct Slot {
     token: String,
     base_version: u64,
     value: Value,
+    /// The rotation finished and its hooks ran, but the slot could not be deleted.
+    completed: bool,
+    /// The slot's own KV version, for check-and-set.
+    slot_version: u64,
 }
 
 /// What the metadata endpoint says about a path.
@@ -74,6 +78,11 @@ struct Metadata {
 }
 
 impl Metadata {
+    /// Whether `token` is the last rotation recorded as finished, whatever was written since.
+    fn recorded_finished(&self, token: &str) -> bool {
+        self.custom.get(TOKEN_KEY).and_then(Value::as_str) == Some(token)
+    }
+
     fn finished_token(&self) -> Option<&str> {
         let version = self.custom.get(VERSION_KEY)?.as_str()?;
         (version == self.current_version.to_string())
@@ -100,8 +109,9 @@ impl VaultKvRotationStore {
         self
     }
 
-    fn slot_path(&self, id: &str) -> String {
-        format!("{}{id}", self.pending_prefix)
+    /// Where `id`'s pending slot lives in the mount.
+    fn slot_path(&self, id: &str) -> Result<String> {
+        Ok(format!("{}{}", self.pending_prefix, vault_path(id)?))
     }
 
     async fn call(&self, method: Method, path: &str, body: Option<Value>) -> Result<Value> {
@@ -109,7 +119,7 @@ impl VaultKvRotationStore {
     }
 
     async fn metadata(&self, id: &str) -> Result<Metadata> {
-        let path = format!("{}/metadata/{id}", self.mount);
+        let path = format!("{}/metadata/{}", self.mount, vault_path(id)?);
         let response = self.call(Method::GET, &path, None).await?;
         let data = &response["data"];
         let current_version = data["current_version"]
@@ -181,7 +191,7 @@ impl VaultKvRotationStore {
     }
 
     async fn slot(&self, id: &str) -> Result<Option<Slot>> {
-        let Some((data, _)) = self.read(id, &self.slot_path(id), None).await? else {
+        let Some((data, version)) = self.read(id, &self.slot_path(id)?, None).await? else {
             return Ok(None);
         };
         let (Some(token), Some(base_version)) =
@@ -196,14 +206,36 @@ impl VaultKvRotationStore {
             token: token.to_owned(),
             base_version,
             value: data["value"].clone(),
+            completed: data["completed"].as_bool().unwrap_or(false),
+            slot_version: version.id.as_str().parse().unwrap_or(0),
         }))
     }
 
-    async fn delete_slot(&self, id: &str) -> Result<()> {
-        let path = format!("{}/metadata/{}", self.mount, self.slot_path(id));
+    /// Removes a finished rotation's slot: deleted, or where the policy does not allow that,
+    /// marked completed (a write of the same slot, which the rotator may always do).
+    async fn clear_slot(&self, id: &str, slot: &Slot) -> Result<()> {
+        let path = format!("{}/metadata/{}", self.mount, self.slot_path(id)?);
         match self.call(Method::DELETE, &path, None).await {
-            Err(error) if error.kind() != ErrorKind::NotFound => Err(error),
-            _ => Ok(()),
+            Ok(_) => Ok(()),
+            Err(error) if error.kind() == ErrorKind::NotFound => Ok(()),
+            Err(error) if error.kind() == ErrorKind::AccessDenied => {
+                let completed = json!({
+                    "token": slot.token,
+                    "base_version": slot.base_version,
+                    "value": slot.value,
+                    "completed": true,
+                });
+                match self
+                    .write(id, &self.slot_path(id)?, slot.slot_version, completed)
+                    .await
+                {
+                    Ok(_) => Ok(()),
+                    // Replaced meanwhile: the slot is no longer this rotation's.
+                    Err(lost) if lost.kind() == ErrorKind::Conflict => Ok(()),
+                    Err(_) => Err(error),
+                }
+            }
+            Err(error) => Err(error),
         }
     }
 
@@ -227,6 +259,17 @@ impl VaultKvRotationStore {
     /// Whether `token`'s value is the path's current version: recorded in the custom metadata, or
     /// (a finish that crashed after its write) the version right after the slot's base, holding
     /// the slot's value.
+    /// Whether the rotation `slot` holds has finished (it may have been written over since), so the
+    /// slot is cleanup left to do and the next rotation may take it over.
+    async fn slot_finished(&self, id: &str, slot: &Slot) -> Result<bool> {
+        if slot.completed {
+            return Ok(true);
+        }
+        let metadata = self.metadata(id).await?;
+        Ok(metadata.recorded_finished(&slot.token)
+            || self.finished(id, &slot.token, &metadata).await?.is_some())
+    }
+
     async fn finished(&self, id: &str, token: &str, metadata: &Metadata) -> Result<Option<u64>> {
         if metadata.finished_token() == Some(token) {
             return Ok(Some(metadata.current_version));
@@ -237,7 +280,9 @@ impl VaultKvRotationStore {
         if metadata.current_version != slot.base_version + 1 {
             return Ok(None);
         }
-        let written = self.read(id, id, Some(metadata.current_version)).await?;
+        let written = self
+            .read(id, vault_path(id)?, Some(metadata.current_version))
+            .await?;
         Ok(written
             .filter(|(data, _)| *data == slot.value)
             .map(|_| metadata.current_version))
@@ -260,14 +305,6 @@ fn to_value(id: &str, value: &SecretValue) -> Result<Value> {
     }
 }
 
-/// `id` without leading, trailing or doubled slashes: how KV names the entry.
-fn normalize(id: &str) -> String {
-    id.split('/')
-        .filter(|part| !part.is_empty())
-        .collect::<Vec<_>>()
-        .join("/")
-}
-
 fn from_value(value: &Value) -> SecretValue {
     SecretValue::text(value.to_string())
 }
@@ -279,13 +316,14 @@ impl RotationStore for VaultKvRotationStore {
     }
 
     async fn canonical_id(&self, id: &str) -> Result<String> {
-        Ok(format!("{}/{}", self.mount, normalize(id)))
+        Ok(format!("{}/{}", self.mount, vault_path(id)?))
     }
 
     async fn current(&self, id: &str) -> Result<Versioned<SecretValue>> {
-        let (data, version) = self.read(id, id, None).await?.ok_or_else(|| {
+        let path = vault_path(id)?;
+        let (data, version) = self.read(id, path, None).await?.ok_or_else(|| {
             Error::not_found(id).with_message(format!(
-                "nothing at {}/data/{id} (never written, deleted or destroyed)",
+                "nothing at {}/data/{path} (never written, deleted or destroyed)",
                 self.mount
             ))
         })?;
@@ -304,7 +342,7 @@ impl RotationStore for VaultKvRotationStore {
             return Ok(None);
         };
         Ok(self
-            .read(id, id, Some(previous))
+            .read(id, vault_path(id)?, Some(previous))
             .await?
             .map(|(data, mut version)| {
                 version.stages = vec![Stage::Previous];
@@ -316,17 +354,18 @@ impl RotationStore for VaultKvRotationStore {
         let Some(slot) = self.slot(id).await? else {
             return Ok(None);
         };
-        let metadata = self.metadata(id).await?;
-        // A slot whose token is already current is cleanup `finish` has yet to do, not a
-        // rotation under way.
-        Ok((metadata.finished_token() != Some(slot.token.as_str())).then_some(slot.token))
+        if slot.completed {
+            return Ok(None);
+        }
+        // A slot whose rotation finished is cleanup left to do, not a rotation under way.
+        Ok((!self.slot_finished(id, &slot).await?).then_some(slot.token))
     }
 
     async fn read_pending(&self, id: &str, token: &str) -> Result<Option<SecretValue>> {
         Ok(self
             .slot(id)
             .await?
-            .filter(|slot| slot.token == token)
+            .filter(|slot| slot.token == token && !slot.completed)
             .map(|slot| from_value(&slot.value)))
     }
 
@@ -342,15 +381,21 @@ impl RotationStore for VaultKvRotationStore {
                 .with_id(id)
                 .with_message(message)
         };
+        // The slot's version to replace: 0 ("only if it does not exist"), or that of a finished
+        // rotation's slot left behind (its cleanup failed), which a new rotation takes over.
+        let mut cas = 0;
         if let Some(slot) = self.slot(id).await? {
-            return if slot.token == token {
-                Ok(())
-            } else {
-                Err(conflict(format!(
+            let finished = self.slot_finished(id, &slot).await?;
+            if slot.token == token && !finished {
+                return Ok(());
+            }
+            if !finished {
+                return Err(conflict(format!(
                     "rotation {} is under way; not writing pending {token}",
                     slot.token
-                )))
-            };
+                )));
+            }
+            cas = slot.slot_version;
         }
         let base_version: u64 = base
             .as_str()
@@ -366,18 +411,23 @@ impl RotationStore for VaultKvRotationStore {
             "base_version": base_version,
             "value": to_value(id, value)?,
         });
-        match self.write(id, &self.slot_path(id), 0, slot).await {
+        match self.write(id, &self.slot_path(id)?, cas, slot).await {
             Ok(_) => Ok(()),
             // Lost the creation race: fine if the winner was an earlier run of this token.
             Err(error) if error.kind() == ErrorKind::Conflict => match self.slot(id).await? {
                 Some(slot) if slot.token == token => Ok(()),
-                _ => Err(error),
+                Some(slot) => Err(conflict(format!(
+                    "rotation {} is under way; not writing pending {token}",
+                    slot.token
+                ))),
+                None => Err(error),
             },
             Err(error) => Err(error),
         }
     }
 
     async fn promote(&self, id: &str, token: &str) -> Result<VersionId> {
+        let path = vault_path(id)?;
         let metadata = self.metadata(id).await?;
         let version = match self.finished(id, token, &metadata).await? {
             Some(version) => version,
@@ -385,7 +435,7 @@ impl RotationStore for VaultKvRotationStore {
                 let slot = self
                     .slot(id)
                     .await?
-                    .filter(|slot| slot.token == token)
+                    .filter(|slot| slot.token == token && !slot.completed)
                     .ok_or_else(|| {
                         Error::not_found(id)
                             .with_message(format!("no pending version for token {token}"))
@@ -400,31 +450,56 @@ impl RotationStore for VaultKvRotationStore {
                         )));
                 }
                 // Refused if anyone writes the path between that read and this write.
-                self.write(id, id, slot.base_version, slot.value).await?
+                self.write(id, path, slot.base_version, slot.value).await?
             }
         };
         if metadata.finished_token() != Some(token) || metadata.current_version != version {
             let mut custom = metadata.custom;
             let _ = custom.insert(TOKEN_KEY.to_owned(), Value::String(token.to_owned()));
             let _ = custom.insert(VERSION_KEY.to_owned(), Value::String(version.to_string()));
-            let path = format!("{}/metadata/{id}", self.mount);
+            let metadata_path = format!("{}/metadata/{path}", self.mount);
             let _ = self
                 .call(
                     Method::POST,
-                    &path,
+                    &metadata_path,
                     Some(json!({ "custom_metadata": custom })),
                 )
                 .await?;
         }
-        if self.slot(id).await?.is_some_and(|slot| slot.token == token) {
-            self.delete_slot(id).await?;
-        }
+        // The slot stays until `complete`: it marks a rotation whose hooks may not have run.
         Ok(VersionId::new(version.to_string()))
+    }
+
+    async fn incomplete_token(&self, id: &str) -> Result<Option<String>> {
+        let Some(slot) = self.slot(id).await?.filter(|slot| !slot.completed) else {
+            return Ok(None);
+        };
+        let metadata = self.metadata(id).await?;
+        // Finished, and still the path's current version: a later write would have moved on.
+        Ok(match self.finished(id, &slot.token, &metadata).await? {
+            Some(version) if version == metadata.current_version => Some(slot.token),
+            _ => None,
+        })
+    }
+
+    async fn complete(&self, id: &str, token: &str) -> Result<()> {
+        match self.slot(id).await? {
+            Some(slot) if slot.token == token && !slot.completed => {
+                let metadata = self.metadata(id).await?;
+                if self.finished(id, token, &metadata).await?.is_some() {
+                    self.clear_slot(id, &slot).await?;
+                }
+                Ok(())
+            }
+            _ => Ok(()),
+        }
     }
 
     async fn remove_pending(&self, id: &str, token: &str) -> Result<()> {
         match self.slot(id).await? {
-            Some(slot) if slot.token == token => self.delete_slot(id).await,
+            Some(slot) if slot.token == token && !slot.completed => {
+                self.clear_slot(id, &slot).await
+            }
             _ => Ok(()),
         }
     }

@@ -212,6 +212,17 @@ pub fn login_of(value: &SecretValue) -> (String, String) {
     )
 }
 
+/// A target for `pg`, pinned to it (the secrets name the same host and port), without TLS: the
+/// test servers listen on loopback only.
+pub fn target(pg: &PostgresServer) -> PostgresTarget {
+    let mut endpoint = tokio_postgres::Config::new();
+    let _ = endpoint
+        .host("127.0.0.1")
+        .port(pg.port())
+        .dbname("postgres");
+    PostgresTarget::new().allow_plaintext().connection(endpoint)
+}
+
 /// A rotator for `store` with the superuser as admin (alternating users need one), or none.
 pub fn rotator(
     store: Arc<dyn RotationStore>,
@@ -219,7 +230,7 @@ pub fn rotator(
     strategy: Strategy,
     admin: bool,
 ) -> Rotator {
-    let mut target = PostgresTarget::new();
+    let mut target = target(pg);
     if admin {
         target = target.admin(
             PostgresServer::SUPERUSER,
@@ -459,6 +470,13 @@ impl<H: Hooks> RotationStore for Hooked<H> {
     }
     async fn promote(&self, id: &str, token: &str) -> Result<VersionId> {
         self.run("promote", self.inner.promote(id, token)).await
+    }
+    async fn incomplete_token(&self, id: &str) -> Result<Option<String>> {
+        self.run("incomplete_token", self.inner.incomplete_token(id))
+            .await
+    }
+    async fn complete(&self, id: &str, token: &str) -> Result<()> {
+        self.run("complete", self.inner.complete(id, token)).await
     }
     async fn remove_pending(&self, id: &str, token: &str) -> Result<()> {
         self.run("remove_pending", self.inner.remove_pending(id, token))

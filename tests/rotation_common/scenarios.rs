@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use credswap::ErrorKind;
 use credswap::pg::PoolMonitor;
-use credswap::rotation::{PostgresTarget, RotationOutcome, RotationStore, Rotator, Strategy};
+use credswap::rotation::{RotationOutcome, RotationStore, Rotator, Strategy};
 use credswap::testkit::PostgresServer;
 
 use super::{
@@ -156,7 +156,7 @@ pub async fn failing_test_rolls_back(store: Store, strategy: Strategy) {
     let port = pg.port();
     create_role(&admin, "app", INITIAL).await;
     let alternating = strategy.needs_admin();
-    let mut target = PostgresTarget::new();
+    let mut target = super::target(&pg);
     if alternating {
         // The clone exists but may not log in: the test login fails (SQLSTATE 28000).
         admin

@@ -4,6 +4,7 @@ use async_trait::async_trait;
 use reqwest::Method;
 use serde::Deserialize;
 
+use super::path::vault_path;
 use super::session::VaultSession;
 use crate::error::{Error, Result};
 use crate::provider::SecretProvider;
@@ -49,7 +50,7 @@ impl VaultDatabaseProvider {
 
     /// Asks Vault to rotate static role `role`'s password now.
     pub async fn rotate_static_role(&self, role: &str) -> Result<()> {
-        let path = format!("{}/rotate-role/{role}", self.mount);
+        let path = format!("{}/rotate-role/{}", self.mount, vault_path(role)?);
         self.session
             .request(Method::POST, &path, None)
             .await
@@ -90,7 +91,7 @@ impl SecretProvider for VaultDatabaseProvider {
                 "a database secret id is `creds/<role>` or `static-creds/<role>`",
             ));
         }
-        let path = format!("{}/{id}", self.mount);
+        let path = format!("{}/{}", self.mount, vault_path(id)?);
         let response = self.session.request(Method::GET, &path, None).await?;
         let data = response
             .get("data")

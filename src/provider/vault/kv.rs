@@ -5,6 +5,7 @@ use async_trait::async_trait;
 use reqwest::Method;
 use serde::Deserialize;
 
+use super::path::vault_path;
 use super::session::VaultSession;
 use crate::error::{Error, Result};
 use crate::provider::SecretProvider;
@@ -104,7 +105,7 @@ impl VaultKvProvider {
     }
 
     async fn metadata(&self, id: &str) -> Result<Metadata> {
-        let path = format!("{}/metadata/{id}", self.mount);
+        let path = format!("{}/metadata/{}", self.mount, vault_path(id)?);
         let response = self.session.request(Method::GET, &path, None).await?;
         data_of(&path, response)
     }
@@ -139,7 +140,7 @@ impl SecretProvider for VaultKvProvider {
 
     async fn fetch(&self, id: &str, selector: &Selector) -> Result<Versioned<SecretValue>> {
         let version = self.resolve(id, selector).await?;
-        let path = format!("{}/data/{id}", self.mount);
+        let path = format!("{}/data/{}", self.mount, vault_path(id)?);
         let query = match version {
             Some(number) => format!("{path}?version={number}"),
             None => path.clone(),

@@ -7,8 +7,10 @@ mod database;
 mod http;
 mod keep_alive;
 mod kv;
+mod path;
 mod session;
 
+pub(crate) use self::path::vault_path;
 pub use self::{
     auth::VaultAuth,
     config::VaultConfig,

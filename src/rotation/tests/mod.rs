@@ -188,6 +188,12 @@ impl RotationStore for KnobStore {
     async fn promote(&self, id: &str, token: &str) -> Result<VersionId> {
         self.inner.promote(&self.key(id), token).await
     }
+    async fn incomplete_token(&self, id: &str) -> Result<Option<String>> {
+        self.inner.incomplete_token(&self.key(id)).await
+    }
+    async fn complete(&self, id: &str, token: &str) -> Result<()> {
+        self.inner.complete(&self.key(id), token).await
+    }
     async fn remove_pending(&self, id: &str, token: &str) -> Result<()> {
         if self.fail_remove_pending.load(Ordering::SeqCst) {
             return Err(Error::transient(id, "the store went away"));
@@ -236,8 +242,9 @@ fn setup_with(
     let counter = finished.clone();
     let builder = Rotator::builder(store.clone(), Arc::new(FakeTarget(db.clone())))
         .strategy(strategy)
-        .on_finished(move |_, _| {
+        .on_finished(move |_| {
             let _ = counter.fetch_add(1, Ordering::SeqCst);
+            std::future::ready(())
         });
     let rotator = configure(builder).build().unwrap();
     Setup {

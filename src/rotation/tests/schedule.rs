@@ -117,15 +117,23 @@ async fn backoff_never_exceeds_the_period() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_schedule_whose_task_ended_says_so() {
+async fn a_panic_in_the_target_fails_an_attempt_and_the_schedule_carries_on() {
     let s = setup(Strategy::SingleUser, "app");
     s.db.panic_on_begin.store(true, Ordering::SeqCst);
     let mut schedule = s.rotator.schedule("db", Schedule::every(HOUR)).unwrap();
-    for _ in 0..2 {
-        let err = schedule.next_attempt().await.unwrap_err();
-        assert_eq!(err.kind(), ErrorKind::Closed, "{err}");
-    }
-    assert_eq!(schedule.attempts().count, 0);
+    // A target that panics fails the attempt; the schedule carries on and tries again.
+    let attempts = schedule.next_attempt().await.unwrap();
+    let err = attempts.last.unwrap().unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Transient, "{err}");
+    assert!(err.to_string().contains("panicked"), "{err}");
+    s.db.panic_on_begin.store(false, Ordering::SeqCst);
+    let attempts = schedule.next_attempt().await.unwrap();
+    // The secret is younger than the minimum age: not due, and next asked when it is a period old.
+    let Some(Ok(RotationOutcome::NotDue { age, .. })) = attempts.last else {
+        panic!("{attempts:?}");
+    };
+    assert_eq!(attempts.next_after, Some(HOUR - age));
+    schedule.shutdown().await;
 }
 
 #[tokio::test]
