@@ -9,7 +9,8 @@ use std::time::Duration;
 use credswap::pg::{PoolMonitor, RotatingDeadpoolBuilder, RotationConfig};
 use deadpool_postgres::Pool;
 use pg_common::{
-    Fixture, Order, Query, creds_json, fixture, rotate, sessions_of, start_load, switch_secret,
+    Fixture, Order, Query, creds_json, deadline_of, fixture, rotate, sessions_of, start_load,
+    switch_secret,
 };
 
 fn target(port: u16) -> tokio_postgres::Config {
@@ -167,7 +168,7 @@ async fn a_storm_of_rejected_logins_costs_the_store_one_call() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn old_user_sessions_are_gone_within_the_drain_delay() {
     let fixture = fixture().await;
-    switch_secret(&fixture, &creds_json("app_a", "ab")).await;
+    let version_a = switch_secret(&fixture, &creds_json("app_a", "ab")).await;
     let (pool, monitor) = pool(&fixture, Duration::from_millis(500));
     let held: Vec<_> = futures_util::future::join_all((0..4).map(|_| pool.get()))
         .await
@@ -184,8 +185,7 @@ async fn old_user_sessions_are_gone_within_the_drain_delay() {
     drop(client);
     // The old user's idle sessions go at the pool's deadline for its version (the drain delay
     // after the switch), not before; the bound only catches a drain that never comes.
-    let records = monitor.rotations();
-    let deadline = records[records.len() - 2].drain_deadline.unwrap();
+    let deadline = deadline_of(&monitor, &version_a).await;
     let drained_at = loop {
         let sessions = sessions_of(&fixture.admin, "app_a").await;
         let checked = tokio::time::Instant::now();

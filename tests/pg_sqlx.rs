@@ -9,7 +9,8 @@ use std::time::Duration;
 use credswap::ErrorKind;
 use credswap::pg::{PgCredentials, RotatingPgPool, RotationConfig};
 use pg_common::{
-    Fixture, Order, Query, creds_json, fixture, rotate, sessions_of, start_load, switch_secret,
+    Fixture, Order, Query, creds_json, deadline_of, fixture, rotate, sessions_of, start_load,
+    switch_secret,
 };
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
@@ -214,7 +215,7 @@ async fn a_storm_of_rejected_logins_costs_the_store_one_call() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn old_user_sessions_are_gone_within_the_drain_delay() {
     let fixture = fixture().await;
-    switch_secret(&fixture, &creds_json("app_a", "ab")).await;
+    let version_a = switch_secret(&fixture, &creds_json("app_a", "ab")).await;
     let pool = pool(&fixture, Duration::from_millis(500)).await;
     // Open several connections as app_a, then leave them idle in the pool.
     let held: Vec<_> = futures_util::future::join_all((0..4).map(|_| pool.acquire()))
@@ -235,8 +236,7 @@ async fn old_user_sessions_are_gone_within_the_drain_delay() {
         .unwrap();
     // The old user's idle sessions go at the pool's deadline for its version (the drain delay
     // after the switch), not before; the bound only catches a drain that never comes.
-    let records = pool.monitor().rotations();
-    let deadline = records[records.len() - 2].drain_deadline.unwrap();
+    let deadline = deadline_of(&pool.monitor(), &version_a).await;
     let drained_at = loop {
         let sessions = sessions_of(&fixture.admin, "app_a").await;
         let checked = tokio::time::Instant::now();

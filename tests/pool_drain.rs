@@ -30,6 +30,7 @@ async fn logins_in_flight_at_a_rotation_are_drained(kind: Kind) {
     let proxy = Proxy::start(pg.port(), Duration::from_millis(400)).await;
     let store = Arc::new(MemoryProvider::new());
     let (_cache, handle) = pg_common::switchable(&store, &creds_json("app_a", "ab")).await;
+    let version_a = handle.load().version().id.clone();
     let pool = TestPool::open(kind, &handle, proxy.port, 8, drain(Duration::from_secs(1))).await;
     let mut events = pool.monitor().subscribe();
 
@@ -58,10 +59,7 @@ async fn logins_in_flight_at_a_rotation_are_drained(kind: Kind) {
     // Queries go on without an error until app_a has no session left: not before the pool's
     // deadline for app_a's version (the drain delay after the switch), and within a sweep or so
     // of it (the bound here only catches a drain that never comes).
-    let old = pool.monitor().rotations();
-    let deadline = old[old.len() - 2]
-        .drain_deadline
-        .expect("app_a's version has a deadline");
+    let deadline = pg_common::deadline_of(&pool.monitor(), &version_a).await;
     let mut errors = Vec::new();
     let drained_at = loop {
         if let Err(error) = pool.query().await {
@@ -102,7 +100,7 @@ async fn logins_in_flight_at_a_rotation_are_drained(kind: Kind) {
         );
     }
     let records = pool.monitor().rotations();
-    let old = &records[records.len() - 2];
+    let old = records.iter().find(|r| r.version == version_a).unwrap();
     assert!(old.connections_drained >= 8, "{records:?}");
     assert!(records.last().unwrap().update_latency.is_some());
 }

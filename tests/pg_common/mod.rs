@@ -169,11 +169,37 @@ pub async fn sessions_of(admin: &tokio_postgres::Client, user: &str) -> i64 {
 }
 
 /// Puts `json` in the store and makes the handle take it now (past the refresh rate limit).
-pub async fn switch_secret(fixture: &Fixture, json: &str) {
+pub async fn switch_secret(fixture: &Fixture, json: &str) -> credswap::VersionId {
     let version = fixture.store.set("db", json);
     tokio::time::sleep(Duration::from_millis(250)).await;
     let snapshot = fixture.handle.refresh().await.unwrap();
     assert_eq!(snapshot.version().id, version);
+    version
+}
+
+/// The drain deadline a pool gave `version`, once the pool has taken in its replacement (the pool
+/// follows the handle in the background, so that can come a moment after the switch).
+pub async fn deadline_of(
+    monitor: &credswap::pg::PoolMonitor,
+    version: &credswap::VersionId,
+) -> tokio::time::Instant {
+    let started = tokio::time::Instant::now();
+    loop {
+        let found = monitor
+            .rotations()
+            .into_iter()
+            .find(|record| &record.version == version)
+            .and_then(|record| record.drain_deadline);
+        if let Some(deadline) = found {
+            return deadline;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the pool never replaced version {version:?}: {:?}",
+            monitor.rotations()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 /// A PostgreSQL with role `app`, a counting store, and a handle with an hour-long TTL, for storms
@@ -383,8 +409,13 @@ pub async fn switchable(
 }
 
 /// Puts `json` in the store and makes the handle take it now; returns when it did.
-pub async fn switch_now(store: &MemoryProvider, handle: &SecretHandle<PgCredentials>, json: &str) {
+pub async fn switch_now(
+    store: &MemoryProvider,
+    handle: &SecretHandle<PgCredentials>,
+    json: &str,
+) -> credswap::VersionId {
     let version = store.set("db", json);
     let snapshot = handle.refresh().await.unwrap();
     assert_eq!(snapshot.version().id, version);
+    version
 }
