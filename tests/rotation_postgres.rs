@@ -287,3 +287,305 @@ async fn a_statement_over_the_timeout_is_cancelled_and_the_rotation_rolled_back(
     assert_eq!(store.current("slow").await.unwrap().version.id, before);
     assert!(logs_in(port, "slow", "Initial-Slow-0001").await);
 }
+
+/// Holds `promote` until the test opens the gate: the rotation stands between `set` and
+/// `finish`, where a single-user database accepts only the pending password.
+struct HoldPromote {
+    open: Arc<tokio::sync::Notify>,
+}
+
+#[async_trait::async_trait]
+impl rotation_common::Hooks for HoldPromote {
+    async fn before(&self, operation: &'static str) -> credswap::Result<()> {
+        if operation == "promote" {
+            self.open.notified().await;
+        }
+        Ok(())
+    }
+}
+
+/// Waits for the `setSecret` event of `secret`.
+async fn set_done(
+    events: &mut tokio::sync::broadcast::Receiver<credswap::rotation::RotationEvent>,
+    secret: &str,
+) {
+    use credswap::rotation::{Activity, Outcome, Step};
+    loop {
+        let event = events.recv().await.expect("the rotator's events");
+        if &*event.secret_id == secret
+            && event.activity == Activity::Step(Step::Set)
+            && event.outcome == Outcome::Done
+        {
+            return;
+        }
+    }
+}
+
+/// Whether the store's current password logs in and nothing is pending: consumers are fine.
+async fn settled(store: &MemoryRotationStore, port: u16, id: &str) -> bool {
+    let (user, password) = login_of(&store.current(id).await.unwrap().value);
+    store.pending_token(id).await.unwrap().is_none() && logs_in(port, &user, &password).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotation_dropped_between_set_and_finish_still_ends_with_a_working_password() {
+    use credswap::rotation::Schedule;
+    use std::time::Duration;
+
+    let (pg, admin) = postgres(&[]).await;
+    let port = pg.port();
+    let store = Arc::new(MemoryRotationStore::new());
+    for user in ["dropped_call", "dropped_schedule"] {
+        create_role(&admin, user, "Initial-Drop-0001").await;
+        let _ = store.set(user, rds_json(port, user, "Initial-Drop-0001"));
+    }
+    let open = Arc::new(tokio::sync::Notify::new());
+    let gated = Arc::new(Hooked {
+        inner: store.clone(),
+        hooks: HoldPromote { open: open.clone() },
+    });
+    let rotator = Rotator::builder(gated, Arc::new(rotation_common::target(&pg)))
+        .build()
+        .unwrap();
+
+    // The future of `rotate`, dropped as soon as `set` changed the database.
+    let mut events = rotator.subscribe();
+    tokio::select! {
+        outcome = rotator.rotate("dropped_call") => panic!("promote is held: {outcome:?}"),
+        () = set_done(&mut events, "dropped_call") => {}
+    }
+    // The database now takes only the pending password; the caller is gone.
+    assert!(!settled(&store, port, "dropped_call").await);
+    open.notify_one();
+    let done = rotation_common::wait_for(Duration::from_secs(30), || {
+        settled(&store, port, "dropped_call")
+    })
+    .await;
+    assert!(done, "the dropped rotation was abandoned half done");
+    assert_ne!(
+        password_of(&store, "dropped_call").await,
+        "Initial-Drop-0001"
+    );
+
+    // A schedule dropped (its handle going out of scope) at the same point.
+    let schedule = rotator
+        .schedule(
+            "dropped_schedule",
+            Schedule::every(Duration::from_secs(3600)).min_age(Duration::ZERO),
+        )
+        .unwrap();
+    set_done(&mut events, "dropped_schedule").await;
+    drop(schedule);
+    assert!(!settled(&store, port, "dropped_schedule").await);
+    open.notify_one();
+    let done = rotation_common::wait_for(Duration::from_secs(30), || {
+        settled(&store, port, "dropped_schedule")
+    })
+    .await;
+    assert!(
+        done,
+        "the dropped schedule abandoned its rotation half done"
+    );
+    assert_ne!(
+        password_of(&store, "dropped_schedule").await,
+        "Initial-Drop-0001"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_graceful_shutdown_waits_for_the_rotation_under_way() {
+    use credswap::rotation::Schedule;
+    use std::time::Duration;
+
+    let (pg, admin) = postgres(&[]).await;
+    let port = pg.port();
+    create_role(&admin, "shut_down", "Initial-Shut-0001").await;
+    let store = Arc::new(MemoryRotationStore::new());
+    let _ = store.set(
+        "shut_down",
+        rds_json(port, "shut_down", "Initial-Shut-0001"),
+    );
+    let open = Arc::new(tokio::sync::Notify::new());
+    let gated = Arc::new(Hooked {
+        inner: store.clone(),
+        hooks: HoldPromote { open: open.clone() },
+    });
+    let rotator = Rotator::builder(gated, Arc::new(rotation_common::target(&pg)))
+        .build()
+        .unwrap();
+    let mut events = rotator.subscribe();
+    let schedule = rotator
+        .schedule(
+            "shut_down",
+            Schedule::every(Duration::from_secs(3600)).min_age(Duration::ZERO),
+        )
+        .unwrap();
+    set_done(&mut events, "shut_down").await;
+    let shutdown = tokio::spawn(schedule.shutdown());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!shutdown.is_finished(), "shutdown waits for the rotation");
+    open.notify_one();
+    tokio::time::timeout(Duration::from_secs(30), shutdown)
+        .await
+        .expect("shutdown returns once the rotation ended")
+        .unwrap();
+    // When it returns, the database and the store agree.
+    assert!(settled(&store, port, "shut_down").await);
+}
+
+/// A server on loopback that asks every client for its password in cleartext and records every
+/// byte it receives.
+struct CleartextListener {
+    port: u16,
+    received: Arc<std::sync::Mutex<Vec<u8>>>,
+    accepted: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl CleartextListener {
+    async fn start() -> Self {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let received = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (sink, count) = (received.clone(), accepted.clone());
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let _ = count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let sink = sink.clone();
+                tokio::spawn(async move {
+                    let mut buffer = [0u8; 4096];
+                    let mut asked = false;
+                    loop {
+                        let n = match socket.read(&mut buffer).await {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => n,
+                        };
+                        sink.lock().unwrap().extend_from_slice(&buffer[..n]);
+                        if !asked {
+                            // AuthenticationCleartextPassword.
+                            let _ = socket.write_all(&[b'R', 0, 0, 0, 8, 0, 0, 0, 3]).await;
+                            asked = true;
+                        }
+                    }
+                });
+            }
+        });
+        CleartextListener {
+            port,
+            received,
+            accepted,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_asking_for_a_cleartext_password_gets_nothing() {
+    let listener = CleartextListener::start().await;
+    let store = Arc::new(MemoryRotationStore::new());
+    let _ = store.set(
+        "lure",
+        rds_json(listener.port, "lured_app", "App-Password-0001"),
+    );
+    let mut endpoint = tokio_postgres::Config::new();
+    let _ = endpoint
+        .host("127.0.0.1")
+        .port(listener.port)
+        .dbname("postgres");
+    for strategy in [Strategy::SingleUser, Strategy::alternating_users()] {
+        let target = credswap::rotation::PostgresTarget::new()
+            .allow_plaintext()
+            .connection(endpoint.clone())
+            .admin("admin", "Admin-Password-0001");
+        let rotator = Rotator::builder(store.clone(), Arc::new(target))
+            .strategy(strategy.clone())
+            .build()
+            .unwrap();
+        let err = rotator.rotate("lure").await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Config, "{}: {err}", strategy.name());
+        assert!(err.to_string().contains("cleartext"), "{err}");
+    }
+    assert!(
+        listener.accepted.load(std::sync::atomic::Ordering::SeqCst) >= 1,
+        "the rotator did connect"
+    );
+    let received = String::from_utf8_lossy(&listener.received.lock().unwrap()).into_owned();
+    assert_none_of(&["Admin-Password-0001", "App-Password-0001"], &received);
+    // The startup packet went out, and no password message ('p') followed it.
+    assert!(received.contains("postgres"), "{received:?}");
+    assert_eq!(store.current("lure").await.unwrap().value, {
+        SecretValue::from(rds_json(listener.port, "lured_app", "App-Password-0001"))
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secret_naming_another_database_is_refused_before_anything_is_sent() {
+    let (pg, admin) = postgres(&[]).await;
+    create_role(&admin, "moved_app", "Initial-Move-0001").await;
+    // A listener where the secret now points: it must see no connection at all.
+    let elsewhere = CleartextListener::start().await;
+    let store = Arc::new(MemoryRotationStore::new());
+    let before = store.set(
+        "moved",
+        rds_json(elsewhere.port, "moved_app", "Initial-Move-0001"),
+    );
+    for strategy in [Strategy::SingleUser, Strategy::alternating_users()] {
+        let rotator = rotator_for(&store, &pg, strategy.clone());
+        let err = rotator.rotate("moved").await.unwrap_err();
+        assert_eq!(
+            err.kind(),
+            ErrorKind::InvalidRequest,
+            "{}: {err}",
+            strategy.name()
+        );
+        assert!(err.to_string().contains("refusing"), "{err}");
+    }
+    assert_eq!(
+        elsewhere.accepted.load(std::sync::atomic::Ordering::SeqCst),
+        0
+    );
+    assert_eq!(store.current("moved").await.unwrap().version.id, before);
+    assert_eq!(store.pending_token("moved").await.unwrap(), None);
+    assert!(logs_in(pg.port(), "moved_app", "Initial-Move-0001").await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_that_trusts_every_login_is_refused_before_the_store_promotes() {
+    let (pg, admin) = postgres(&[]).await;
+    create_role(&admin, "trusted_app", "Initial-Trust-0001").await;
+    // pg_hba.conf with `trust`: any password "logs in".
+    let hba: String = admin
+        .query_one(
+            "SELECT setting FROM pg_settings WHERE name = 'hba_file'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    admin
+        .batch_execute(&format!(
+            "COPY (SELECT 'host all all 127.0.0.1/32 trust' UNION ALL \
+             SELECT 'local all all trust') TO '{}'; SELECT pg_reload_conf();",
+            hba.replace('\'', "''")
+        ))
+        .await
+        .unwrap();
+    assert!(
+        rotation_common::wait_for(std::time::Duration::from_secs(10), || {
+            logs_in(pg.port(), "trusted_app", "anything at all")
+        })
+        .await,
+        "the server trusts logins now"
+    );
+    let store = Arc::new(MemoryRotationStore::new());
+    let before = store.set(
+        "trusted",
+        rds_json(pg.port(), "trusted_app", "Initial-Trust-0001"),
+    );
+    let rotator = rotator_for(&store, &pg, Strategy::SingleUser);
+    let err = rotator.rotate("trusted").await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Config, "{err}");
+    assert!(err.to_string().contains("any password"), "{err}");
+    assert_eq!(store.current("trusted").await.unwrap().version.id, before);
+    assert_eq!(store.pending_token("trusted").await.unwrap(), None);
+}

@@ -5,7 +5,7 @@ mod pg_common;
 mod rotation_common;
 
 use credswap::rotation::Strategy;
-use rotation_common::{Store, recovery, scenarios};
+use rotation_common::{Store, edges, recovery, scenarios};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn single_user_ten_rotations_under_load_without_caller_errors() {
@@ -56,4 +56,14 @@ async fn a_failing_test_rolls_back_alternating_users() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_rotators_at_once_make_one_rotation() {
     scenarios::five_rotators_one_rotation(Store::vault().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_finished_rotation_runs_its_hooks_exactly_once_across_lost_answers() {
+    edges::a_finished_rotation_runs_its_hooks_exactly_once(Store::vault().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_call_that_never_answers_gives_up_and_frees_the_lock() {
+    edges::a_store_call_that_never_answers_gives_up_and_frees_the_lock(Store::vault().await).await;
 }

@@ -71,7 +71,7 @@
 //! | idempotence | re-checks state in each step | the same, per token; tested against real stores by stopping after `create`, `set` and `test` and by losing the store's answer after the pending write and after the promotion |
 //! | failed test | the database keeps the new password, the rotation is marked failed | the database goes back to the current credential, the pending version is removed |
 //! | a write during the rotation | AWS's `finishSecret` promotes over it (the write becomes `AWSPREVIOUS`) | `finish` refuses, the database goes back to the written credential |
-//! | concurrent rotators | one per AWS rotation / Vault's own queue | advisory lock per secret (keyed by its ARN or KV path, however it is spelled) plus the store's check-and-set |
+//! | concurrent rotators | one per AWS rotation / Vault's own queue | advisory lock per secret (keyed by its name or KV path, however it is spelled) plus the store's check-and-set |
 //!
 //! ## When something fails
 //!

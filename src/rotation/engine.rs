@@ -345,7 +345,14 @@ impl<'a> Run<'a> {
             let document = SecretDocument::parse(id, &pending)?;
             let wrong = document.with_login(document.username(id)?, &self.inner.policy.generate()?);
             if session.logs_in(&wrong).await? {
-                return Err(accepts_any_password(id, document.username(id)?));
+                // Nothing changed in the database: the pending version goes, so the next run
+                // does not trip over it (a person has to fix pg_hba.conf first).
+                let removed = store.remove_pending(id, token).await;
+                return Err(accepts_any_password(
+                    id,
+                    document.username(id)?,
+                    removed.is_ok(),
+                ));
             }
             return Ok(Done::already(old));
         }
@@ -654,11 +661,16 @@ fn refuse_unchanged(
     Ok(())
 }
 
-fn accepts_any_password(id: &str, username: &str) -> Error {
+fn accepts_any_password(id: &str, username: &str, pending_removed: bool) -> Error {
+    let pending = if pending_removed {
+        "the pending version was removed"
+    } else {
+        "removing the pending version failed too (Rotator::abort removes it)"
+    };
     Error::config(format!(
         "the database lets role `{username}` log in with any password (`trust` or `peer` in \
          pg_hba.conf?), so no step can prove it took the new one; nothing was changed in the \
-         database (Rotator::abort removes the pending version); require scram-sha-256 for it"
+         database and {pending}; require scram-sha-256 for it"
     ))
     .with_id(id)
 }

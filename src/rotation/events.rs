@@ -74,7 +74,7 @@ pub struct RotationEvent {
     /// One id per `rotate`/`resume`/`abort`/`step` call, to group its events.
     pub rotation_id: Arc<str>,
     /// The secret, by the store's one name for it
-    /// ([`canonical_id`](super::RotationStore::canonical_id): AWS its ARN, Vault mount and path).
+    /// ([`canonical_id`](super::RotationStore::canonical_id): AWS its name, Vault mount and path).
     pub secret_id: Arc<str>,
     /// The step (or rollback, or the whole rotation).
     pub activity: Activity,

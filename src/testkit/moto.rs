@@ -125,6 +125,76 @@ impl MotoServer {
         let _ = std::fs::write(&self.requests, "");
     }
 
+    /// Registers a rotation function named `name` (an IAM role and a Lambda function) and returns
+    /// its ARN, for `RotateSecret`'s `RotationLambdaARN`.
+    ///
+    /// moto cannot run the function (that takes Docker), so `RotateSecret` does what AWS does
+    /// before it invokes one, and no more: it stages `AWSPENDING` on the new version id (with no
+    /// value, or with a copy of the current value when `RotateImmediately` is false) and returns.
+    /// A test then drives the function's body itself with the four steps, as AWS would.
+    pub fn rotation_function(&self, name: &str) -> Result<String, TestkitError> {
+        let role = format!("credswap-rotation-{name}");
+        let form = format!(
+            "Action=CreateRole&Version=2010-05-08&RoleName={role}&AssumeRolePolicyDocument=%7B%7D"
+        );
+        let _ = self.post("iam", "/", "application/x-www-form-urlencoded", &form)?;
+        let function = serde_json::json!({
+            "FunctionName": name,
+            "Runtime": "python3.11",
+            "Role": format!("arn:aws:iam::123456789012:role/{role}"),
+            "Handler": "rotation.handler",
+            // A zip holding a handler that does nothing: moto only stores it.
+            "Code": { "ZipFile": ROTATION_FUNCTION_ZIP },
+        });
+        let answer = self.post(
+            "lambda",
+            "/2015-03-31/functions",
+            "application/json",
+            &function.to_string(),
+        )?;
+        serde_json::from_str::<serde_json::Value>(&answer)
+            .ok()
+            .and_then(|created| created["FunctionArn"].as_str().map(str::to_owned))
+            .ok_or_else(|| TestkitError::Cli(format!("moto did not create the function: {answer}")))
+    }
+
+    /// A request to one of moto's APIs, routed by the service its (unchecked) signature names.
+    fn post(
+        &self,
+        service: &str,
+        path: &str,
+        content_type: &str,
+        body: &str,
+    ) -> Result<String, TestkitError> {
+        use std::io::{Read, Write};
+        let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
+        let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+            .map_err(|e| TestkitError::io("connect to moto", e))?;
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
+        let request = format!(
+            "POST {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Type: {content_type}\r\n\
+             Authorization: AWS4-HMAC-SHA256 Credential=test/20260101/us-east-1/{service}/\
+             aws4_request, SignedHeaders=host, Signature=0\r\nContent-Length: {}\r\n\
+             Connection: close\r\n\r\n{body}",
+            body.len()
+        );
+        stream
+            .write_all(request.as_bytes())
+            .map_err(|e| TestkitError::io("send to moto", e))?;
+        let mut answer = String::new();
+        let _ = stream
+            .read_to_string(&mut answer)
+            .map_err(|e| TestkitError::io("read from moto", e))?;
+        let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+        let status = head.split_whitespace().nth(1).unwrap_or("");
+        if !status.starts_with('2') {
+            return Err(TestkitError::Cli(format!(
+                "moto answered {service} {path}: {head}"
+            )));
+        }
+        Ok(body.to_owned())
+    }
+
     /// Kills the server at once (its data is gone).
     pub fn kill(&mut self) {
         if let Some(mut process) = self.process.take() {
@@ -132,3 +202,6 @@ impl MotoServer {
         }
     }
 }
+
+/// A zip file holding `rotation.py` with a handler that does nothing (base64).
+const ROTATION_FUNCTION_ZIP: &str = "UEsDBBQAAAAAAHlsg12uVry6LQAAAC0AAAALAAAAcm90YXRpb24ucHlkZWYgaGFuZGxlcihldmVudCwgY29udGV4dCk6CiAgICByZXR1cm4gTm9uZQpQSwECFAMUAAAAAAB5bINdrla8ui0AAAAtAAAACwAAAAAAAAAAAAAAgAEAAAAAcm90YXRpb24ucHlQSwUGAAAAAAEAAQA5AAAAVgAAAAAA";

@@ -21,6 +21,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 use crate::pg_common::{Load, Query, start_load};
 
+pub mod edges;
 pub mod recovery;
 pub mod scenarios;
 

@@ -167,7 +167,7 @@ async fn assert_agree(
 }
 
 /// The versions holding each stage label of an AWS secret.
-async fn aws_labels(store: &Store, id: &str) -> impl Fn(&str) -> Vec<String> + use<> {
+pub async fn aws_labels(store: &Store, id: &str) -> impl Fn(&str) -> Vec<String> + use<> {
     let Store::Aws { client, .. } = store else {
         panic!("not AWS")
     };
@@ -188,7 +188,7 @@ async fn aws_labels(store: &Store, id: &str) -> impl Fn(&str) -> Vec<String> + u
 }
 
 /// How many `credswap-base-…` labels an AWS secret carries.
-async fn base_labels(store: &Store, id: &str) -> usize {
+pub async fn base_labels(store: &Store, id: &str) -> usize {
     let Store::Aws { client, .. } = store else {
         panic!("not AWS")
     };
