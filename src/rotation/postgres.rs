@@ -350,6 +350,12 @@ where
     });
 }
 
+/// A `statement_timeout` in PostgreSQL's whole milliseconds, rounded up: a timeout under a
+/// millisecond must not become 0, which PostgreSQL reads as no timeout at all.
+fn timeout_millis(timeout: Duration) -> u128 {
+    timeout.as_nanos().div_ceil(1_000_000)
+}
+
 /// Refuses a secret that names another endpoint than the pinned one: credentials go where the
 /// rotator's configuration says, and a secret pointing elsewhere is a mistake or an attack.
 fn check_endpoint(
@@ -473,9 +479,10 @@ where
 
     /// Sets the statement timeout on a connection that will run statements.
     async fn limit_statements(&self, secret_id: &str, client: &Client) -> Result<()> {
-        // In whole milliseconds, rounded up: 0 would mean no timeout at all.
-        let millis = self.statement_timeout.as_nanos().div_ceil(1_000_000);
-        let sql = format!("SET statement_timeout = {millis}");
+        let sql = format!(
+            "SET statement_timeout = {}",
+            timeout_millis(self.statement_timeout)
+        );
         self.execute(secret_id, client, &sql, "setting the statement timeout")
             .await
     }
@@ -743,6 +750,15 @@ mod tests {
         let err = config_of(&plain, Some("requir")).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Config, "{err}");
         assert!(!err.to_string().contains("Pw-"), "{err}");
+    }
+
+    #[test]
+    fn a_timeout_under_a_millisecond_is_still_a_timeout() {
+        assert_eq!(timeout_millis(Duration::from_micros(500)), 1);
+        assert_eq!(timeout_millis(Duration::from_nanos(1)), 1);
+        assert_eq!(timeout_millis(Duration::from_micros(1200)), 2);
+        assert_eq!(timeout_millis(Duration::from_secs(30)), 30_000);
+        assert_eq!(timeout_millis(Duration::ZERO), 0, "zero stays 'no timeout'");
     }
 
     #[test]
