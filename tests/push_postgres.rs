@@ -88,6 +88,20 @@ impl Broker for Postgres {
             .unwrap();
     }
 
+    async fn publish_burst(&self, payloads: &[String]) {
+        // One statement, one transaction: PostgreSQL delivers them all at its commit.
+        let payloads: Vec<&str> = payloads.iter().map(String::as_str).collect();
+        let _ = self
+            .admin()
+            .await
+            .execute(
+                "SELECT pg_notify($1, payload) FROM unnest($2::text[]) AS payload",
+                &[&CHANNEL, &payloads],
+            )
+            .await
+            .unwrap();
+    }
+
     async fn kill_listeners(&self) -> usize {
         self.count(
             "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity \
@@ -167,10 +181,18 @@ async fn a_stopped_subscriber_costs_nothing() {
 async fn a_payload_postgres_cannot_carry_is_refused_before_it_is_sent() {
     let broker = Postgres::start().await;
     let publisher = broker.publisher().await;
-    // Our limit is under PostgreSQL's: an announcement we build always fits a NOTIFY.
-    let longest_id = "i".repeat(MAX_ANNOUNCEMENT_BYTES - 60);
+    // Our limit is under PostgreSQL's: an announcement we build always fits a NOTIFY, signed or
+    // not (room for the signature is kept).
+    let longest_id = "i".repeat(MAX_ANNOUNCEMENT_BYTES - 140);
     let version = credswap::VersionId::new("v1");
     let _ = publisher.announce(&longest_id, &version).await.unwrap();
+    let signed = credswap::push::SignedPublisher::new(
+        broker.publisher().await,
+        credswap::push::AnnouncementKey::fixed(credswap::SecretValue::from(
+            "a key of at least sixteen bytes",
+        )),
+    );
+    let _ = signed.announce(&longest_id, &version).await.unwrap();
     let err = publisher
         .announce(&"i".repeat(MAX_ANNOUNCEMENT_BYTES), &version)
         .await
@@ -231,4 +253,16 @@ async fn a_channel_name_that_needs_quoting_is_published_and_received() {
     let heard = tokio::time::timeout(std::time::Duration::from_millis(500), inbox.recv()).await;
     assert!(heard.is_err(), "a channel of another case heard it");
     subscriber.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_junk_flood_costs_no_reconnect_and_no_store_call() {
+    let broker = Postgres::start().await;
+    push_common::a_junk_flood_costs_no_reconnect_and_no_store_call(&broker, "postgres").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signed_announcements_apply_and_forged_ones_do_not() {
+    let broker = Postgres::start().await;
+    push_common::signed_announcements_apply_and_forged_ones_do_not(&broker, "postgres").await;
 }

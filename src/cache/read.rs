@@ -20,6 +20,11 @@ pub(crate) enum Mode {
     Read,
     /// Ask the store now (rate-limited by `min_refresh_interval`).
     Force,
+    /// Ask the store now, also within `min_refresh_interval` (still coalesced, and still not
+    /// while backing off after failures): for a caller that knows the last store call was not
+    /// its own and must not cost it a change made since (a push announcement right after the
+    /// re-check of a reconnect). Bounded by its caller.
+    PastLimit,
 }
 
 impl SecretCache {
@@ -102,11 +107,11 @@ impl Inner {
                 }
                 None
             }
-            Mode::Force => {
+            Mode::Force | Mode::PastLimit => {
                 // Rate limit: the store was asked about this key moments ago, or we are backing off.
-                let rate_limited = now.saturating_duration_since(entry.checked_at)
-                    < self.policy.min_refresh_interval
-                    || now < retry_at;
+                let asked_moments_ago = now.saturating_duration_since(entry.checked_at)
+                    < self.policy.min_refresh_interval;
+                let rate_limited = (asked_moments_ago && mode == Mode::Force) || now < retry_at;
                 if !rate_limited {
                     return None;
                 }

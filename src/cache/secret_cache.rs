@@ -213,6 +213,12 @@ impl SecretCache {
     /// (false when the refresh was rate-limited, or the store failed and last-known-good was
     /// served).
     pub async fn refresh_if_cached(&self, id: &str) -> Option<Result<Refreshed>> {
+        self.refresh_cached(id, Mode::Force).await
+    }
+
+    /// [`refresh_if_cached`](Self::refresh_if_cached), with `mode` `Force` (rate-limited) or
+    /// `PastLimit`.
+    pub(crate) async fn refresh_cached(&self, id: &str, mode: Mode) -> Option<Result<Refreshed>> {
         let current = cache_key(id, &Selector::Current);
         let others = |key: &str| Key::is_of(key, id) && key != current;
         let (held_current, held_others, before) = {
@@ -231,7 +237,7 @@ impl SecretCache {
             return None;
         }
         Some(
-            self.read(id, &Selector::Current, Mode::Force)
+            self.read(id, &Selector::Current, mode)
                 .await
                 .map(|loaded| Refreshed {
                     store_answered: before.is_none_or(|before| loaded.seq > before),
@@ -378,7 +384,7 @@ pub struct Refreshed {
 impl SecretCache {
     /// Reads `key` (forcing a store call, rate-limited, when `mode` is `Force`).
     pub(crate) async fn read_key(&self, key: &Key, mode: Mode) -> Result<Loaded> {
-        if mode == Mode::Force && !key.selector.is_current() {
+        if mode != Mode::Read && !key.selector.is_current() {
             // Other selectors have no rate-limited refresh: load them (coalesced).
             let seen = Seen(self.inner.index.get(&key.cache_key).map(|entry| entry.seq));
             return Inner::start_load(&self.inner, key.clone(), seen)

@@ -55,6 +55,8 @@ pub struct Announcement {
     id: Arc<str>,
     version: Option<VersionId>,
     sent_at: Option<SystemTime>,
+    /// HMAC-SHA-256 over [`signed_bytes`](Self::signed_bytes), when the publisher signed it.
+    signature: Option<[u8; 32]>,
 }
 
 impl fmt::Debug for Announcement {
@@ -63,6 +65,7 @@ impl fmt::Debug for Announcement {
             .field("id", &self.id)
             .field("version", &self.version)
             .field("sent_at", &self.sent_at)
+            .field("signed", &self.signature.is_some())
             .finish()
     }
 }
@@ -109,6 +112,9 @@ pub enum AnnouncementError {
     /// The send time is past the year 9999.
     #[error("announcement field `sent_at_us` is out of range")]
     TimeOutOfRange,
+    /// The `sig` field is not 64 hexadecimal digits (an HMAC-SHA-256).
+    #[error("announcement field `sig` is not 64 hexadecimal digits")]
+    Signature,
 }
 
 impl AnnouncementError {
@@ -121,6 +127,7 @@ impl AnnouncementError {
             AnnouncementError::EmptyField { .. } => "empty_field",
             AnnouncementError::ControlCharacter { .. } => "control_character",
             AnnouncementError::TimeOutOfRange => "time_out_of_range",
+            AnnouncementError::Signature => "signature",
         }
     }
 }
@@ -139,6 +146,8 @@ struct WireOut<'a> {
     version: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     sent_at_us: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sig: Option<String>,
 }
 
 /// The JSON shape, owned for decoding. Every field is optional here so that a missing one is
@@ -148,6 +157,7 @@ struct WireIn {
     id: Option<String>,
     version: Option<String>,
     sent_at_us: Option<u64>,
+    sig: Option<String>,
 }
 
 impl Announcement {
@@ -185,8 +195,10 @@ impl Announcement {
             id: Arc::from(id),
             version,
             sent_at,
+            signature: None,
         };
-        let bytes = announcement.encode().len();
+        // Room for a signature is kept, so that signing never makes an announcement too large.
+        let bytes = announcement.encode().len() + SIGNATURE_FIELD_BYTES;
         if bytes > MAX_ANNOUNCEMENT_BYTES {
             return Err(AnnouncementError::TooLarge {
                 bytes,
@@ -224,8 +236,40 @@ impl Announcement {
         SystemTime::now().duration_since(self.sent_at?).ok()
     }
 
+    /// Whether the publisher signed it (see [`AnnouncementKey`](crate::push::AnnouncementKey)).
+    pub fn is_signed(&self) -> bool {
+        self.signature.is_some()
+    }
+
+    /// The same announcement signed with `key`'s current version.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Config`] when the key is shorter than 16 bytes, or its handle holds nothing
+    /// usable.
+    pub fn signed(mut self, key: &super::AnnouncementKey) -> crate::error::Result<Self> {
+        self.signature = None;
+        self.signature = Some(key.sign(self.signed_bytes().as_bytes())?);
+        Ok(self)
+    }
+
+    pub(super) fn signature(&self) -> Option<&[u8; 32]> {
+        self.signature.as_ref()
+    }
+
+    /// What a signature covers: a fixed prefix (so that no other use of the key can produce one)
+    /// and the announcement's encoding without its signature.
+    pub(super) fn signed_bytes(&self) -> String {
+        format!("{SIGNATURE_CONTEXT}{}", self.encode_with(None))
+    }
+
     /// The compact JSON payload. Its length is at most [`MAX_ANNOUNCEMENT_BYTES`].
     pub fn encode(&self) -> String {
+        let sig = self.signature.map(|tag| hex(&tag));
+        self.encode_with(sig.as_deref())
+    }
+
+    fn encode_with(&self, sig: Option<&str>) -> String {
         let sent_at_us = self.sent_at.and_then(|at| {
             at.duration_since(UNIX_EPOCH)
                 .ok()
@@ -235,6 +279,7 @@ impl Announcement {
             id: &self.id,
             version: self.version.as_ref().map(VersionId::as_str),
             sent_at_us,
+            sig: sig.map(str::to_owned),
         };
         // Serializing strings and integers into a String cannot fail.
         serde_json::to_string(&wire).unwrap_or_default()
@@ -269,8 +314,35 @@ impl Announcement {
             Some(_) => return Err(AnnouncementError::TimeOutOfRange),
             None => None,
         };
-        Self::build(&id, wire.version.map(VersionId::from), sent_at)
+        let signature = match wire.sig.as_deref() {
+            Some(sig) => Some(unhex(sig).ok_or(AnnouncementError::Signature)?),
+            None => None,
+        };
+        let mut announcement = Self::build(&id, wire.version.map(VersionId::from), sent_at)?;
+        announcement.signature = signature;
+        Ok(announcement)
     }
+}
+
+/// The prefix of every signed message.
+const SIGNATURE_CONTEXT: &str = "credswap announcement v1\n";
+
+/// What a signature adds to an encoded announcement: `,"sig":"` + 64 digits + `"`.
+const SIGNATURE_FIELD_BYTES: usize = 8 + 64 + 1;
+
+fn hex(bytes: &[u8; 32]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(text: &str) -> Option<[u8; 32]> {
+    if text.len() != 64 || !text.is_ascii() {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(out)
 }
 
 fn check_field(field: &'static str, value: &str) -> Result<(), AnnouncementError> {
@@ -365,11 +437,18 @@ mod tests {
 
     #[test]
     fn the_size_limit_fits_a_postgres_notify_payload() {
-        // The encoded form of the largest accepted id is exactly at the limit.
-        let overhead = r#"{"id":""}"#.len();
+        // The encoded form of the largest accepted id, signed, is exactly at the limit.
+        let overhead = r#"{"id":""}"#.len() + SIGNATURE_FIELD_BYTES;
         let largest = "i".repeat(MAX_ANNOUNCEMENT_BYTES - overhead);
         let fits = Announcement::build(&largest, None, None).unwrap();
-        assert_eq!(fits.encode().len(), MAX_ANNOUNCEMENT_BYTES);
+        let key = crate::push::AnnouncementKey::fixed(crate::SecretValue::from(
+            "a key of at least sixteen bytes",
+        ));
+        assert_eq!(
+            fits.signed(&key).unwrap().encode().len(),
+            MAX_ANNOUNCEMENT_BYTES
+        );
+        assert!(Announcement::build(&format!("{largest}i"), None, None).is_err());
         let err = Announcement::new(&largest, &VersionId::new("v1")).unwrap_err();
         assert_eq!(err.as_str(), "too_large");
         assert_eq!(Error::from(err).kind(), ErrorKind::InvalidRequest);

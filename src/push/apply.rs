@@ -7,13 +7,15 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use futures_util::StreamExt;
+use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use super::announcement::Announcement;
-use super::events::{PushEvent, RecheckPass};
+use super::events::{PushEvent, RecheckPass, Rejection};
 use super::subscriber::Shared;
 use crate::cache::SecretCache;
+use crate::cache::read::Mode;
 use crate::events::bump;
 use crate::value::VersionId;
 
@@ -35,6 +37,12 @@ impl Pending {
     #[cfg(test)]
     pub(super) fn len(&self) -> usize {
         self.entries.len()
+    }
+
+    /// The cache and secret pairs remembered.
+    #[cfg(test)]
+    pub(super) fn keys(&self) -> Vec<PendingKey> {
+        self.entries.keys().cloned().collect()
     }
 
     /// Whether no refresh task runs (or waits to follow up).
@@ -71,6 +79,10 @@ struct PendingNews {
     held: Option<(VersionId, Instant)>,
     /// When the last refresh that the store answered (not the cache's rate limit) started.
     store_asked: Option<Instant>,
+    /// When a re-check's refresh was answered by the store: that call took the cache's rate
+    /// limit, so the next announcement within the follow-up delay asks past it (once), rather
+    /// than wait for a follow-up.
+    rechecked: Option<Instant>,
 }
 
 impl PendingNews {
@@ -93,11 +105,13 @@ impl PendingNews {
         }
     }
 
-    /// Whether what this entry remembers can still suppress a repeat.
+    /// Whether what this entry remembers can still suppress a repeat (or let one announcement
+    /// past a re-check's rate limit).
     fn remembers(&self, window: Duration) -> bool {
         self.held
             .as_ref()
             .is_some_and(|(_, at)| at.elapsed() < window)
+            || self.rechecked.is_some_and(|at| at.elapsed() < window)
     }
 }
 
@@ -127,13 +141,33 @@ impl News {
     }
 }
 
-/// Handles one payload: decode it, find the caches that watch its secret, and hand it to (or start)
-/// their refresh tasks.
+/// How many announcements may wait for a refresh of the key they did not verify with; more
+/// arriving meanwhile are rejected at once.
+pub(super) const KEY_RETRY_HOLD: usize = 16;
+
+/// An announcement that verified once the key was refreshed, on its way back to be applied.
+pub(super) struct Verified {
+    pub(super) announcement: Announcement,
+    pub(super) received_at: Instant,
+}
+
+/// Announcements whose signature checked with no key the subscriber holds, while the key is
+/// refreshed (at most once per follow-up delay).
+#[derive(Default)]
+pub(super) struct KeyRetry {
+    running: bool,
+    last: Option<Instant>,
+    held: Vec<(Announcement, Instant)>,
+}
+
+/// Handles one payload: decode it, check its signature when the subscriber verifies them, and
+/// [`dispatch`] it.
 pub(super) fn receive(
     shared: &Arc<Shared>,
     tasks: &mut JoinSet<()>,
     payload: &[u8],
     received_at: Instant,
+    verified: &mpsc::Sender<Verified>,
 ) {
     bump(&shared.counters.received);
     let announcement = match Announcement::decode(payload) {
@@ -147,6 +181,86 @@ pub(super) fn receive(
             return;
         }
     };
+    if let Some(key) = &shared.settings.key {
+        if !announcement.is_signed() {
+            reject(shared, &announcement, Rejection::Unsigned);
+            return;
+        }
+        if !key.verifies(&announcement) {
+            retry_with_a_fresh_key(shared, tasks, announcement, received_at, verified);
+            return;
+        }
+    }
+    dispatch(shared, tasks, announcement, received_at);
+}
+
+fn reject(shared: &Shared, announcement: &Announcement, reason: Rejection) {
+    bump(&shared.counters.rejected);
+    shared.emit(PushEvent::Rejected {
+        reason,
+        id: Arc::from(announcement.id()),
+    });
+}
+
+/// A signature that checks with no key held: the key may have rotated on the store. Refresh it
+/// (once per follow-up delay, whatever arrives) and check again; reject what still does not
+/// check, and what arrives when the key was refreshed moments ago.
+fn retry_with_a_fresh_key(
+    shared: &Arc<Shared>,
+    tasks: &mut JoinSet<()>,
+    announcement: Announcement,
+    received_at: Instant,
+    verified: &mpsc::Sender<Verified>,
+) {
+    let window = shared.follow_up_delay();
+    let mut retry = shared.key_retry.lock().unwrap_or_else(|e| e.into_inner());
+    let recently = retry.last.is_some_and(|last| last.elapsed() < window);
+    if (retry.running && retry.held.len() < KEY_RETRY_HOLD) || (!retry.running && !recently) {
+        retry.held.push((announcement, received_at));
+    } else {
+        drop(retry);
+        reject(shared, &announcement, Rejection::Forged);
+        return;
+    }
+    if retry.running {
+        return;
+    }
+    retry.running = true;
+    retry.last = Some(Instant::now());
+    drop(retry);
+    let (shared, verified) = (Arc::clone(shared), verified.clone());
+    let _ = tasks.spawn(async move {
+        let Some(key) = shared.settings.key.clone() else {
+            return;
+        };
+        let _ = key.refresh().await;
+        let held = {
+            let mut retry = shared.key_retry.lock().unwrap_or_else(|e| e.into_inner());
+            retry.running = false;
+            std::mem::take(&mut retry.held)
+        };
+        for (announcement, received_at) in held {
+            if key.verifies(&announcement) {
+                let _ = verified
+                    .send(Verified {
+                        announcement,
+                        received_at,
+                    })
+                    .await;
+            } else {
+                reject(&shared, &announcement, Rejection::Forged);
+            }
+        }
+    });
+}
+
+/// Hands an announcement to (or starts) the refresh tasks of the caches that watch its secret.
+pub(super) fn dispatch(
+    shared: &Arc<Shared>,
+    tasks: &mut JoinSet<()>,
+    announcement: Announcement,
+    received_at: Instant,
+) {
     tracing::trace!(
         target: "credswap::push",
         id = announcement.id(),
@@ -214,6 +328,28 @@ fn saw(shared: &Shared, key: &PendingKey, version: &VersionId, store_asked: Opti
             entry.store_asked = store_asked;
         }
     }
+}
+
+/// How a refresh for `key` asks its cache: past the rate limit, once, when the limit was taken by
+/// a re-check moments ago (the announcement must not wait for a follow-up); rate-limited
+/// otherwise.
+fn refresh_mode(shared: &Shared, key: &PendingKey) -> Mode {
+    let window = shared.follow_up_delay();
+    let mut pending = shared.pending.lock().unwrap_or_else(|e| e.into_inner());
+    let rechecked = pending
+        .entries
+        .get_mut(key)
+        .and_then(|entry| entry.rechecked.take());
+    match rechecked {
+        Some(at) if at.elapsed() < window => Mode::PastLimit,
+        _ => Mode::Force,
+    }
+}
+
+/// Notes that a re-check's refresh of `key` was answered by the store.
+fn rechecked(shared: &Shared, key: PendingKey) {
+    let mut pending = shared.pending.lock().unwrap_or_else(|e| e.into_inner());
+    pending.entries.entry(key).or_default().rechecked = Some(Instant::now());
 }
 
 /// The task is done with what it took: returns what arrived meanwhile, or marks the task as ended
@@ -294,7 +430,8 @@ async fn refresh_task(shared: Arc<Shared>, cache: SecretCache, key: PendingKey) 
         // Through the cache, in one call with the check that it still holds `id` (one evicted or
         // invalidated while this task waited is not fetched back): coalesced with its other loads
         // of `id`, and at most one refresh of the store per `min_refresh_interval`.
-        let retry_in = match cache.refresh_if_cached(id).await {
+        let mode = refresh_mode(&shared, &key);
+        let retry_in = match cache.refresh_cached(id, mode).await {
             None => None,
             Some(Ok(refreshed)) => {
                 let held = &refreshed.value.version.id;
@@ -415,45 +552,85 @@ fn report_applied(
     *applied = Some(held.clone());
 }
 
-/// After a (re)connect: refreshes every secret every cache holds or follows, at once and again one
-/// follow-up delay later (see [`RecheckPass`]), a few at a time. Forgets what the subscriber
-/// remembered of secrets no cache holds any more.
-pub(super) async fn recheck(shared: Arc<Shared>) {
+/// After a (re)connect, from `starts` on: refreshes every secret every cache holds or follows,
+/// once, a few at a time ([`RecheckPass::Immediate`]); then, one follow-up delay later, the ones
+/// the cache's rate limit answered ([`RecheckPass::Confirming`]): deferred, never skipped.
+/// Forgets what the subscriber remembered of secrets no cache holds any more.
+pub(super) async fn recheck(shared: Arc<Shared>, starts: Instant) {
     let settings = &shared.settings;
+    tokio::time::sleep_until(starts).await;
     if !settings.spread.is_zero() {
         tokio::time::sleep(settings.spread_delay()).await;
     }
-    let mut found_any = false;
-    for pass in [RecheckPass::Immediate, RecheckPass::Confirming] {
-        if pass == RecheckPass::Confirming && found_any {
-            tokio::time::sleep(shared.jittered_follow_up()).await;
+    let mut jobs: Vec<(usize, SecretCache, Arc<str>)> = Vec::new();
+    let mut cached: HashSet<PendingKey> = HashSet::new();
+    for (index, cache) in shared.caches().into_iter().enumerate() {
+        for id in cache.cached_ids() {
+            let _ = cached.insert((index, Arc::clone(&id)));
+            jobs.push((index, cache.clone(), id));
         }
-        let mut jobs: Vec<(SecretCache, Arc<str>)> = Vec::new();
-        let mut cached: HashSet<PendingKey> = HashSet::new();
-        for (index, cache) in shared.caches().into_iter().enumerate() {
-            for id in cache.cached_ids() {
-                let _ = cached.insert((index, Arc::clone(&id)));
-                jobs.push((cache.clone(), id));
-            }
-        }
-        shared
-            .pending
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .forget_uncached(&cached);
-        let ids = jobs.len();
-        found_any |= ids > 0;
-        let counters = &shared.counters;
-        let failed = futures_util::stream::iter(jobs)
-            .map(|(cache, id)| async move {
-                bump(&counters.refreshes);
-                // An id evicted or invalidated since it was listed is not fetched back.
-                matches!(cache.refresh_if_cached(&id).await, Some(Err(_)))
-            })
-            .buffer_unordered(settings.recheck_concurrency)
-            .filter(|failed| std::future::ready(*failed))
-            .count()
-            .await;
-        shared.emit(PushEvent::Rechecked { pass, ids, failed });
     }
+    shared
+        .pending
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .forget_uncached(&cached);
+    let ids = jobs.len();
+    let (failed, deferred) = recheck_pass(&shared, jobs).await;
+    shared.emit(PushEvent::Rechecked {
+        pass: RecheckPass::Immediate,
+        ids,
+        failed,
+    });
+    let ids = deferred.len();
+    let failed = if deferred.is_empty() {
+        0
+    } else {
+        tokio::time::sleep(shared.jittered_follow_up()).await;
+        recheck_pass(&shared, deferred).await.0
+    };
+    shared.emit(PushEvent::Rechecked {
+        pass: RecheckPass::Confirming,
+        ids,
+        failed,
+    });
+}
+
+type RecheckJob = (usize, SecretCache, Arc<str>);
+
+/// Refreshes each job's secret (an id evicted or invalidated since it was listed is not fetched
+/// back): how many failed, and the jobs the cache's rate limit answered.
+async fn recheck_pass(shared: &Arc<Shared>, jobs: Vec<RecheckJob>) -> (usize, Vec<RecheckJob>) {
+    enum Answer {
+        NotCached,
+        Store,
+        RateLimit,
+        Failed,
+    }
+    let counters = &shared.counters;
+    let results: Vec<(RecheckJob, Answer)> = futures_util::stream::iter(jobs)
+        .map(|(index, cache, id)| async move {
+            bump(&counters.refreshes);
+            let answer = match cache.refresh_if_cached(&id).await {
+                None => Answer::NotCached,
+                Some(Ok(refreshed)) if refreshed.store_answered => Answer::Store,
+                Some(Ok(_)) => Answer::RateLimit,
+                Some(Err(_)) => Answer::Failed,
+            };
+            ((index, cache, id), answer)
+        })
+        .buffer_unordered(shared.settings.recheck_concurrency)
+        .collect()
+        .await;
+    let mut failed = 0;
+    let mut deferred = Vec::new();
+    for ((index, cache, id), answer) in results {
+        match answer {
+            Answer::NotCached => {}
+            Answer::Store => rechecked(shared, (index, id)),
+            Answer::RateLimit => deferred.push((index, cache, id)),
+            Answer::Failed => failed += 1,
+        }
+    }
+    (failed, deferred)
 }

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use super::channel::Channel;
 use super::events::PushEvent;
+use super::signing::AnnouncementKey;
 use super::subscriber::Subscriber;
 use crate::cache::SecretCache;
 use crate::error::{Error, Result};
@@ -24,6 +25,8 @@ pub(super) struct Settings {
     pub(super) max_follow_ups: u32,
     pub(super) spread: Duration,
     pub(super) recheck_concurrency: usize,
+    /// Announcements must be signed with this key (see [`SubscriberBuilder::verify_with`]).
+    pub(super) key: Option<AnnouncementKey>,
 }
 
 impl Default for Settings {
@@ -38,6 +41,7 @@ impl Default for Settings {
             max_follow_ups: 3,
             spread: Duration::ZERO,
             recheck_concurrency: 8,
+            key: None,
         }
     }
 }
@@ -175,6 +179,17 @@ impl SubscriberBuilder {
     /// misses some. Default: 1024.
     pub fn event_capacity(mut self, capacity: usize) -> Self {
         self.event_capacity = capacity;
+        self
+    }
+
+    /// Acts only on announcements signed with `key` (by a
+    /// [`SignedPublisher`](crate::push::SignedPublisher)): unsigned and forged ones are counted
+    /// and reported ([`PushEvent::Rejected`]) and cost no store call, beyond one refresh of the
+    /// key per `min_refresh_interval` of its cache, made when a signature checks with neither the
+    /// current nor the previous key (a key rotated on the store but not yet seen here). See
+    /// [`AnnouncementKey`] for rotating it.
+    pub fn verify_with(mut self, key: AnnouncementKey) -> Self {
+        self.settings.key = Some(key);
         self
     }
 

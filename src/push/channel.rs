@@ -12,9 +12,10 @@ use crate::value::VersionId;
 /// A channel name for publishers and listeners of both brokers, when you need only one.
 pub const DEFAULT_CHANNEL: &str = "credswap";
 
-/// Payloads a broker connection holds for the subscriber before it reads them. A connection that
-/// falls this far behind stops reading (PostgreSQL queues the rest on the server) or reports the
-/// announcements it had to drop as missed (Redis), so a flood cannot grow a subscriber's memory.
+/// Payloads a broker connection holds for the subscriber before it reads them. Past that, a
+/// connection sheds what arrives (and counts it, see [`Inbox::shed`]) rather than holding it or
+/// hanging up: a flood can neither grow a subscriber's memory nor make it reconnect (and re-check
+/// every secret), whether the subscriber reads the junk or drops it.
 #[cfg(any(feature = "push-postgres", feature = "push-redis"))]
 pub(super) const INBOX_QUEUE: usize = 4096;
 
@@ -213,7 +214,9 @@ pub async fn announce<P: Publisher + ?Sized>(
 ///         match self.0.recv().await {
 ///             Ok(payload) => Ok(payload),
 ///             // Missed announcements must not pass silently: report the connection as lost,
-///             // and the subscriber reconnects and re-checks every secret it watches.
+///             // and the subscriber reconnects and re-checks every secret it watches. (A broker
+///             // reachable by others sheds instead and says so in `Inbox::shed`: a flood must
+///             // not make every subscriber reconnect.)
 ///             Err(broadcast::error::RecvError::Lagged(_)) => {
 ///                 Err(Error::new(ErrorKind::Transient).with_message("fell behind the bus"))
 ///             }
@@ -319,6 +322,15 @@ pub trait Inbox: Send {
     ///
     /// The connection is not usable; the subscriber treats it like a failed `recv`.
     async fn ping(&mut self) -> Result<()>;
+
+    /// How many payloads this connection dropped since the last call because they arrived faster
+    /// than the subscriber handled them (the connection stays up). The subscriber counts them
+    /// ([`PushStats::shed`](crate::push::PushStats::shed)) and reports them as
+    /// [`PushEvent::Shed`](crate::push::PushEvent::Shed); a real announcement among them is
+    /// caught by the caches' TTL. The default: an inbox that never drops any.
+    fn shed(&mut self) -> u64 {
+        0
+    }
 }
 
 // Publishers and channels are used as trait objects: keep them object safe.

@@ -14,10 +14,32 @@ use crate::value::VersionId;
 pub enum RecheckPass {
     /// Right after connecting: catches every change announced while the subscriber was away.
     Immediate,
-    /// One follow-up delay later, past the cache's `min_refresh_interval`: catches a change that
-    /// landed just after the cache last asked the store, when the immediate pass was answered
-    /// from the cache by its rate limit.
+    /// The end of the re-check: the secrets the immediate pass found inside their cache's rate
+    /// limit (the store was asked moments before, and a change may have landed just after),
+    /// asked again once it passed. Deferred, never skipped; `ids` is 0 when there were none.
     Confirming,
+}
+
+/// Why a subscriber that [verifies signatures](crate::push::SubscriberBuilder::verify_with)
+/// refused an announcement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Rejection {
+    /// It carried no signature.
+    Unsigned,
+    /// Its signature checks with neither the current nor the previous key, also after the key
+    /// was refreshed.
+    Forged,
+}
+
+impl Rejection {
+    /// A short, stable, lower-case name, for metrics labels.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Rejection::Unsigned => "unsigned",
+            Rejection::Forged => "forged",
+        }
+    }
 }
 
 /// Something a [`Subscriber`](crate::push::Subscriber) did or saw.
@@ -143,6 +165,20 @@ pub enum PushEvent {
         /// Its size in bytes.
         bytes: usize,
     },
+    /// Announcements arrived faster than the subscriber handled them and `count` were dropped
+    /// unread (reported at most once a second); the connection stayed up. A real announcement
+    /// among them is caught by the caches' TTL.
+    Shed {
+        /// How many since the last report.
+        count: u64,
+    },
+    /// An announcement was not signed with the key the subscriber verifies with: ignored.
+    Rejected {
+        /// Why.
+        reason: Rejection,
+        /// The secret it named (which a forger chose).
+        id: Arc<str>,
+    },
     /// The subscriber stopped (an explicit shutdown): no more connections, no more store calls.
     Stopped,
 }
@@ -162,6 +198,8 @@ impl PushEvent {
             PushEvent::RefreshFailed { .. } => "refresh_failed",
             PushEvent::Ignored { .. } => "ignored",
             PushEvent::Malformed { .. } => "malformed",
+            PushEvent::Shed { .. } => "shed",
+            PushEvent::Rejected { .. } => "rejected",
             PushEvent::Stopped => "stopped",
         }
     }
@@ -174,7 +212,8 @@ impl PushEvent {
             | PushEvent::Unconfirmed { id, .. }
             | PushEvent::RateLimited { id, .. }
             | PushEvent::RefreshFailed { id, .. }
-            | PushEvent::Ignored { id } => Some(id),
+            | PushEvent::Ignored { id }
+            | PushEvent::Rejected { id, .. } => Some(id),
             _ => None,
         }
     }
@@ -185,6 +224,7 @@ impl PushEvent {
         match self {
             PushEvent::Malformed { error, .. } => Some((self.name(), error.as_str())),
             PushEvent::Ignored { .. } => Some((self.name(), "")),
+            PushEvent::Rejected { reason, .. } => Some((self.name(), reason.as_str())),
             _ => None,
         }
     }
@@ -195,8 +235,11 @@ impl PushEvent {
         let name = self.name();
         let id = self.id().unwrap_or("");
         match self {
-            PushEvent::Malformed { .. } => {
-                tracing::warn!(target: "credswap::push", event = name, left_out, details = ?self, "push event");
+            PushEvent::Malformed { .. } | PushEvent::Rejected { .. } => {
+                tracing::warn!(target: "credswap::push", event = name, id, left_out, details = ?self, "push event");
+            }
+            PushEvent::Shed { .. } => {
+                tracing::warn!(target: "credswap::push", event = name, details = ?self, "push event");
             }
             PushEvent::Disconnected { .. } | PushEvent::RefreshFailed { .. } => {
                 tracing::warn!(target: "credswap::push", event = name, id, details = ?self, "push event");
@@ -248,4 +291,10 @@ pub struct PushStats {
     pub rate_limited: u64,
     /// Refreshes that failed.
     pub refresh_failures: u64,
+    /// Payloads dropped unread because they arrived faster than they were handled
+    /// ([`PushEvent::Shed`]); not counted in `received`.
+    pub shed: u64,
+    /// Announcements refused for their signature ([`PushEvent::Rejected`]); counted in
+    /// `received`, not in `relevant` or `ignored`.
+    pub rejected: u64,
 }

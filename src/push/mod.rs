@@ -11,6 +11,9 @@
 //!   consumers already talk to PostgreSQL, one connection per process) and Redis pub/sub (feature
 //!   `push-redis`; made for fan-out to thousands of pods). Both are thin transports over one
 //!   shared mechanism; a broker of your own implements [`Channel`] and [`Publisher`].
+//! - **Signed announcements** (optional): a [`SignedPublisher`] signs each one with an
+//!   [`AnnouncementKey`] kept in the store, and subscribers built with
+//!   [`verify_with`](SubscriberBuilder::verify_with) ignore (and count) unsigned and forged ones.
 //!
 //! The guide, with what is guaranteed and what is not and how to choose and size a broker, is
 //! [`docs::push`](crate::docs::push).
@@ -26,6 +29,9 @@ mod events;
 mod postgres;
 #[cfg(feature = "push-redis")]
 mod redis;
+#[cfg(test)]
+mod signed_tests;
+mod signing;
 mod subscriber;
 #[cfg(test)]
 mod tests;
@@ -35,7 +41,8 @@ pub use self::{
     announcement::{Announcement, AnnouncementError, MAX_ANNOUNCEMENT_BYTES},
     builder::SubscriberBuilder,
     channel::{Channel, DEFAULT_CHANNEL, Inbox, Published, Publisher, announce},
-    events::{PushEvent, PushStats, RecheckPass},
+    events::{PushEvent, PushStats, RecheckPass, Rejection},
+    signing::{AnnouncementKey, SignedPublisher},
     subscriber::Subscriber,
 };
 

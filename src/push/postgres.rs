@@ -3,9 +3,11 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
 use futures_util::future::BoxFuture;
+use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{OnceCell, mpsc};
 use tokio::task::JoinHandle;
 use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
@@ -67,6 +69,8 @@ type Connect = Arc<dyn Fn(Config, Arc<str>) -> BoxFuture<'static, Result<Link>> 
 struct Link {
     client: Client,
     notifications: mpsc::Receiver<Result<Vec<u8>>>,
+    /// Notifications the driver dropped because the queue was full, not yet reported.
+    shed: Arc<AtomicU64>,
     driver: JoinHandle<()>,
 }
 
@@ -106,10 +110,12 @@ impl PgListener {
                     .await
                     .map_err(|e| pg_error(e, "connecting to PostgreSQL"))?;
                 let (sender, notifications) = mpsc::channel(INBOX_QUEUE);
-                let driver = tokio::spawn(drive(connection, channel, sender));
+                let shed = Arc::new(AtomicU64::new(0));
+                let driver = tokio::spawn(drive(connection, channel, sender, Arc::clone(&shed)));
                 Ok(Link {
                     client,
                     notifications,
+                    shed,
                     driver,
                 })
             })
@@ -172,14 +178,20 @@ impl Inbox for PgInbox {
             .await
             .map_err(|e| pg_error(e, "pinging PostgreSQL"))
     }
+
+    fn shed(&mut self) -> u64 {
+        self.link.shed.swap(0, Ordering::Relaxed)
+    }
 }
 
-/// Drives the connection and forwards the notifications of `channel`; forwards the error that
-/// ends the connection, then stops.
+/// Drives the connection and forwards the notifications of `channel` into the inbox's bounded
+/// queue, shedding (and counting in `shed`) what it cannot take, so the connection is always read
+/// and answers pings; forwards the error that ends the connection, then stops.
 async fn drive<S, T>(
     mut connection: Connection<S, T>,
     channel: Arc<str>,
     sender: mpsc::Sender<Result<Vec<u8>>>,
+    shed: Arc<AtomicU64>,
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
     T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
@@ -199,10 +211,19 @@ async fn drive<S, T>(
             None => Err(Error::new(ErrorKind::Transient)
                 .with_message("the PostgreSQL connection was closed")),
         };
-        let last = forward.is_err();
-        // A closed receiver means the inbox is gone: nobody listens any more.
-        if sender.send(forward).await.is_err() || last {
+        if forward.is_err() {
+            // The end of the connection is always delivered, whatever the queue holds.
+            let _ = sender.send(forward).await;
             return;
+        }
+        match sender.try_send(forward) {
+            Ok(()) => {}
+            // Shed, and go on reading: the connection stays up and memory stays bounded.
+            Err(TrySendError::Full(_)) => {
+                let _ = shed.fetch_add(1, Ordering::Relaxed);
+            }
+            // The inbox is gone: nobody listens any more.
+            Err(TrySendError::Closed(_)) => return,
         }
     }
 }

@@ -3,7 +3,7 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -116,17 +116,17 @@ impl Channel for RedisListener {
             .map_err(|e| redis_error(e, "subscribing"))?;
         let (sink, stream) = pubsub.split();
         let (sender, payloads) = mpsc::channel(INBOX_QUEUE);
-        let overflowed = Arc::new(AtomicBool::new(false));
+        let shed = Arc::new(AtomicU64::new(0));
         let forwarder = tokio::spawn(forward(
             stream,
             Arc::clone(&self.channel),
             sender,
-            Arc::clone(&overflowed),
+            Arc::clone(&shed),
         ));
         Ok(Box::new(RedisInbox {
             sink,
             payloads,
-            overflowed,
+            shed,
             forwarder,
         }))
     }
@@ -135,8 +135,8 @@ impl Channel for RedisListener {
 struct RedisInbox {
     sink: PubSubSink,
     payloads: mpsc::Receiver<Vec<u8>>,
-    /// Set when the queue was full and an announcement had to be dropped.
-    overflowed: Arc<AtomicBool>,
+    /// Payloads dropped because the queue was full, not yet reported.
+    shed: Arc<AtomicU64>,
     forwarder: JoinHandle<()>,
 }
 
@@ -148,14 +148,14 @@ impl Drop for RedisInbox {
 }
 
 /// Moves the payloads of `channel` from the redis client's (unbounded) stream into the inbox's
-/// bounded queue, so that a flood the subscriber cannot keep up with ends the connection instead
-/// of growing memory. Ends when the connection does, or at the first payload the queue cannot
-/// take; dropping the stream then stops reading from Redis.
+/// bounded queue. What the queue cannot take is dropped and counted in `shed`: the connection
+/// stays up and keeps being read, so memory stays bounded and a flood costs no reconnect. Ends
+/// when the connection does (or the inbox is gone).
 async fn forward(
     mut stream: PubSubStream,
     channel: Arc<str>,
     sender: mpsc::Sender<Vec<u8>>,
-    overflowed: Arc<AtomicBool>,
+    shed: Arc<AtomicU64>,
 ) {
     while let Some(message) = stream.next().await {
         if message.get_channel_name() != &*channel {
@@ -164,8 +164,7 @@ async fn forward(
         match sender.try_send(message.get_payload_bytes().to_vec()) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => {
-                overflowed.store(true, Ordering::Release);
-                return;
+                let _ = shed.fetch_add(1, Ordering::Relaxed);
             }
             Err(TrySendError::Closed(_)) => return,
         }
@@ -176,18 +175,17 @@ async fn forward(
 impl Inbox for RedisInbox {
     async fn recv(&mut self) -> Result<Vec<u8>> {
         // A channel receive: cancel safe.
-        if !self.overflowed.load(Ordering::Acquire) {
-            if let Some(payload) = self.payloads.recv().await {
-                return Ok(payload);
+        match self.payloads.recv().await {
+            Some(payload) => Ok(payload),
+            None => {
+                Err(Error::new(ErrorKind::Transient)
+                    .with_message("the Redis connection was closed"))
             }
         }
-        if self.overflowed.load(Ordering::Acquire) {
-            return Err(Error::new(ErrorKind::Transient).with_message(format!(
-                "announcements were dropped: more than {INBOX_QUEUE} arrived faster than they \
-                 were handled"
-            )));
-        }
-        Err(Error::new(ErrorKind::Transient).with_message("the Redis connection was closed"))
+    }
+
+    fn shed(&mut self) -> u64 {
+        self.shed.swap(0, Ordering::Relaxed)
     }
 
     async fn ping(&mut self) -> Result<()> {

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
-use tokio::sync::{broadcast, watch};
+use tokio::sync::{broadcast, mpsc, watch};
 use tokio::task::{AbortHandle, JoinHandle, JoinSet};
 use tokio::time::Instant;
 
@@ -87,6 +87,8 @@ pub(super) struct Shared {
     /// The follow-up delay in nanoseconds: the one set (or the default), raised to the longest
     /// `min_refresh_interval` of the caches, also of caches added later.
     follow_up_nanos: AtomicU64,
+    /// Announcements whose signature checked with no key held, waiting for a refresh of the key.
+    pub(super) key_retry: Mutex<apply::KeyRetry>,
 }
 
 #[derive(Default)]
@@ -102,6 +104,8 @@ pub(super) struct Counters {
     pub(super) unconfirmed: AtomicU64,
     pub(super) rate_limited: AtomicU64,
     pub(super) refresh_failures: AtomicU64,
+    pub(super) shed: AtomicU64,
+    pub(super) rejected: AtomicU64,
 }
 
 impl Shared {
@@ -181,6 +185,7 @@ impl Subscriber {
             counters: Counters::default(),
             log_throttle: LogThrottle::default(),
             pending: Mutex::new(Pending::default()),
+            key_retry: Mutex::new(apply::KeyRetry::default()),
         });
         shared.raise_follow_up(shared.settings.follow_up_delay);
         for cache in shared.caches() {
@@ -238,6 +243,8 @@ impl Subscriber {
             unconfirmed: load(&c.unconfirmed),
             rate_limited: load(&c.rate_limited),
             refresh_failures: load(&c.refresh_failures),
+            shed: load(&c.shed),
+            rejected: load(&c.rejected),
         }
     }
 
@@ -337,6 +344,9 @@ async fn run(shared: Arc<Shared>, channel: Arc<dyn Channel>, mut stop: watch::Re
     // Follow-ups and re-checks: aborted when this set is dropped, with the loop.
     let mut tasks = JoinSet::new();
     let mut recheck: Option<AbortHandle> = None;
+    let mut last_recheck: Option<Instant> = None;
+    // Announcements that checked once their key was refreshed come back here to be applied.
+    let (verified, mut verified_later) = mpsc::channel(apply::KEY_RETRY_HOLD);
     let mut reconnect = Reconnect::new(&shared.settings);
     let mut ever_connected = false;
     let mut last_failure: Option<Error> = None;
@@ -382,15 +392,28 @@ async fn run(shared: Arc<Shared>, channel: Arc<dyn Channel>, mut stop: watch::Re
             channel: Arc::clone(&shared.channel),
             attempts,
         });
-        // Whatever was announced while we were away is lost: look at everything again. A
-        // re-check still running from a previous connection is superseded by this one.
+        // Whatever was announced while we were away is lost: look at everything again, once per
+        // connection, and never sooner than a follow-up delay after the last re-check began (a
+        // connection that flaps must not turn into a store call per secret per flap; the re-check
+        // is deferred, not skipped). A re-check still running from a previous connection is
+        // superseded by this one.
         if let Some(previous) = recheck.take() {
             previous.abort();
         }
-        recheck = Some(tasks.spawn(apply::recheck(Arc::clone(&shared))));
+        let not_before = last_recheck.map(|last| last + shared.follow_up_delay());
+        let starts = not_before.map_or_else(Instant::now, |at| at.max(Instant::now()));
+        last_recheck = Some(starts);
+        recheck = Some(tasks.spawn(apply::recheck(Arc::clone(&shared), starts)));
 
         let connected_at = Instant::now();
-        let outcome = receive(&shared, inbox.as_mut(), &mut tasks, &mut stop).await;
+        let outcome = receive(
+            &shared,
+            inbox.as_mut(),
+            &mut tasks,
+            &mut stop,
+            (&verified, &mut verified_later),
+        )
+        .await;
         drop(inbox);
         shared.connected.store(false, Ordering::Release);
         let Some(error) = outcome else { break };
@@ -408,14 +431,47 @@ async fn run(shared: Arc<Shared>, channel: Arc<dyn Channel>, mut stop: watch::Re
     shared.emit(PushEvent::Stopped);
 }
 
+/// How often payloads shed by a connection are reported as an event.
+const SHED_REPORT_EVERY: Duration = Duration::from_secs(1);
+
+/// Counts what `inbox` shed; reports it when `force`d or a report is due.
+fn note_shed(
+    shared: &Shared,
+    inbox: &mut dyn Inbox,
+    unreported: &mut u64,
+    last: &mut Instant,
+    force: bool,
+) {
+    let shed = inbox.shed();
+    if shed > 0 {
+        let _ = shared.counters.shed.fetch_add(shed, Ordering::Relaxed);
+        *unreported += shed;
+    }
+    if *unreported > 0 && (force || last.elapsed() >= SHED_REPORT_EVERY) {
+        shared.emit(PushEvent::Shed {
+            count: std::mem::take(unreported),
+        });
+        *last = Instant::now();
+    }
+}
+
+/// Where announcements verified after a refresh of the key come back to the connection loop.
+type Verified<'a> = (
+    &'a mpsc::Sender<apply::Verified>,
+    &'a mut mpsc::Receiver<apply::Verified>,
+);
+
 /// Reads one connection until it fails (returns the error) or the subscriber stops (`None`).
 async fn receive(
     shared: &Arc<Shared>,
     inbox: &mut dyn Inbox,
     tasks: &mut JoinSet<()>,
     stop: &mut watch::Receiver<bool>,
+    (verified, verified_later): Verified<'_>,
 ) -> Option<Error> {
     let settings = &shared.settings;
+    let mut unreported_shed = 0u64;
+    let mut last_shed_report = Instant::now();
     loop {
         // Collect finished work so the set does not grow.
         while tasks.try_join_next().is_some() {}
@@ -423,11 +479,31 @@ async fn receive(
         let received = tokio::select! {
             biased;
             () = stop_requested(stop) => return None,
+            Some(later) = verified_later.recv() => {
+                apply::dispatch(shared, tasks, later.announcement, later.received_at);
+                continue;
+            }
             received = next => received,
         };
+        note_shed(
+            shared,
+            inbox,
+            &mut unreported_shed,
+            &mut last_shed_report,
+            received.is_err(),
+        );
         match received {
-            Ok(Ok(payload)) => apply::receive(shared, tasks, &payload, Instant::now()),
-            Ok(Err(error)) => return Some(error),
+            Ok(Ok(payload)) => apply::receive(shared, tasks, &payload, Instant::now(), verified),
+            Ok(Err(error)) => {
+                note_shed(
+                    shared,
+                    inbox,
+                    &mut unreported_shed,
+                    &mut last_shed_report,
+                    true,
+                );
+                return Some(error);
+            }
             Err(_idle) => {
                 let ping = tokio::time::timeout(settings.broker_timeout, inbox.ping());
                 let pinged = tokio::select! {

@@ -13,9 +13,15 @@ use credswap::push::{Channel, Publisher, PushEvent, RecheckPass, Subscriber};
 
 pub use crate::common::{GatedProvider, eventually};
 
+mod forgery;
 mod scenarios;
 
 // Not every test binary runs every scenario.
+#[allow(unused_imports)]
+pub use self::forgery::{
+    a_junk_flood_costs_no_reconnect_and_no_store_call,
+    signed_announcements_apply_and_forged_ones_do_not,
+};
 #[allow(unused_imports)]
 pub use self::scenarios::{
     a_broker_restart_is_survived, a_killed_listener_reconnects_and_catches_up,
@@ -35,6 +41,9 @@ pub trait Broker: Send + Sync {
     async fn publisher(&self) -> Arc<dyn Publisher>;
     /// Publishes `payload` as it is, bypassing our encoder.
     async fn publish_raw(&self, payload: &str);
+    /// Publishes `payloads`, as fast as the broker takes them (pipelined, or in one statement),
+    /// as a forger would; returns once the broker took them all.
+    async fn publish_burst(&self, payloads: &[String]);
     /// Ends every listener connection from the broker's side; returns how many it ended.
     async fn kill_listeners(&self) -> usize;
     /// How many listener connections the broker has.
