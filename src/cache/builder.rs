@@ -114,7 +114,10 @@ impl SecretCacheBuilder {
         self
     }
 
-    /// How many secrets (id and selector pairs) the cache holds at most. Default: 10,000.
+    /// How many secrets (id and selector pairs) the cache holds at most, and how many remembered
+    /// failures ([`negative_ttl`](Self::negative_ttl)) besides: lookups of ids built from
+    /// request data cannot grow memory without limit (at capacity, the failures to be forgotten
+    /// soonest make room; expired ones are swept). Default: 10,000.
     pub fn max_entries(mut self, max_entries: u64) -> Self {
         self.max_entries = max_entries;
         self

@@ -138,7 +138,7 @@ impl SecretCache {
                 store,
                 index,
                 loads: Loads::default(),
-                negatives: Negatives::default(),
+                negatives: Negatives::new(usize::try_from(max_entries).unwrap_or(usize::MAX)),
                 counters: Counters::default(),
                 events: Emitter::new(event_capacity, hooks),
                 watchers: Watchers::default(),

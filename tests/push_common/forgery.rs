@@ -184,7 +184,10 @@ pub async fn signed_announcements_apply_and_forged_ones_do_not(broker: &dyn Brok
     // At most one refresh of the key per rate-limit interval, in case it had rotated.
     let bound = (started.elapsed().as_millis() / interval.as_millis()) as u64 + 1;
     let key_refreshes = store.calls() - calls;
-    assert!(key_refreshes <= bound, "{key_refreshes} store calls, bound {bound}");
+    assert!(
+        key_refreshes <= bound,
+        "{key_refreshes} store calls, bound {bound}"
+    );
 
     // Genuine: applied.
     let _ = publisher.announce("db", &changed).await.unwrap();
