@@ -276,3 +276,40 @@ async fn tls_with_a_private_ca_and_namespaces_apply_to_every_call() {
             .contains("k-team")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_revokes_the_token_it_logged_in_for_and_keeps_a_supplied_one() {
+    let bao = openbao().await;
+    policy(&bao, "kvread", KV_READ);
+    let accessors = || {
+        bao.cli(&["list", "-format=json", "auth/token/accessors"])
+            .map(|listed| serde_json::from_str::<Vec<String>>(&listed).unwrap().len())
+            .unwrap()
+    };
+    let auth = approle(&bao, "restarts", &["token_policies=kvread", "token_ttl=1h"]);
+    let before = accessors();
+    let session = VaultSession::connect(bao.addr(), auth).await.unwrap();
+    assert_eq!(accessors(), before + 1, "the login made a token");
+    let revokes = || bao.request_count("auth/token/revoke-self");
+    let revoked_before = revokes();
+    session.shutdown().await;
+    assert_eq!(accessors(), before, "shutdown revoked it");
+    assert_eq!(revokes(), revoked_before + 1);
+    session.shutdown().await;
+    assert_eq!(revokes(), revoked_before + 1, "once");
+
+    // A token the caller supplied is the caller's: kept.
+    let supplied = bao
+        .cli(&["token", "create", "-policy=kvread", "-field=token"])
+        .unwrap();
+    let session = VaultSession::connect(
+        bao.addr(),
+        credswap::provider::VaultAuth::Token(supplied.trim().to_owned().into()),
+    )
+    .await
+    .unwrap();
+    let with_it = accessors();
+    session.shutdown().await;
+    assert_eq!(accessors(), with_it);
+    assert_eq!(revokes(), revoked_before + 1);
+}

@@ -101,8 +101,8 @@ pub(super) struct Inner {
 ///     },
 /// )
 /// .await?;
-/// // At the end, after the caches that use it:
-/// session.shutdown();
+/// // At the end, after the caches that use it (revokes the AppRole login's token):
+/// session.shutdown().await;
 /// # Ok(()) }
 /// ```
 #[derive(Clone)]
@@ -209,12 +209,42 @@ impl VaultSession {
         self.inner.events.subscribe()
     }
 
-    /// Stops keeping the token alive; every later request fails with [`ErrorKind::Closed`]
-    /// without reaching Vault. Shut down the caches that use the session first (their shutdown
-    /// may revoke leases through it).
-    pub fn shutdown(&self) {
-        self.inner.closed.store(true, Ordering::Release);
+    /// Stops keeping the token alive, and revokes the token the session logged in for (AppRole,
+    /// Kubernetes), so that a restart leaves no live token behind; a token the caller supplied
+    /// ([`VaultAuth::Token`]) is the caller's and is kept. Every later request fails with
+    /// [`ErrorKind::Closed`] without reaching Vault. Shut down the caches that use the session
+    /// first (their shutdown may revoke leases through it).
+    ///
+    /// The revocation is bounded by the session's request timeout and best effort: when Vault
+    /// cannot be reached the token lapses at its TTL, and the failure is logged. Calls after the
+    /// first return at once.
+    pub async fn shutdown(&self) {
+        let first = !self.inner.closed.swap(true, Ordering::AcqRel);
         let _ = self.inner.shutdown.send(true);
+        if !first || !self.inner.auth.can_login() {
+            return;
+        }
+        let token = self.inner.token.load_full();
+        let revoked = self
+            .inner
+            .http
+            .call(
+                Method::POST,
+                "auth/token/revoke-self",
+                Some(&token.secret),
+                None,
+            )
+            .await;
+        match revoked {
+            Ok(_) => {
+                tracing::debug!(address = %self.address(), "credswap: revoked the session's Vault token")
+            }
+            Err(error) => tracing::warn!(
+                address = %self.address(),
+                kind = %error.kind(),
+                "credswap: revoking the session's Vault token at shutdown failed; it lapses at its TTL"
+            ),
+        }
     }
 
     /// A request to `/v1/{path}` with the session's token, JSON in and out. On 403 the token's
