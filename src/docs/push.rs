@@ -88,10 +88,14 @@
 //!   keepalive ping after 30 s of silence when the network dies without a word; it reconnects with
 //!   jittered exponential backoff (100 ms doubling to 30 s, up to twice that with jitter; reset
 //!   after a connection that stayed up ten seconds), and then re-checks every secret its caches
-//!   watch: at once, and once more a follow-up delay later, past the caches' rate limit (a
-//!   change that landed just after a cache last asked would otherwise be answered from the
-//!   cache). A reconnect costs at most two store calls per watched secret (probes where the store
-//!   has them).
+//!   watch, once. A secret whose cache had asked the store moments before (inside its rate limit,
+//!   where a change that landed just after would be answered from the cache) is asked again once
+//!   the limit passed: deferred, never skipped. A re-check starts no sooner than a follow-up
+//!   delay after the previous one, so a flapping connection cannot turn into a store call per
+//!   secret per flap. A reconnect costs at most one store call per watched secret, and one more
+//!   for each secret announced right after it: the first announcement after a re-check asks the
+//!   store past the rate limit the re-check took, so it is applied at once instead of a follow-up
+//!   delay later.
 //! - **A store that lags is followed up, once.** If the cache still holds another version than
 //!   the one announced after its refresh, the subscriber asks again after the follow-up delay
 //!   ([`PushEvent::Behind`](crate::push::PushEvent::Behind)): while the cache's rate limit
@@ -104,16 +108,31 @@
 //!   takes `&self`: call it on the subscriber in your application state) or a drop there is no
 //!   connection and no new store call; waiting follow-ups and re-checks are cancelled. Refreshes a
 //!   cache had already started may still finish inside it.
-//! - **A flood cannot grow memory.** A connection holds at most 4,096 announcements the
-//!   subscriber has not read; past that PostgreSQL keeps the rest on the server, and a Redis
-//!   connection is dropped and reported as missed (the subscriber reconnects and re-checks).
+//! - **A flood costs the same whether it is read or dropped.** A connection holds at most 4,096
+//!   payloads the subscriber has not read; what arrives past that is shed (counted in
+//!   [`PushStats::shed`](crate::push::PushStats::shed), reported at most once a second as
+//!   [`PushEvent::Shed`](crate::push::PushEvent::Shed)) and the connection stays up, so junk can
+//!   neither grow memory nor make the fleet reconnect and re-check every secret. Tested: 200,000
+//!   junk payloads pipelined at a subscriber holding 50 secrets cost no reconnect and no store
+//!   call, on both brokers. A real announcement shed in a flood is caught by the TTL.
+//! - **Signed announcements, when you want them.** With
+//!   [`SubscriberBuilder::verify_with`](crate::push::SubscriberBuilder::verify_with) and a
+//!   [`SignedPublisher`](crate::push::SignedPublisher), every announcement carries an HMAC-SHA-256
+//!   with a key kept in the store ([`AnnouncementKey`](crate::push::AnnouncementKey)); unsigned
+//!   and forged ones are counted ([`PushStats::rejected`](crate::push::PushStats::rejected)) and
+//!   cost no store call beyond one refresh of the key per `min_refresh_interval`. The key rotates
+//!   like any secret: subscribers accept the previous key within its grace period, and refresh
+//!   theirs when a signature checks with neither, so a rotation of the key loses no
+//!   announcement.
 //!
 //! ## What is not
 //!
-//! - **Announcements are not authenticated.** Anyone who can publish on the channel can make
-//!   every subscriber refresh (at the bounded cost above). PostgreSQL cannot restrict `NOTIFY`
-//!   to some roles: any role that can connect can notify any channel. With Redis ACLs, give
-//!   subscribers `+subscribe +ping &<channel>` and only the rotator `+publish`.
+//! - **Unsigned announcements are not authenticated.** Without a key, anyone who can publish on
+//!   the channel can make every subscriber refresh (at the bounded cost above). PostgreSQL cannot
+//!   restrict `NOTIFY` to some roles: any role that can connect can notify any channel. With
+//!   Redis ACLs, give subscribers `+subscribe +ping &<channel>` and only the rotator `+publish`.
+//!   A signature proves who sent an announcement, not when: a recorded one can be replayed, at
+//!   the cost of any announcement of a current version.
 //! - **Delivery is at most once and unordered across secrets**; the re-check after a reconnect
 //!   and the TTL make up for it. "Within a second" is what a healthy broker delivers (see
 //!   `BENCHMARKS.md`), not a deadline.
@@ -159,4 +178,5 @@
 //! their delay, re-checks, each announcement applied with its latency from the sender's timestamp
 //! and from receipt (by then every handle on it has swapped), caches behind an announced version,
 //! announcements the store contradicted, version-less ones answered by the rate limit, ignored
-//! announcements and malformed payloads. [`Subscriber::stats`](crate::push::Subscriber::stats) counts them.
+//! announcements, malformed payloads, shed payloads and rejected signatures.
+//! [`Subscriber::stats`](crate::push::Subscriber::stats) counts them.

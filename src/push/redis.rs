@@ -31,9 +31,9 @@ const PUBLISH_TIMEOUT: Duration = Duration::from_secs(10);
 /// subscriber re-checks after every reconnect. With ACLs, the user needs `+subscribe +ping` and
 /// `&<channel>`.
 ///
-/// A connection holds at most 4,096 announcements the subscriber has not read yet. A flood beyond
-/// that ends the connection (the announcements dropped are reported as missed): the subscriber
-/// reconnects and re-checks every secret it watches, and its memory stays bounded.
+/// A connection holds at most 4,096 announcements the subscriber has not read yet. What a flood
+/// brings beyond that is shed and counted ([`Inbox::shed`]); the connection stays up, so a flood
+/// neither grows memory nor makes the subscriber reconnect and re-check every secret.
 ///
 /// TLS (`rediss://`) is not supported yet: such a URL is refused with a configuration error. Reach
 /// Redis over a network you trust, or use [`PgListener`](crate::push::PgListener), which supports

@@ -31,12 +31,17 @@ const STABLE_AFTER: Duration = Duration::from_secs(10);
 /// - **Announcements carry no values.** A cache only ever gets a value from its own store, so a
 ///   forged announcement cannot inject one. One costs each cache that holds the secret at most two
 ///   refreshes (each a probe, plus a fetch when the version changed), and a flood of them at most
-///   one refresh per `min_refresh_interval` per secret. Announcements for secrets no cache watches cost nothing; malformed ones are dropped
-///   with a [`PushEvent::Malformed`] (logged at most once a minute per kind).
+///   one refresh per `min_refresh_interval` per secret. Announcements for secrets no cache
+///   watches cost nothing; malformed ones are dropped with a [`PushEvent::Malformed`] (logged at
+///   most once a minute per kind); what a connection cannot hold is shed
+///   ([`PushEvent::Shed`]) without a reconnect. With
+///   [`verify_with`](SubscriberBuilder::verify_with), unsigned and forged announcements are
+///   rejected ([`PushEvent::Rejected`]).
 /// - **Never miss silently.** Both brokers drop what is published while a subscriber is
 ///   disconnected. When its connection is lost (or a keepalive ping goes unanswered), the
 ///   subscriber reconnects with jittered exponential backoff and then re-checks every secret its
-///   caches watch. The caches' TTL stays the last backstop.
+///   caches watch, once (paced: never sooner than a follow-up delay after the last re-check).
+///   The caches' TTL stays the last backstop.
 /// - **Follow-ups.** When a refresh was answered by the cache's rate limit rather than the store,
 ///   it is asked again past the limit (a bounded number of times); when the store answered with
 ///   another version than announced, once more, in case a replica lagged, and then the store is
