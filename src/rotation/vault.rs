@@ -14,10 +14,12 @@
 //! - **`finish`** writes the value to `<path>` with `cas=<base_version>`: if anyone wrote the path
 //!   since `create` read it (another finisher, an operator), the write is refused with
 //!   [`ErrorKind::Conflict`] instead of overwriting (and the rotator puts the database back on the
-//!   credential now current). It then records the token in the path's custom
-//!   metadata (`credswap-rotation-token`, `credswap-rotation-version`), and deletes the slot. Each
-//!   of the three is checked on a re-run: a finish that crashed after the write recognises its own
-//!   version (`base_version + 1` with the slot's value) and completes the other two.
+//!   credential now current), and records the token in the path's custom metadata
+//!   (`credswap-rotation-token`, `credswap-rotation-version`). The slot stays as the promotion's
+//!   mark until the rotation's hooks ran; then it is deleted, or, when that fails (a 503, a policy
+//!   without `delete`), marked completed, and the next `create` takes it over with check-and-set.
+//!   Each step is checked on a re-run: a finish that crashed after the write recognises its own
+//!   version (`base_version + 1` with the slot's value) and completes the rest, hooks included.
 //! - **Rollback and abort** delete the slot (all its versions, through the metadata endpoint).
 //! - **The rotation lock and the audit trail** name the secret `<mount>/<path>`, the path without
 //!   leading, trailing or doubled slashes, so two spellings of one path take one lock.
@@ -33,6 +35,9 @@
 //! path "secret/data/credswap-pending/myapp/*"     { capabilities = ["create", "read", "update"] }
 //! path "secret/metadata/credswap-pending/myapp/*" { capabilities = ["read", "delete"] }
 //! ```
+//!
+//! Without `delete`, finished slots are marked completed instead of removed (rollbacks then leave
+//! theirs for the next rotation to take over).
 
 use async_trait::async_trait;
 use reqwest::Method;
