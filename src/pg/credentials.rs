@@ -47,8 +47,12 @@ pub struct PgCredentials {
     /// The engine label of RDS secrets (`postgres`), informational.
     #[serde(default)]
     pub engine: Option<String>,
-    /// libpq-style SSL mode (`disable`, `prefer`, `require`, `verify-ca`, `verify-full`).
-    #[serde(default, alias = "sslmode")]
+    /// libpq-style SSL mode (`disable`, `allow`, `prefer`, `require`, `verify-ca`,
+    /// `verify-full`). A secret with any other value does not decode (a typed
+    /// [`Decode`](crate::ErrorKind::Decode) error: handles keep their last good value), so the
+    /// pools and the rotation engine read it by one rule. Set by hand to another value, the
+    /// pools take it as the strictest, `verify-full`.
+    #[serde(default, alias = "sslmode", deserialize_with = "known_ssl_mode")]
     pub ssl_mode: Option<String>,
 }
 
@@ -124,15 +128,15 @@ impl PgCredentials {
     /// What a login with these credentials takes from them, for a pool connecting to `endpoint`.
     pub(crate) fn login(&self, endpoint: Endpoint) -> Login<'_> {
         let from_secret = endpoint == Endpoint::FromSecret;
-        let tls_at_least = self.ssl_mode.as_deref().and_then(|mode| {
-            let level = TlsLevel::parse(mode);
-            if level.is_none() {
+        let tls_at_least = self.ssl_mode.as_deref().map(|mode| {
+            TlsLevel::parse(mode).unwrap_or_else(|| {
+                // Only a value set by hand gets here (decoding refuses it): fail closed.
                 tracing::warn!(
-                    ssl_mode = %mode,
-                    "credswap: unknown ssl_mode in the database secret; keeping the pool's"
+                    ssl_mode = %mode.escape_debug(),
+                    "credswap: unknown ssl_mode in the database credentials; requiring verify-full"
                 );
-            }
-            level
+                TlsLevel::VerifyFull
+            })
         });
         Login {
             username: &self.username,
@@ -155,6 +159,17 @@ impl fmt::Debug for PgCredentials {
             .field("dbname", &self.dbname)
             .field("ssl_mode", &self.ssl_mode)
             .finish()
+    }
+}
+
+/// An `ssl_mode` that [`TlsLevel::parse`] knows, or none.
+fn known_ssl_mode<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let mode = Option::<String>::deserialize(d)?;
+    match mode.as_deref().map(TlsLevel::parse) {
+        Some(None) => Err(serde::de::Error::custom(
+            "`ssl_mode` is not one of disable, allow, prefer, require, verify-ca, verify-full",
+        )),
+        _ => Ok(mode),
     }
 }
 
@@ -215,5 +230,24 @@ mod tests {
         assert_eq!(login.password, "p");
         assert!(TlsLevel::Require > TlsLevel::Prefer);
         assert_eq!(TlsLevel::parse("nonsense"), None);
+    }
+
+    #[test]
+    fn an_unknown_ssl_mode_does_not_decode_and_a_hand_set_one_fails_closed() {
+        for key in ["ssl_mode", "sslmode"] {
+            let json = format!(r#"{{"username":"u","password":"p","{key}":"requrie"}}"#);
+            let err = serde_json::from_str::<PgCredentials>(&json).unwrap_err();
+            assert!(err.to_string().contains("ssl_mode"), "{err}");
+        }
+        let ok: PgCredentials =
+            serde_json::from_str(r#"{"username":"u","password":"p","sslmode":"Verify_Full"}"#)
+                .unwrap();
+        assert_eq!(ok.ssl_mode.as_deref(), Some("Verify_Full"));
+        let mut by_hand = PgCredentials::new("u", "p");
+        by_hand.ssl_mode = Some("requrie".into());
+        assert_eq!(
+            by_hand.login(Endpoint::FromSecret).tls_at_least,
+            Some(TlsLevel::VerifyFull)
+        );
     }
 }
