@@ -1,18 +1,17 @@
-//! Turning payloads into cache refreshes: decode, skip what no cache watches, coalesce
-//! announcements per cache and secret into one refresh task, follow up when a cache is behind, and
-//! re-check everything after a (re)connect.
+//! Turning payloads into cache refreshes: decode, check signatures, skip what no cache watches,
+//! coalesce announcements per cache and secret into one refresh task, and follow up when a cache
+//! is behind. The re-check after a (re)connect is in `recheck.rs`.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use futures_util::StreamExt;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use super::announcement::Announcement;
-use super::events::{PushEvent, RecheckPass, Rejection};
+use super::events::{PushEvent, Rejection};
 use super::subscriber::Shared;
 use crate::cache::SecretCache;
 use crate::cache::read::Mode;
@@ -63,7 +62,7 @@ impl Pending {
     }
 
     /// Drops the entries of ended tasks for secrets their cache no longer holds.
-    fn forget_uncached(&mut self, cached: &HashSet<PendingKey>) {
+    pub(super) fn forget_uncached(&mut self, cached: &HashSet<PendingKey>) {
         self.entries
             .retain(|key, entry| entry.running || entry.news.is_some() || cached.contains(key));
     }
@@ -347,7 +346,7 @@ fn refresh_mode(shared: &Shared, key: &PendingKey) -> Mode {
 }
 
 /// Notes that a re-check's refresh of `key` was answered by the store.
-fn rechecked(shared: &Shared, key: PendingKey) {
+pub(super) fn rechecked(shared: &Shared, key: PendingKey) {
     let mut pending = shared.pending.lock().unwrap_or_else(|e| e.into_inner());
     pending.entries.entry(key).or_default().rechecked = Some(Instant::now());
 }
@@ -550,87 +549,4 @@ fn report_applied(
         follow_ups: progress.follow_ups,
     });
     *applied = Some(held.clone());
-}
-
-/// After a (re)connect, from `starts` on: refreshes every secret every cache holds or follows,
-/// once, a few at a time ([`RecheckPass::Immediate`]); then, one follow-up delay later, the ones
-/// the cache's rate limit answered ([`RecheckPass::Confirming`]): deferred, never skipped.
-/// Forgets what the subscriber remembered of secrets no cache holds any more.
-pub(super) async fn recheck(shared: Arc<Shared>, starts: Instant) {
-    let settings = &shared.settings;
-    tokio::time::sleep_until(starts).await;
-    if !settings.spread.is_zero() {
-        tokio::time::sleep(settings.spread_delay()).await;
-    }
-    let mut jobs: Vec<(usize, SecretCache, Arc<str>)> = Vec::new();
-    let mut cached: HashSet<PendingKey> = HashSet::new();
-    for (index, cache) in shared.caches().into_iter().enumerate() {
-        for id in cache.cached_ids() {
-            let _ = cached.insert((index, Arc::clone(&id)));
-            jobs.push((index, cache.clone(), id));
-        }
-    }
-    shared
-        .pending
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .forget_uncached(&cached);
-    let ids = jobs.len();
-    let (failed, deferred) = recheck_pass(&shared, jobs).await;
-    shared.emit(PushEvent::Rechecked {
-        pass: RecheckPass::Immediate,
-        ids,
-        failed,
-    });
-    let ids = deferred.len();
-    let failed = if deferred.is_empty() {
-        0
-    } else {
-        tokio::time::sleep(shared.jittered_follow_up()).await;
-        recheck_pass(&shared, deferred).await.0
-    };
-    shared.emit(PushEvent::Rechecked {
-        pass: RecheckPass::Confirming,
-        ids,
-        failed,
-    });
-}
-
-type RecheckJob = (usize, SecretCache, Arc<str>);
-
-/// Refreshes each job's secret (an id evicted or invalidated since it was listed is not fetched
-/// back): how many failed, and the jobs the cache's rate limit answered.
-async fn recheck_pass(shared: &Arc<Shared>, jobs: Vec<RecheckJob>) -> (usize, Vec<RecheckJob>) {
-    enum Answer {
-        NotCached,
-        Store,
-        RateLimit,
-        Failed,
-    }
-    let counters = &shared.counters;
-    let results: Vec<(RecheckJob, Answer)> = futures_util::stream::iter(jobs)
-        .map(|(index, cache, id)| async move {
-            bump(&counters.refreshes);
-            let answer = match cache.refresh_if_cached(&id).await {
-                None => Answer::NotCached,
-                Some(Ok(refreshed)) if refreshed.store_answered => Answer::Store,
-                Some(Ok(_)) => Answer::RateLimit,
-                Some(Err(_)) => Answer::Failed,
-            };
-            ((index, cache, id), answer)
-        })
-        .buffer_unordered(shared.settings.recheck_concurrency)
-        .collect()
-        .await;
-    let mut failed = 0;
-    let mut deferred = Vec::new();
-    for ((index, cache, id), answer) in results {
-        match answer {
-            Answer::NotCached => {}
-            Answer::Store => rechecked(shared, (index, id)),
-            Answer::RateLimit => deferred.push((index, cache, id)),
-            Answer::Failed => failed += 1,
-        }
-    }
-    (failed, deferred)
 }

@@ -27,6 +27,7 @@ mod channel;
 mod events;
 #[cfg(feature = "push-postgres")]
 mod postgres;
+mod recheck;
 #[cfg(feature = "push-redis")]
 mod redis;
 #[cfg(test)]

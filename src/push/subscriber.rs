@@ -408,7 +408,7 @@ async fn run(shared: Arc<Shared>, channel: Arc<dyn Channel>, mut stop: watch::Re
         let not_before = last_recheck.map(|last| last + shared.follow_up_delay());
         let starts = not_before.map_or_else(Instant::now, |at| at.max(Instant::now()));
         last_recheck = Some(starts);
-        recheck = Some(tasks.spawn(apply::recheck(Arc::clone(&shared), starts)));
+        recheck = Some(tasks.spawn(super::recheck::recheck(Arc::clone(&shared), starts)));
 
         let connected_at = Instant::now();
         let outcome = receive(

@@ -9,7 +9,8 @@ use tokio::sync::broadcast;
 
 use super::bounded::Bounded;
 use super::password::PasswordPolicy;
-use super::protocol::{FinishedHook, FinishedRotation, Inner, Rotator};
+use super::protocol::{FinishedHook, Inner, Rotator};
+use super::steps::FinishedRotation;
 use super::store::RotationStore;
 use super::strategy::Strategy;
 use super::target::RotationTarget;

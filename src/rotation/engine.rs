@@ -7,9 +7,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 use futures_util::FutureExt;
 
 use super::events::{Activity, Outcome, RotationEvent};
-use super::protocol::{
-    FinishedRotation, Inner, RotationOutcome, Step, StepOutcome, emit, failure_outcome, new_token,
-};
+use super::protocol::{Inner, emit, failure_outcome};
+use super::steps::{FinishedRotation, RotationOutcome, Step, StepOutcome, new_token};
 use super::strategy::SecretDocument;
 use super::target::TargetSession;
 use crate::error::{Error, ErrorKind, Result};

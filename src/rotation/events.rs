@@ -7,7 +7,7 @@ use std::time::Duration;
 use crate::error::ErrorKind;
 use crate::value::VersionId;
 
-use super::protocol::Step;
+use super::steps::Step;
 
 /// What an event reports on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -141,6 +141,7 @@ mod postgres;
 mod protocol;
 mod schedule;
 mod sql;
+mod steps;
 mod store;
 mod strategy;
 mod target;
@@ -155,8 +156,9 @@ pub use self::{
     memory::MemoryRotationStore,
     password::PasswordPolicy,
     postgres::PostgresTarget,
-    protocol::{FinishedRotation, RotationOutcome, Rotator, Step, StepOutcome, new_token},
+    protocol::Rotator,
     schedule::{Attempts, Schedule, ScheduledRotation, Window},
+    steps::{FinishedRotation, RotationOutcome, Step, StepOutcome, new_token},
     store::RotationStore,
     strategy::Strategy,
     target::{RotationTarget, TargetSession},

@@ -7,7 +7,8 @@ use backon::{BackoffBuilder, ExponentialBuilder};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use super::protocol::{RotationOutcome, Rotator};
+use super::protocol::Rotator;
+use super::steps::RotationOutcome;
 use crate::error::{Error, ErrorKind, Result};
 use crate::time::{Instant, later, later_wall};
 
