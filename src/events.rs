@@ -1,246 +1,66 @@
-//! What happens to secrets, as events: for hooks, audit logs and metrics.
-//!
-//! Events carry ids, versions, error kinds and durations, never values, so they are safe to log
-//! as they are.
+//! The one event mechanism of the crate. Each subsystem keeps its own vocabulary (an [`Event`]:
+//! the cache's [`SecretEvent`](crate::SecretEvent), push's, the pools', the rotation engine's, the
+//! Vault session's); an [`Emitter`] logs each event as its vocabulary says, runs the hooks (one
+//! that panics is contained and logged, and the event still reaches everyone else), and
+//! broadcasts it to subscribers. [`counters!`] writes a subsystem's counters and their snapshot.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
 
 use tokio::sync::broadcast;
 
-use crate::error::ErrorKind;
-use crate::value::{Selector, VersionId};
+/// A subsystem's vocabulary of events.
+pub(crate) trait Event: Clone + Send + 'static {
+    /// Logs the event (the level and fields are the vocabulary's choice).
+    fn log(&self);
 
-/// Something that happened to a secret in a [`SecretCache`](crate::SecretCache).
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum SecretEvent {
-    /// A secret was fetched from the store for the first time (or after an invalidation).
-    Fetched {
-        /// The secret id.
-        id: Arc<str>,
-        /// Which version was asked for.
-        selector: Selector,
-        /// The version the store returned.
-        version: VersionId,
-    },
-    /// The store returned a version different from the cached one.
-    Rotated {
-        /// The secret id.
-        id: Arc<str>,
-        /// Which version was asked for.
-        selector: Selector,
-        /// The version the cache held before.
-        old: VersionId,
-        /// The version it holds now.
-        new: VersionId,
-    },
-    /// A fetch or refresh failed.
-    RefreshFailed {
-        /// The secret id.
-        id: Arc<str>,
-        /// What failed.
-        kind: ErrorKind,
-        /// How many failures in a row, this one included.
-        consecutive_failures: u32,
-        /// How long the cache waits before it asks the store again.
-        retry_in: Duration,
-    },
-    /// Last-known-good was served because the store failed.
-    ServedStale {
-        /// The secret id.
-        id: Arc<str>,
-        /// The version served.
-        version: VersionId,
-        /// How long past its TTL the served value is.
-        stale_for: Duration,
-    },
-    /// A secret was removed from the cache by [`invalidate`](crate::SecretCache::invalidate) or
-    /// [`invalidate_all`](crate::SecretCache::invalidate_all) (then `id` is `*`).
-    Invalidated {
-        /// The secret id.
-        id: Arc<str>,
-    },
-    /// A handle could not decode a new version and kept its previous snapshot.
-    DecodeFailed {
-        /// The secret id.
-        id: Arc<str>,
-        /// The version that could not be decoded.
-        version: VersionId,
-        /// Why, without any of the content.
-        reason: Arc<str>,
-    },
-    /// A lease was renewed; the credentials stay the same.
-    LeaseRenewed {
-        /// The secret id.
-        id: Arc<str>,
-        /// The version whose lease was renewed.
-        version: VersionId,
-        /// How long the renewed lease lasts.
-        expires_in: Duration,
-    },
-    /// A handle swapped its snapshot to a new version.
-    HandleSwapped {
-        /// The secret id.
-        id: Arc<str>,
-        /// The version the handle held before.
-        old: VersionId,
-        /// The version it holds now.
-        new: VersionId,
-    },
-    /// What a handle can say about the value it serves changed: it became stale, failing, expired
-    /// or fresh again. See [`HandleStatus`](crate::handle::HandleStatus).
-    HandleStatusChanged {
-        /// The secret id.
-        id: Arc<str>,
-        /// The version the handle serves.
-        version: VersionId,
-        /// The new state.
-        state: HandleState,
-        /// The kind of the error behind it, for the stale, failing and decode-failed states.
-        kind: Option<ErrorKind>,
-    },
-}
+    /// A short, stable name, for the log line of a hook that panicked.
+    fn name(&self) -> &'static str;
 
-/// The state of a handle, as carried by [`SecretEvent::HandleStatusChanged`]: the
-/// [`HandleStatus`](crate::handle::HandleStatus) without its error.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum HandleState {
-    /// The store confirmed the version the handle serves at its last check.
-    Fresh,
-    /// The store could not be asked (unreachable, throttled): the handle serves last-known-good.
-    Stale,
-    /// The store answered that the secret is gone or access is denied: the handle still serves
-    /// its last value, which may no longer work.
-    Failing,
-    /// The lease of the value the handle serves has ended: those credentials no longer work.
-    LeaseExpired,
-    /// The store has a newer version that could not be decoded: the handle serves the last good
-    /// one.
-    DecodeFailed,
-}
-
-impl HandleState {
-    /// A short, stable, lower-case name (`"fresh"`, `"stale"`, …), for metrics labels.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            HandleState::Fresh => "fresh",
-            HandleState::Stale => "stale",
-            HandleState::Failing => "failing",
-            HandleState::LeaseExpired => "lease_expired",
-            HandleState::DecodeFailed => "decode_failed",
-        }
+    /// The secret the event is about, when it is about one.
+    fn id(&self) -> Option<&str> {
+        None
     }
 }
 
-impl SecretEvent {
-    /// The id of the secret the event concerns.
-    pub fn id(&self) -> &str {
-        match self {
-            SecretEvent::Fetched { id, .. }
-            | SecretEvent::Rotated { id, .. }
-            | SecretEvent::RefreshFailed { id, .. }
-            | SecretEvent::ServedStale { id, .. }
-            | SecretEvent::Invalidated { id }
-            | SecretEvent::DecodeFailed { id, .. }
-            | SecretEvent::LeaseRenewed { id, .. }
-            | SecretEvent::HandleSwapped { id, .. }
-            | SecretEvent::HandleStatusChanged { id, .. } => id,
-        }
-    }
+/// A hook called with every event.
+pub(crate) type Hook<E> = Arc<dyn Fn(&E) + Send + Sync + 'static>;
 
-    /// A short stable name for the event (`"rotated"`, `"served_stale"`, …).
-    pub fn name(&self) -> &'static str {
-        match self {
-            SecretEvent::Fetched { .. } => "fetched",
-            SecretEvent::Rotated { .. } => "rotated",
-            SecretEvent::RefreshFailed { .. } => "refresh_failed",
-            SecretEvent::ServedStale { .. } => "served_stale",
-            SecretEvent::Invalidated { .. } => "invalidated",
-            SecretEvent::DecodeFailed { .. } => "decode_failed",
-            SecretEvent::LeaseRenewed { .. } => "lease_renewed",
-            SecretEvent::HandleSwapped { .. } => "handle_swapped",
-            SecretEvent::HandleStatusChanged { .. } => "handle_status_changed",
-        }
-    }
+/// Logs, hooks and a broadcast channel for events of one vocabulary.
+pub(crate) struct Emitter<E> {
+    sender: broadcast::Sender<E>,
+    hooks: RwLock<Vec<Hook<E>>>,
 }
 
-/// Counters of a cache since it was built. See [`SecretCache::stats`](crate::SecretCache::stats).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct CacheStats {
-    /// Reads answered from the cache without waiting for the store.
-    pub hits: u64,
-    /// Reads that had to wait for the store (missing or expired keys).
-    pub misses: u64,
-    /// Calls made to the provider, fetches and probes together.
-    pub provider_calls: u64,
-    /// Of those, fetches of a value.
-    pub fetches: u64,
-    /// Of those, cheap version probes.
-    pub probes: u64,
-    /// Fetches or refreshes that failed.
-    pub refresh_failures: u64,
-    /// Reads answered with last-known-good because the store failed (every one is counted; the
-    /// [`SecretEvent::ServedStale`] event is emitted once per entry and backoff step).
-    pub stale_serves: u64,
-    /// Reads answered with a remembered not-found or access-denied answer, without a store call.
-    pub negative_hits: u64,
-    /// Times a newer version replaced a cached one.
-    pub rotations: u64,
-    /// Lease renewals that kept the credentials.
-    pub lease_renewals: u64,
-}
-
-pub(crate) type Hook = Arc<dyn Fn(&SecretEvent) + Send + Sync + 'static>;
-
-/// Where a cache's events go: the log, the hooks, the broadcast channel.
-pub(crate) struct Emitter {
-    sender: broadcast::Sender<SecretEvent>,
-    hooks: RwLock<Vec<Hook>>,
-}
-
-impl Emitter {
-    pub(crate) fn new(capacity: usize, hooks: Vec<Hook>) -> Self {
+impl<E: Event> Emitter<E> {
+    /// An emitter whose subscribers may lag `capacity` events behind.
+    pub(crate) fn new(capacity: usize, hooks: Vec<Hook<E>>) -> Self {
         Emitter {
             sender: broadcast::channel(capacity).0,
             hooks: RwLock::new(hooks),
         }
     }
 
-    pub(crate) fn subscribe(&self) -> broadcast::Receiver<SecretEvent> {
+    pub(crate) fn subscribe(&self) -> broadcast::Receiver<E> {
         self.sender.subscribe()
     }
 
-    pub(crate) fn add_hook(&self, hook: Hook) {
+    pub(crate) fn add_hook(&self, hook: Hook<E>) {
         self.hooks
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .push(hook);
     }
 
-    /// Logs `event`, runs every hook and broadcasts it. A hook that panics is reported and
-    /// skipped: it must not take down the load or swap that emitted the event.
-    pub(crate) fn emit(&self, event: SecretEvent) {
-        match &event {
-            SecretEvent::RefreshFailed { .. } | SecretEvent::ServedStale { .. } => {
-                tracing::warn!(event = event.name(), id = event.id(), details = ?event, "secret event");
-            }
-            SecretEvent::DecodeFailed { .. } => {
-                tracing::error!(event = event.name(), id = event.id(), details = ?event, "secret event");
-            }
-            SecretEvent::HandleStatusChanged { state, .. } if *state != HandleState::Fresh => {
-                tracing::warn!(event = event.name(), id = event.id(), details = ?event, "secret event");
-            }
-            SecretEvent::Fetched { .. } => {
-                tracing::debug!(event = event.name(), id = event.id(), details = ?event, "secret event");
-            }
-            _ => {
-                tracing::info!(event = event.name(), id = event.id(), details = ?event, "secret event");
-            }
-        }
+    /// Logs `event`, then [`deliver`](Self::deliver)s it.
+    pub(crate) fn emit(&self, event: E) {
+        event.log();
+        self.deliver(event);
+    }
+
+    /// Hands `event` to the hooks and the subscribers, without logging it (for a vocabulary
+    /// that decides itself which events to log, such as push's floods).
+    pub(crate) fn deliver(&self, event: E) {
         let hooks = self.hooks.read().unwrap_or_else(|e| e.into_inner());
         for hook in hooks.iter() {
             if std::panic::catch_unwind(AssertUnwindSafe(|| hook(&event))).is_err() {
@@ -248,7 +68,7 @@ impl Emitter {
                 // that it happened.
                 tracing::error!(
                     event = event.name(),
-                    id = event.id(),
+                    id = event.id().unwrap_or(""),
                     "credswap: an event hook panicked; the event was still delivered elsewhere"
                 );
             }
@@ -258,7 +78,27 @@ impl Emitter {
     }
 }
 
-/// Adds one to a statistics counter (statistics need no ordering with other memory).
 pub(crate) fn bump(counter: &std::sync::atomic::AtomicU64) {
     let _ = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
 }
+
+/// Counters of a subsystem: `$counters` holds an `AtomicU64` per field (bumped with [`bump`]);
+/// `fill` copies them into the public snapshot `$stats` (its other fields are the caller's).
+macro_rules! counters {
+    ($(#[$meta:meta])* $vis:vis struct $counters:ident => $stats:ty { $($field:ident),* $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Default)]
+        $vis struct $counters {
+            $(pub(crate) $field: std::sync::atomic::AtomicU64,)*
+        }
+
+        impl $counters {
+            /// Copies every counter into `stats`.
+            #[allow(dead_code)]
+            pub(crate) fn fill(&self, stats: &mut $stats) {
+                $(stats.$field = self.$field.load(std::sync::atomic::Ordering::Relaxed);)*
+            }
+        }
+    };
+}
+pub(crate) use counters;

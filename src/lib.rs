@@ -7,7 +7,7 @@
 pub mod cache;
 pub mod docs;
 pub mod error;
-pub mod events;
+mod events;
 pub mod handle;
 #[cfg(feature = "pg")]
 #[cfg_attr(docsrs, doc(cfg(any(feature = "sqlx", feature = "deadpool"))))]
@@ -25,9 +25,9 @@ pub mod value;
 pub mod testkit;
 
 pub use self::{
+    cache::events::{CacheStats, HandleState, SecretEvent},
     cache::{SecretCache, SecretCacheBuilder},
     error::{Error, ErrorKind, Result},
-    events::{CacheStats, HandleState, SecretEvent},
     handle::{HandleStatus, SecretHandle, Snapshot},
     provider::{EnvProvider, FileProvider, MemoryProvider, SecretProvider},
     value::{Lease, SecretValue, Selector, Stage, Version, VersionId, Versioned},

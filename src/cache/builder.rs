@@ -2,9 +2,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::SecretCache;
+use super::events::SecretEvent;
 use super::policy::Policy;
 use crate::error::{Error, Result};
-use crate::events::{Hook, SecretEvent};
+use crate::events::Hook;
 use crate::provider::SecretProvider;
 
 /// Builds a [`SecretCache`]. Every setting has a default suited to a service reading a handful of
@@ -29,7 +30,7 @@ pub struct SecretCacheBuilder {
     policy: Policy,
     max_entries: u64,
     event_capacity: usize,
-    hooks: Vec<Hook>,
+    hooks: Vec<Hook<SecretEvent>>,
 }
 
 impl std::fmt::Debug for SecretCacheBuilder {

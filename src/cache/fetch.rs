@@ -8,10 +8,11 @@ use std::time::Duration;
 use backon::Retryable;
 
 use super::entry::Entry;
+use super::events::SecretEvent;
 use super::key::Key;
 use super::secret_cache::Inner;
 use crate::error::{ErrorKind, Result};
-use crate::events::{SecretEvent, bump};
+use crate::events::bump;
 use crate::value::{Lease, SecretValue, Versioned};
 
 /// What the store answered.

@@ -17,10 +17,11 @@ use tokio::task::AbortHandle;
 use tracing::Instrument;
 
 use super::entry::Entry;
+use super::events::SecretEvent;
 use super::key::Key;
 use super::secret_cache::Inner;
 use crate::error::{Error, ErrorKind, Result};
-use crate::events::{SecretEvent, bump};
+use crate::events::bump;
 use crate::time::Instant;
 use crate::value::{SecretValue, Versioned};
 

@@ -7,6 +7,7 @@
 
 mod builder;
 mod entry;
+pub(crate) mod events;
 mod fetch;
 mod index;
 pub(crate) mod key;

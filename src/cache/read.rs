@@ -5,11 +5,12 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use super::entry::{Entry, Loaded};
+use super::events::SecretEvent;
 use super::key::{Key, cache_key};
 use super::load::Seen;
 use super::secret_cache::{Inner, SecretCache};
 use crate::error::Result;
-use crate::events::{SecretEvent, bump};
+use crate::events::bump;
 use crate::time::Instant;
 use crate::value::Selector;
 

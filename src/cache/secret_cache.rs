@@ -1,11 +1,12 @@
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio::sync::{broadcast, watch};
 
 use super::builder::SecretCacheBuilder;
 use super::entry::{Entry, Loaded};
+use super::events::{CacheStats, SecretEvent};
 use super::index::Index;
 use super::key::{Key, cache_key};
 use super::load::{Fate, Loads, Seen};
@@ -14,7 +15,7 @@ use super::policy::Policy;
 use super::read::Mode;
 use super::watch::{Follower, Watchers};
 use crate::error::Result;
-use crate::events::{CacheStats, Emitter, Hook, SecretEvent};
+use crate::events::{Emitter, Hook};
 use crate::provider::SecretProvider;
 use crate::value::{SecretValue, Selector, Versioned};
 
@@ -69,17 +70,11 @@ impl std::fmt::Debug for SecretCache {
     }
 }
 
-#[derive(Default)]
-pub(super) struct Counters {
-    pub(super) hits: AtomicU64,
-    pub(super) misses: AtomicU64,
-    pub(super) fetches: AtomicU64,
-    pub(super) probes: AtomicU64,
-    pub(super) refresh_failures: AtomicU64,
-    pub(super) stale_serves: AtomicU64,
-    pub(super) negative_hits: AtomicU64,
-    pub(super) rotations: AtomicU64,
-    pub(super) lease_renewals: AtomicU64,
+crate::events::counters! {
+    pub(super) struct Counters => CacheStats {
+        hits, misses, fetches, probes, refresh_failures, stale_serves, negative_hits, rotations,
+        lease_renewals,
+    }
 }
 
 pub(crate) struct Inner {
@@ -92,7 +87,7 @@ pub(crate) struct Inner {
     pub(super) loads: Loads,
     pub(super) negatives: Negatives,
     pub(super) counters: Counters,
-    pub(super) events: Emitter,
+    pub(super) events: Emitter<SecretEvent>,
     pub(super) watchers: Watchers,
     closed: AtomicBool,
     /// Flips to true at shutdown: watchers stop.
@@ -116,7 +111,7 @@ impl SecretCache {
         policy: Policy,
         max_entries: u64,
         event_capacity: usize,
-        hooks: Vec<Hook>,
+        hooks: Vec<Hook<SecretEvent>>,
     ) -> Self {
         // moka only bounds memory here; freshness is ours. An entry is useless once it can no
         // longer be served stale, so let moka drop it a little after that.
@@ -300,22 +295,10 @@ impl SecretCache {
 
     /// Counters since the cache was built.
     pub fn stats(&self) -> CacheStats {
-        let c = &self.inner.counters;
-        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let fetches = load(&c.fetches);
-        let probes = load(&c.probes);
-        CacheStats {
-            hits: load(&c.hits),
-            misses: load(&c.misses),
-            provider_calls: fetches + probes + load(&c.lease_renewals),
-            fetches,
-            probes,
-            refresh_failures: load(&c.refresh_failures),
-            stale_serves: load(&c.stale_serves),
-            negative_hits: load(&c.negative_hits),
-            rotations: load(&c.rotations),
-            lease_renewals: load(&c.lease_renewals),
-        }
+        let mut stats = CacheStats::default();
+        self.inner.counters.fill(&mut stats);
+        stats.provider_calls = stats.fetches + stats.probes + stats.lease_renewals;
+        stats
     }
 
     /// A receiver of every [`SecretEvent`] from now on. A receiver that lags more than the event

@@ -7,9 +7,9 @@ use super::snapshot::{Previous, Snapshot};
 use super::status::HandleStatus;
 use super::{Shared, decode_guarded, lease_end};
 use crate::cache::Loaded;
+use crate::cache::events::{HandleState, SecretEvent};
 use crate::cache::watch::Follower;
 use crate::error::Error;
-use crate::events::{HandleState, SecretEvent};
 use crate::time::{Instant, later};
 use crate::value::VersionId;
 

@@ -1,7 +1,7 @@
 //! What a handle can say about the value it serves.
 
+use crate::cache::events::HandleState;
 use crate::error::{Error, ErrorKind};
-use crate::events::HandleState;
 use crate::time::Instant;
 use crate::value::VersionId;
 

@@ -97,6 +97,49 @@ pub enum PoolEvent {
     },
 }
 
+impl crate::events::Event for PoolEvent {
+    fn log(&self) {
+        match self {
+            PoolEvent::NewCredentials {
+                version,
+                replaced,
+                drain_in,
+            } => tracing::info!(
+                old = %replaced,
+                new = %version,
+                ?drain_in,
+                "credswap: new database credentials for new connections"
+            ),
+            PoolEvent::FirstConnection {
+                version,
+                update_latency,
+            } => tracing::debug!(
+                %version,
+                latency = ?update_latency,
+                "credswap: first connection with new credentials"
+            ),
+            PoolEvent::FallbackToPrevious { version } => tracing::info!(
+                %version,
+                "credswap: current credentials rejected; trying the previous ones"
+            ),
+            PoolEvent::Drained { version, drained } => tracing::debug!(
+                %version,
+                drained,
+                "credswap: drain deadline passed for old credentials"
+            ),
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        match self {
+            PoolEvent::NewCredentials { .. } => "new_credentials",
+            PoolEvent::FirstConnection { .. } => "first_connection",
+            PoolEvent::FallbackToPrevious { .. } => "fallback_to_previous",
+            PoolEvent::Drained { .. } => "drained",
+        }
+    }
+}
+
 /// Watches a rotating pool (either kind): counters, per-version records, events.
 ///
 /// Get one from [`RotatingPgPool::monitor`](crate::pg::RotatingPgPool::monitor) or

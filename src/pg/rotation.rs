@@ -12,23 +12,20 @@ use super::config::RotationConfig;
 use super::credentials::PgCredentials;
 use super::ledger::{Ledger, Verdict};
 use super::monitor::{PoolEvent, PoolStats, RotationRecord};
-use crate::events::bump;
+use crate::events::{Emitter, bump};
 use crate::handle::{SecretHandle, Snapshot};
 use crate::time::{Instant, instant_of};
 use crate::value::{Version, VersionId};
 
-#[derive(Default)]
-struct Counters {
-    auth_failures: AtomicU64,
-    retries: AtomicU64,
-    refreshes_requested: AtomicU64,
-    fallbacks_to_previous: AtomicU64,
-    exhausted: AtomicU64,
-    credential_swaps: AtomicU64,
-    connections_drained: AtomicU64,
-    /// Nanoseconds + 1 (0: none yet).
-    last_update_latency: AtomicU64,
+crate::events::counters! {
+    struct Counters => PoolStats {
+        auth_failures, retries, refreshes_requested, fallbacks_to_previous, exhausted,
+        credential_swaps, connections_drained,
+    }
 }
+
+/// Nanoseconds + 1 of the last consumer update latency (0: none yet).
+type LastLatency = AtomicU64;
 
 /// The credentials a login attempt uses, and the epoch they belong to.
 #[derive(Clone)]
@@ -69,8 +66,9 @@ pub(crate) struct Rotation {
     policy: Arc<dyn AuthFailurePolicy>,
     state: Mutex<State>,
     counters: Counters,
+    last_update_latency: LastLatency,
     apply: Apply,
-    events: broadcast::Sender<PoolEvent>,
+    events: Emitter<PoolEvent>,
     /// Dropped with the rotation: tells its follower task to stop.
     shutdown: tokio::sync::watch::Sender<()>,
 }
@@ -106,8 +104,9 @@ impl Rotation {
                 ledger,
             }),
             counters: Counters::default(),
+            last_update_latency: LastLatency::new(0),
             apply,
-            events: broadcast::channel(64).0,
+            events: Emitter::new(64, Vec::new()),
             shutdown: tokio::sync::watch::Sender::new(()),
             handle,
         });
@@ -130,7 +129,7 @@ impl Rotation {
     }
 
     fn emit(&self, event: PoolEvent) {
-        let _ = self.events.send(event);
+        self.events.emit(event);
     }
 
     /// The credentials to log in with now, after taking in any new version of the handle.
@@ -178,12 +177,6 @@ impl Rotation {
         state.ledger.renewed(&new, state.snapshot.lease_end());
         bump(&self.counters.credential_swaps);
         let drain_in = deadline.saturating_duration_since(now);
-        tracing::info!(
-            old = %old,
-            new = %new,
-            ?drain_in,
-            "credswap: new database credentials for new connections"
-        );
         (self.apply)(&self.chosen(state));
         self.emit(PoolEvent::NewCredentials {
             version: new,
@@ -224,10 +217,7 @@ impl Rotation {
 
     fn first_connection(&self, version: VersionId, latency: Duration) {
         let nanos = u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX - 1);
-        self.counters
-            .last_update_latency
-            .store(nanos + 1, Ordering::Relaxed);
-        tracing::debug!(%version, ?latency, "credswap: first connection with new credentials");
+        self.last_update_latency.store(nanos + 1, Ordering::Relaxed);
         self.emit(PoolEvent::FirstConnection {
             version,
             update_latency: latency,
@@ -318,7 +308,6 @@ impl Rotation {
             let epoch = state.epoch;
             state.ledger.begin(epoch, &previous.id, now);
             bump(&self.counters.fallbacks_to_previous);
-            tracing::info!("credswap: current credentials rejected; trying the previous ones");
             (self.apply)(&self.chosen(&state));
             drop(state);
             self.emit(PoolEvent::FallbackToPrevious {
@@ -342,21 +331,15 @@ impl Rotation {
     }
 
     pub(crate) fn stats(&self) -> PoolStats {
-        let c = &self.counters;
-        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        PoolStats {
-            auth_failures: load(&c.auth_failures),
-            retries: load(&c.retries),
-            refreshes_requested: load(&c.refreshes_requested),
-            fallbacks_to_previous: load(&c.fallbacks_to_previous),
-            exhausted: load(&c.exhausted),
-            credential_swaps: load(&c.credential_swaps),
-            connections_drained: load(&c.connections_drained),
-            last_update_latency: match load(&c.last_update_latency) {
+        let mut stats = PoolStats {
+            last_update_latency: match self.last_update_latency.load(Ordering::Relaxed) {
                 0 => None,
                 n => Some(Duration::from_nanos(n - 1)),
             },
-        }
+            ..PoolStats::default()
+        };
+        self.counters.fill(&mut stats);
+        stats
     }
 
     pub(crate) fn rotations(&self) -> Vec<RotationRecord> {

@@ -257,6 +257,20 @@ impl PushEvent {
     }
 }
 
+impl crate::events::Event for PushEvent {
+    fn log(&self) {
+        self.trace(0);
+    }
+
+    fn name(&self) -> &'static str {
+        PushEvent::name(self)
+    }
+
+    fn id(&self) -> Option<&str> {
+        PushEvent::id(self)
+    }
+}
+
 /// Counters of a subscriber since it started. See
 /// [`Subscriber::stats`](crate::push::Subscriber::stats).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

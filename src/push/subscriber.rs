@@ -19,7 +19,7 @@ use super::events::{PushEvent, PushStats};
 use super::throttle::LogThrottle;
 use crate::cache::SecretCache;
 use crate::error::{Error, ErrorKind};
-use crate::events::bump;
+use crate::events::{Emitter, bump};
 
 /// A connection that stayed up this long was healthy: the next reconnect starts the backoff over.
 const STABLE_AFTER: Duration = Duration::from_secs(10);
@@ -81,8 +81,7 @@ pub(super) struct Shared {
     pub(super) settings: Settings,
     channel: Arc<str>,
     caches: RwLock<Vec<SecretCache>>,
-    events: broadcast::Sender<PushEvent>,
-    hooks: Vec<PushHook>,
+    events: Emitter<PushEvent>,
     connected: AtomicBool,
     pub(super) counters: Counters,
     /// Keeps floods of malformed or ignored payloads out of the logs.
@@ -96,25 +95,17 @@ pub(super) struct Shared {
     pub(super) key_retry: Mutex<apply::KeyRetry>,
 }
 
-#[derive(Default)]
-pub(super) struct Counters {
-    pub(super) reconnects: AtomicU64,
-    pub(super) received: AtomicU64,
-    pub(super) relevant: AtomicU64,
-    pub(super) ignored: AtomicU64,
-    pub(super) malformed: AtomicU64,
-    pub(super) refreshes: AtomicU64,
-    pub(super) follow_ups: AtomicU64,
-    pub(super) applied: AtomicU64,
-    pub(super) unconfirmed: AtomicU64,
-    pub(super) rate_limited: AtomicU64,
-    pub(super) refresh_failures: AtomicU64,
-    pub(super) shed: AtomicU64,
-    pub(super) rejected: AtomicU64,
+crate::events::counters! {
+    pub(super) struct Counters => PushStats {
+        reconnects, received, relevant, ignored, malformed, refreshes, follow_ups, applied,
+        unconfirmed, rate_limited, refresh_failures, shed, rejected,
+    }
 }
 
 impl Shared {
     pub(super) fn emit(&self, event: PushEvent) {
+        // A flood repeats some kinds: those are logged at most once a minute each (with how many
+        // were left out); every event still reaches the hooks and subscribers.
         match event.flood_kind() {
             Some(kind) => {
                 if let Some(left_out) = self.log_throttle.admit(kind) {
@@ -123,15 +114,7 @@ impl Shared {
             }
             None => event.trace(0),
         }
-        for hook in &self.hooks {
-            // A hook that panics must not take the connection loop (or a refresh) down with it:
-            // the subscriber would stop hearing announcements without a word.
-            let called = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| hook(&event)));
-            if called.is_err() {
-                tracing::error!(target: "credswap::push", event = event.name(), "a push event hook panicked");
-            }
-        }
-        let _ = self.events.send(event);
+        self.events.deliver(event);
     }
 
     /// How long a follow-up waits (before jitter): never inside a cache's rate limit, where the
@@ -177,7 +160,7 @@ impl Subscriber {
         event_capacity: usize,
         hooks: Vec<PushHook>,
     ) -> Self {
-        let (events, _) = broadcast::channel(event_capacity);
+        let events = Emitter::new(event_capacity, hooks);
         let follow_up_nanos = AtomicU64::new(0);
         let shared = Arc::new(Shared {
             follow_up_nanos,
@@ -185,7 +168,6 @@ impl Subscriber {
             channel: Arc::from(channel.describe()),
             caches: RwLock::new(caches),
             events,
-            hooks,
             connected: AtomicBool::new(false),
             counters: Counters::default(),
             log_throttle: LogThrottle::default(),
@@ -233,24 +215,12 @@ impl Subscriber {
 
     /// Counters since the subscriber started.
     pub fn stats(&self) -> PushStats {
-        let c = &self.shared.counters;
-        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        PushStats {
+        let mut stats = PushStats {
             connected: self.is_connected(),
-            reconnects: load(&c.reconnects),
-            received: load(&c.received),
-            relevant: load(&c.relevant),
-            ignored: load(&c.ignored),
-            malformed: load(&c.malformed),
-            refreshes: load(&c.refreshes),
-            follow_ups: load(&c.follow_ups),
-            applied: load(&c.applied),
-            unconfirmed: load(&c.unconfirmed),
-            rate_limited: load(&c.rate_limited),
-            refresh_failures: load(&c.refresh_failures),
-            shed: load(&c.shed),
-            rejected: load(&c.rejected),
-        }
+            ..PushStats::default()
+        };
+        self.shared.counters.fill(&mut stats);
+        stats
     }
 
     /// Stops the subscriber and waits until it has: its connection is closed, waiting follow-ups

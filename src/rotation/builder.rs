@@ -5,8 +5,6 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::broadcast;
-
 use super::bounded::Bounded;
 use super::password::PasswordPolicy;
 use super::protocol::{FinishedHook, Inner, Rotator};
@@ -15,6 +13,7 @@ use super::store::RotationStore;
 use super::strategy::Strategy;
 use super::target::RotationTarget;
 use crate::error::{Error, Result};
+use crate::events::Emitter;
 use crate::push::Publisher;
 
 /// How long one store call may take unless [`RotatorBuilder::store_timeout`] says otherwise.
@@ -208,7 +207,7 @@ impl RotatorBuilder {
                 "the rotation store timeout must be above zero and at most ten years",
             ));
         }
-        let (events, _) = broadcast::channel(self.event_capacity);
+        let events = Emitter::new(self.event_capacity, Vec::new());
         Ok(Rotator {
             inner: Arc::new(Inner {
                 store: Arc::new(Bounded {

@@ -90,8 +90,16 @@ pub struct RotationEvent {
     pub duration: Duration,
 }
 
-impl RotationEvent {
-    pub(crate) fn log(&self) {
+impl crate::events::Event for RotationEvent {
+    fn name(&self) -> &'static str {
+        "rotation"
+    }
+
+    fn id(&self) -> Option<&str> {
+        Some(&self.secret_id)
+    }
+
+    fn log(&self) {
         let token = self.token.as_deref().unwrap_or("");
         let old = self.old_version.as_ref().map_or("", VersionId::as_str);
         let new = self.new_version.as_ref().map_or("", VersionId::as_str);

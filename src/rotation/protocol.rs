@@ -18,6 +18,7 @@ use super::store::RotationStore;
 use super::strategy::{SecretDocument, Strategy};
 use super::target::{RotationTarget, TargetSession};
 use crate::error::{Error, ErrorKind, Result};
+use crate::events::Emitter;
 
 pub(crate) type FinishedHook =
     Arc<dyn Fn(FinishedRotation) -> BoxFuture<'static, ()> + Send + Sync>;
@@ -30,7 +31,7 @@ pub(crate) struct Inner {
     pub(crate) on_finished: Vec<FinishedHook>,
     pub(crate) resume_orphaned: bool,
     pub(crate) store_timeout: Duration,
-    pub(crate) events: broadcast::Sender<RotationEvent>,
+    pub(crate) events: Emitter<RotationEvent>,
 }
 
 /// Runs rotations of secrets held in a [`RotationStore`] for credentials of a
@@ -496,8 +497,7 @@ async fn to_the_end<T: Send + 'static>(
 }
 
 pub(crate) fn emit(inner: &Inner, event: RotationEvent) {
-    event.log();
-    let _ = inner.events.send(event);
+    inner.events.emit(event);
 }
 
 pub(crate) fn failure_outcome(error: &Error) -> Outcome {

@@ -94,11 +94,7 @@ async fn run(session: Weak<Inner>, mut shutdown: tokio::sync::watch::Receiver<bo
         }
         let session = VaultSession { inner };
         if then_stop {
-            tracing::warn!(
-                address = %session.address(),
-                "credswap: the Vault token expired and cannot be renewed or replaced"
-            );
-            let _ = session.inner.events.send(SessionEvent::TokenExpired);
+            session.inner.events.emit(SessionEvent::TokenExpired);
             return;
         }
         match renew_or_relogin(&session).await {
@@ -110,19 +106,14 @@ async fn run(session: Weak<Inner>, mut shutdown: tokio::sync::watch::Receiver<bo
                     .keep_alive_failures
                     .fetch_add(1, Ordering::Relaxed);
                 let retry_in = backoff(failures);
-                tracing::warn!(
-                    kind = %error.kind(),
-                    failures,
-                    "credswap: keeping the Vault token alive failed"
-                );
-                let _ = session.inner.events.send(SessionEvent::KeepAliveFailed {
+                session.inner.events.emit(SessionEvent::KeepAliveFailed {
                     kind: error.kind(),
                     consecutive_failures: failures,
                     retry_in,
                 });
                 let token = session.inner.token.load_full();
                 if !session.inner.auth.can_login() && token.expired(Instant::now()) {
-                    let _ = session.inner.events.send(SessionEvent::TokenExpired);
+                    session.inner.events.emit(SessionEvent::TokenExpired);
                     return;
                 }
             }
@@ -155,9 +146,9 @@ async fn renew_or_relogin(session: &VaultSession) -> Result<()> {
                         // Keep comparing with the full grant, to notice the cap again.
                         let full = if capped { token.granted } else { granted };
                         session.extend(granted, full, info.renewable);
-                        let _ = inner
+                        inner
                             .events
-                            .send(SessionEvent::TokenRenewed { ttl: granted });
+                            .emit(SessionEvent::TokenRenewed { ttl: granted });
                         return Ok(());
                     }
                     reason = "max_ttl";

@@ -14,6 +14,7 @@ use super::auth::{Token, VaultAuth, login, look_up};
 use super::config::VaultConfig;
 use super::http::Http;
 use crate::error::{Error, ErrorKind, Result};
+use crate::events::Emitter;
 use crate::time::Instant;
 
 /// How often, at most, a session asks Vault whether its token is still valid after a request was
@@ -51,6 +52,41 @@ pub enum SessionEvent {
     TokenExpired,
 }
 
+impl crate::events::Event for SessionEvent {
+    fn log(&self) {
+        match self {
+            SessionEvent::TokenRenewed { ttl } => {
+                tracing::debug!(?ttl, "credswap: renewed the Vault token");
+            }
+            SessionEvent::LoggedIn { reason } => {
+                tracing::info!(reason, "credswap: logged in to Vault again");
+            }
+            SessionEvent::KeepAliveFailed {
+                kind,
+                consecutive_failures,
+                retry_in,
+            } => tracing::warn!(
+                %kind,
+                failures = consecutive_failures,
+                ?retry_in,
+                "credswap: keeping the Vault token alive failed"
+            ),
+            SessionEvent::TokenExpired => tracing::warn!(
+                "credswap: the Vault token expired and cannot be renewed or replaced"
+            ),
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        match self {
+            SessionEvent::TokenRenewed { .. } => "token_renewed",
+            SessionEvent::LoggedIn { .. } => "logged_in",
+            SessionEvent::KeepAliveFailed { .. } => "keep_alive_failed",
+            SessionEvent::TokenExpired => "token_expired",
+        }
+    }
+}
+
 pub(super) struct Inner {
     pub(super) http: Http,
     pub(super) auth: VaultAuth,
@@ -63,7 +99,7 @@ pub(super) struct Inner {
     logins: AtomicU64,
     pub(super) keep_alive_failures: AtomicU64,
     pub(super) closed: AtomicBool,
-    pub(super) events: broadcast::Sender<SessionEvent>,
+    pub(super) events: Emitter<SessionEvent>,
     pub(super) shutdown: watch::Sender<bool>,
 }
 
@@ -161,7 +197,7 @@ impl VaultSession {
                 logins: AtomicU64::new(1),
                 keep_alive_failures: AtomicU64::new(0),
                 closed: AtomicBool::new(false),
-                events: broadcast::channel(64).0,
+                events: Emitter::new(64, Vec::new()),
                 shutdown: watch::Sender::new(false),
             }),
         };
@@ -340,8 +376,7 @@ impl VaultSession {
         let old = self.inner.token.swap(Arc::new(token));
         let _ = self.inner.generation.fetch_add(1, Ordering::AcqRel);
         let _ = self.inner.logins.fetch_add(1, Ordering::Relaxed);
-        tracing::info!(address = %self.address(), reason, "credswap: logged in to Vault again");
-        let _ = self.inner.events.send(SessionEvent::LoggedIn { reason });
+        self.inner.events.emit(SessionEvent::LoggedIn { reason });
         if revoke_old {
             self.spawn_revoke(old.secret.clone());
         }
