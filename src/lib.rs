@@ -4,6 +4,7 @@
 #![warn(missing_docs, unreachable_pub, unused_results, rust_2018_idioms)]
 #![doc(test(attr(deny(warnings))))]
 
+mod backoff;
 pub mod cache;
 pub mod docs;
 pub mod error;

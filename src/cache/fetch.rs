@@ -120,6 +120,7 @@ impl Inner {
             .retry(
                 self.policy
                     .backoff()
+                    .builder()
                     .with_max_times(self.policy.cold_retries),
             )
             .sleep(tokio::time::sleep)

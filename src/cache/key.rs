@@ -52,6 +52,20 @@ pub(crate) fn cache_key<'a>(id: &'a str, selector: &Selector) -> Cow<'a, str> {
     }
 }
 
+/// How a read should treat the store.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// Serve from the cache when it can.
+    Read,
+    /// Ask the store now (rate-limited by `min_refresh_interval`).
+    Force,
+    /// Ask the store now, also within `min_refresh_interval` (still coalesced, and still not
+    /// while backing off after failures): for a caller that knows the last store call was not
+    /// its own and must not cost it a change made since (a push announcement right after the
+    /// re-check of a reconnect). Bounded by its caller.
+    PastLimit,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use super::entry::Entry;
-use super::load::Fate;
+use super::inflight::Fate;
 use super::secret_cache::{Inner, SecretCache};
 use crate::error::Result;
 use crate::value::Lease;

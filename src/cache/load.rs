@@ -5,146 +5,23 @@
 //! A load that panics, or whose task is cancelled (an aborted task, a runtime shutting down),
 //! leaves nothing behind: the next read starts a fresh load.
 
-use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Weak};
 
 use futures_util::FutureExt;
-use futures_util::future::{BoxFuture, Shared};
 use tokio::sync::Notify;
-use tokio::task::AbortHandle;
 use tracing::Instrument;
 
 use super::entry::Entry;
 use super::events::SecretEvent;
+use super::inflight::{Fate, InFlight, LoadFuture, Seen, Ticket};
 use super::key::Key;
 use super::secret_cache::Inner;
 use crate::error::{Error, ErrorKind, Result};
 use crate::events::bump;
-use crate::time::Instant;
+use crate::time::{Instant, later};
 use crate::value::{SecretValue, Versioned};
-
-pub(super) type LoadFuture = Shared<BoxFuture<'static, Result<Arc<Entry>>>>;
-
-/// What happens to a load's outcome.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
-pub(super) enum Fate {
-    /// Written back to the cache and offered to handles.
-    Keep = 0,
-    /// The key was invalidated while the load ran: its waiters get a load started after that.
-    Invalidated = 1,
-    /// The key's lease was revoked while the load ran: its value is revoked too.
-    Revoked = 2,
-    /// The cache was shut down.
-    Closed = 3,
-}
-
-/// One load's identity and fate, shared by the task and the in-flight table.
-pub(super) struct Ticket {
-    fate: AtomicU8,
-}
-
-impl Ticket {
-    fn fate(&self) -> Fate {
-        match self.fate.load(Ordering::Acquire) {
-            0 => Fate::Keep,
-            1 => Fate::Invalidated,
-            2 => Fate::Revoked,
-            _ => Fate::Closed,
-        }
-    }
-
-    fn decide(&self, fate: Fate) {
-        let _ = self.fate.fetch_max(fate as u8, Ordering::AcqRel);
-    }
-}
-
-struct InFlight {
-    load: LoadFuture,
-    ticket: Arc<Ticket>,
-    abort: AbortHandle,
-}
-
-/// The loads under way, one per key, and the numbering of stored entries.
-#[derive(Default)]
-pub(super) struct Loads {
-    inflight: Mutex<HashMap<Arc<str>, InFlight>>,
-    next_seq: AtomicU64,
-    /// Load tasks that have not ended yet (including aborted ones still being dropped).
-    running: AtomicUsize,
-    ended: Notify,
-}
-
-/// The in-flight table, locked. Writes to the read index that must be ordered with
-/// invalidations (a load's write-back, an invalidation's removal) happen while holding it.
-pub(super) struct LoadsGuard<'a> {
-    map: MutexGuard<'a, HashMap<Arc<str>, InFlight>>,
-}
-
-impl Loads {
-    pub(super) fn lock(&self) -> LoadsGuard<'_> {
-        LoadsGuard {
-            map: self.inflight.lock().unwrap_or_else(|e| e.into_inner()),
-        }
-    }
-
-    fn next_seq(&self) -> u64 {
-        self.next_seq.fetch_add(1, Ordering::Relaxed) + 1
-    }
-
-    /// Waits until every load task has ended (after they were aborted at shutdown).
-    pub(super) async fn all_ended(&self) {
-        loop {
-            let ended = self.ended.notified();
-            if self.running.load(Ordering::Acquire) == 0 {
-                return;
-            }
-            ended.await;
-        }
-    }
-}
-
-impl LoadsGuard<'_> {
-    /// Gives the loads of keys matching `matches` the fate `fate` and forgets them, so that the
-    /// next read starts a new load.
-    pub(super) fn discard_where(&mut self, fate: Fate, matches: impl Fn(&str) -> bool) {
-        self.map.retain(|key, load| {
-            if matches(key) {
-                load.ticket.decide(fate);
-                false
-            } else {
-                true
-            }
-        });
-    }
-
-    /// Closes every load: aborts its task. Returns how many there were.
-    pub(super) fn close_all(&mut self) -> usize {
-        let count = self.map.len();
-        for (_, load) in self.map.drain() {
-            load.ticket.decide(Fate::Closed);
-            load.abort.abort();
-        }
-        count
-    }
-
-    fn forget(&mut self, key: &Key, ticket: &Arc<Ticket>) {
-        if self
-            .map
-            .get(&key.cache_key)
-            .is_some_and(|load| Arc::ptr_eq(&load.ticket, ticket))
-        {
-            let _ = self.map.remove(&key.cache_key);
-        }
-    }
-}
-
-/// Which entry a reader saw before deciding to load, so a load that finished meanwhile is
-/// taken instead of asking the store again.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Seen(pub(crate) Option<u64>);
 
 /// Removes the load from the in-flight table however its task ends (finished, panicked,
 /// cancelled), and lets the next refresh-ahead of the key start.
@@ -442,6 +319,60 @@ impl Inner {
 
     fn closed_error(&self, key: &Key) -> Error {
         Error::new(ErrorKind::Closed).with_id(Arc::clone(&key.id))
+    }
+
+    /// The watcher of one key. Holds the cache weakly: it ends when the cache, its last handle or the
+    /// cache's shutdown goes.
+    pub(super) async fn watch(
+        cache: Weak<Inner>,
+        key: Key,
+        wake: Arc<Notify>,
+        mut shutdown: tokio::sync::watch::Receiver<bool>,
+    ) {
+        let mut failures = 0u32;
+        loop {
+            let (deadline, seen) = {
+                let Some(inner) = cache.upgrade() else { return };
+                if inner.is_closed() || !inner.watchers.keep_watching(&key) {
+                    return;
+                }
+                let now = Instant::now();
+                let entry = inner.index.get(&key.cache_key);
+                let mut deadline = match &entry {
+                    Some(entry) => entry.refresh_at.max(entry.retry_at()),
+                    None => now,
+                };
+                if failures > 0 {
+                    deadline = deadline.max(later(now, inner.policy.retry_delay(failures, None)));
+                }
+                // Also try when the held lease ends, whatever the backoff: handles learn of it then.
+                if let Some(end) = entry.as_ref().and_then(|entry| entry.lease_end) {
+                    if end > now {
+                        deadline = deadline.min(end);
+                    }
+                }
+                (deadline, Seen(entry.map(|entry| entry.seq)))
+            };
+            tokio::select! {
+                () = tokio::time::sleep_until(deadline) => {}
+                () = wake.notified() => {}
+                _ = shutdown.changed() => return,
+            }
+            let Some(inner) = cache.upgrade() else { return };
+            // The last handle may have gone while we slept: no load for nobody.
+            if inner.is_closed() || !inner.watchers.keep_watching(&key) {
+                return;
+            }
+            let load = Inner::start_load(&inner, key.clone(), seen);
+            drop(inner);
+            match load.await {
+                Ok(_) => failures = 0,
+                Err(error) => {
+                    failures = failures.saturating_add(1);
+                    tracing::debug!(id = %key.id, kind = %error.kind(), failures, "watcher refresh failed");
+                }
+            }
+        }
     }
 }
 

@@ -10,12 +10,13 @@ mod entry;
 pub(crate) mod events;
 mod fetch;
 mod index;
+mod inflight;
 pub(crate) mod key;
 mod lease;
 mod load;
 mod negative;
 mod policy;
-pub(crate) mod read;
+mod read;
 mod secret_cache;
 pub(crate) mod watch;
 

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use backon::{BackoffBuilder, ExponentialBuilder};
+use crate::backoff::Backoff;
 
 /// When and how often the cache goes back to the store. Built by
 /// [`SecretCacheBuilder`](crate::SecretCacheBuilder).
@@ -53,13 +53,9 @@ impl Policy {
         self.ttl.mul_f64(fraction)
     }
 
-    /// The backoff builder for failures (exponential, jittered).
-    pub(crate) fn backoff(&self) -> ExponentialBuilder {
-        ExponentialBuilder::default()
-            .with_min_delay(self.backoff_min)
-            .with_max_delay(self.backoff_max)
-            .with_jitter()
-            .without_max_times()
+    /// The backoff for failures (the crate's one rule).
+    pub(crate) fn backoff(&self) -> Backoff {
+        Backoff::new(self.backoff_min, self.backoff_max)
     }
 
     /// The wait before the next call after `consecutive_failures` failures in a row (at least 1),
@@ -69,13 +65,7 @@ impl Policy {
         consecutive_failures: u32,
         retry_after: Option<Duration>,
     ) -> Duration {
-        let step = consecutive_failures.saturating_sub(1).min(64) as usize;
-        let delay = self
-            .backoff()
-            .build()
-            .nth(step)
-            .unwrap_or(self.backoff_max)
-            .min(self.backoff_max.saturating_mul(2));
+        let delay = self.backoff().after(consecutive_failures);
         delay.max(retry_after.unwrap_or(Duration::ZERO))
     }
 }

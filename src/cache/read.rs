@@ -6,27 +6,13 @@ use std::sync::atomic::Ordering;
 
 use super::entry::{Entry, Loaded};
 use super::events::SecretEvent;
-use super::key::{Key, cache_key};
-use super::load::Seen;
+use super::inflight::Seen;
+use super::key::{Key, Mode, cache_key};
 use super::secret_cache::{Inner, SecretCache};
 use crate::error::Result;
 use crate::events::bump;
 use crate::time::Instant;
 use crate::value::Selector;
-
-/// How a read should treat the store.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Mode {
-    /// Serve from the cache when it can.
-    Read,
-    /// Ask the store now (rate-limited by `min_refresh_interval`).
-    Force,
-    /// Ask the store now, also within `min_refresh_interval` (still coalesced, and still not
-    /// while backing off after failures): for a caller that knows the last store call was not
-    /// its own and must not cost it a change made since (a push announcement right after the
-    /// re-check of a reconnect). Bounded by its caller.
-    PastLimit,
-}
 
 impl SecretCache {
     pub(crate) async fn read(&self, id: &str, selector: &Selector, mode: Mode) -> Result<Loaded> {

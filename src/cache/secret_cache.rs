@@ -8,11 +8,10 @@ use super::builder::SecretCacheBuilder;
 use super::entry::{Entry, Loaded};
 use super::events::{CacheStats, SecretEvent};
 use super::index::Index;
-use super::key::{Key, cache_key};
-use super::load::{Fate, Loads, Seen};
+use super::inflight::{Fate, Loads, Seen};
+use super::key::{Key, Mode, cache_key};
 use super::negative::Negatives;
 use super::policy::Policy;
-use super::read::Mode;
 use super::watch::{Follower, Watchers};
 use crate::error::Result;
 use crate::events::{Emitter, Hook};
@@ -384,9 +383,15 @@ impl SecretCache {
         key: &Key,
         follower: std::sync::Weak<dyn Follower>,
     ) -> Option<Loaded> {
-        self.inner
-            .watchers
-            .register(&self.inner, key, follower, self.inner.shutdown.subscribe());
+        if let Some(wake) = self.inner.watchers.register(key, follower) {
+            let shutdown = self.inner.shutdown.subscribe();
+            let _task = tokio::spawn(Inner::watch(
+                Arc::downgrade(&self.inner),
+                key.clone(),
+                wake,
+                shutdown,
+            ));
+        }
         self.inner
             .index
             .get(&key.cache_key)

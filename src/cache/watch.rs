@@ -6,14 +6,11 @@ use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex, Weak};
 
-use tokio::sync::{Notify, watch};
+use tokio::sync::Notify;
 
 use super::entry::Loaded;
 use super::key::Key;
-use super::load::Seen;
-use super::secret_cache::Inner;
 use crate::error::Error;
-use crate::time::{Instant, later};
 
 /// What a handle learns from the cache about the key it follows.
 pub(crate) trait Follower: Send + Sync {
@@ -39,17 +36,13 @@ impl Watchers {
         self.map.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub(super) fn register(
-        &self,
-        cache: &Arc<Inner>,
-        key: &Key,
-        follower: Weak<dyn Follower>,
-        shutdown: watch::Receiver<bool>,
-    ) {
+    /// Adds `follower` to the followers of `key`. Returns the wake-up of a new watch when the
+    /// key had none: its watcher task is the caller's to start.
+    pub(super) fn register(&self, key: &Key, follower: Weak<dyn Follower>) -> Option<Arc<Notify>> {
         let mut map = self.lock();
         if let Some(watch) = map.get_mut(&key.cache_key) {
             watch.followers.push(follower);
-            return;
+            return None;
         }
         let wake = Arc::new(Notify::new());
         let _ = map.insert(
@@ -60,7 +53,7 @@ impl Watchers {
                 wake: Arc::clone(&wake),
             },
         );
-        let _task = tokio::spawn(run(Arc::downgrade(cache), key.clone(), wake, shutdown));
+        Some(wake)
     }
 
     fn live(&self, key: &Key) -> Vec<Arc<dyn Follower>> {
@@ -125,7 +118,7 @@ impl Watchers {
     }
 
     /// Drops dead handles of `key`; when none is left, forgets the key and returns false.
-    fn keep_watching(&self, key: &Key) -> bool {
+    pub(super) fn keep_watching(&self, key: &Key) -> bool {
         let mut map = self.lock();
         let Some(watch) = map.get_mut(&key.cache_key) else {
             return false;
@@ -138,54 +131,5 @@ impl Watchers {
             return false;
         }
         true
-    }
-}
-
-/// The watcher of one key. Holds the cache weakly: it ends when the cache, its last handle or the
-/// cache's shutdown goes.
-async fn run(cache: Weak<Inner>, key: Key, wake: Arc<Notify>, mut shutdown: watch::Receiver<bool>) {
-    let mut failures = 0u32;
-    loop {
-        let (deadline, seen) = {
-            let Some(inner) = cache.upgrade() else { return };
-            if inner.is_closed() || !inner.watchers.keep_watching(&key) {
-                return;
-            }
-            let now = Instant::now();
-            let entry = inner.index.get(&key.cache_key);
-            let mut deadline = match &entry {
-                Some(entry) => entry.refresh_at.max(entry.retry_at()),
-                None => now,
-            };
-            if failures > 0 {
-                deadline = deadline.max(later(now, inner.policy.retry_delay(failures, None)));
-            }
-            // Also try when the held lease ends, whatever the backoff: handles learn of it then.
-            if let Some(end) = entry.as_ref().and_then(|entry| entry.lease_end) {
-                if end > now {
-                    deadline = deadline.min(end);
-                }
-            }
-            (deadline, Seen(entry.map(|entry| entry.seq)))
-        };
-        tokio::select! {
-            () = tokio::time::sleep_until(deadline) => {}
-            () = wake.notified() => {}
-            _ = shutdown.changed() => return,
-        }
-        let Some(inner) = cache.upgrade() else { return };
-        // The last handle may have gone while we slept: no load for nobody.
-        if inner.is_closed() || !inner.watchers.keep_watching(&key) {
-            return;
-        }
-        let load = Inner::start_load(&inner, key.clone(), seen);
-        drop(inner);
-        match load.await {
-            Ok(_) => failures = 0,
-            Err(error) => {
-                failures = failures.saturating_add(1);
-                tracing::debug!(id = %key.id, kind = %error.kind(), failures, "watcher refresh failed");
-            }
-        }
     }
 }

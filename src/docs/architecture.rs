@@ -25,26 +25,13 @@
 //!  rotation engine: create -> set -> test -> finish (idempotent per token), single-user |
 //!       alternating-users; stores: AWS SM stages | Vault KV v2 pending slot with check-and-set |
 //!       memory; target: PostgreSQL role (client-side SCRAM verifier, advisory lock per secret);
-//!       rollback when test fails; on_finished hook
+//!       rollback when test fails; async on_finished hooks, run exactly once per rotation
 //!       -> push: Announcement (id + version id, never a value) on PostgreSQL NOTIFY or Redis
 //!          pub/sub -> each Subscriber refreshes caches that hold the secret, through the normal
-//!          rate-limited path; reconnects with backoff and re-checks everything it watches
+//!          rate-limited path; sheds floods without a reconnect; optional HMAC signatures;
+//!          reconnects with backoff and re-checks everything it watches, once
 //! ```
 //!
-//! ## Module map
-//!
-//! | path | holds |
-//! |---|---|
-//! | `lib.rs` | crate docs (the README), lints, flat re-exports |
-//! | `error.rs` | [`Error`](crate::Error), [`ErrorKind`](crate::ErrorKind), `is_retryable` |
-//! | `value.rs` | [`SecretValue`](crate::SecretValue), versions, stages, leases; keyed content version ids |
-//! | `events.rs` | [`SecretEvent`](crate::SecretEvent), [`CacheStats`](crate::CacheStats), the emitter (hooks that panic are contained) |
-//! | `time.rs` | Tokio's clock, saturating instant arithmetic |
-//! | `provider/` | the [`SecretProvider`](crate::SecretProvider) trait; `memory`, `file`, `env`, `aws`; `vault/` (`config`: address, namespace, TLS; `http`: the one HTTP path; `auth`: logins; `session` and `keep_alive`: the token; `kv`, `database`) |
-//! | `cache/` | `secret_cache` (public face), `read` (read path and staleness rules), `load` (coalescing, write-back, discarding), `fetch` (probe, fetch, lease renewal), `lease` (revocation), `negative` (remembered failures), `watch` (background loads for handles), `entry`, `key`, `index`, `policy`, `builder` |
-//! | `handle/` | [`SecretHandle`](crate::SecretHandle), `snapshot`, `status`, `follow` (how a handle takes values and failures) |
-//! | `pg/` | `credentials` (the RDS and Vault shapes; what a login takes from them), `classify` (auth failures), `config`, `ledger` (which credentials each connection used, per-version deadlines), `rotation` (the mechanism both pools share), `monitor`, `sqlx`, `deadpool` |
-//! | `rotation/` | the rotation engine: `protocol`, `engine`, `strategy`, `password`, `store` with `aws`, `vault`, `memory`, `target` and `postgres` (with `sql`), `schedule`, `events` |
-//! | `push/` | the announcement seam: `announcement`, `channel`, `subscriber`, `apply`, `builder`, `events`; `postgres` and `redis` transports |
-//! | `testkit/` | throwaway PostgreSQL, OpenBao, moto and Redis servers for tests |
-//! | `docs/` | guides like this one |
+//! Which file holds what, and where a secret id, a rotation token and a drain deadline go
+//! through the code, is the contributors' business: `ARCHITECTURE.md` at the root of the
+//! repository.

@@ -16,7 +16,7 @@ use self::follow::State;
 pub use self::{snapshot::Snapshot, status::HandleStatus};
 use crate::cache::SecretCache;
 use crate::cache::key::Key;
-use crate::cache::read::Mode;
+use crate::cache::key::Mode;
 use crate::cache::watch::Follower;
 use crate::error::{Error, Result, describe_json_error};
 use crate::time::{Instant, instant_of};

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use backon::{BackoffBuilder, ExponentialBuilder};
+use crate::backoff::Backoff;
 
 /// Where a rotating pool's connections go.
 ///
@@ -107,13 +107,6 @@ impl RotationConfig {
     }
 
     pub(crate) fn backoff_after(&self, attempt: u32) -> Duration {
-        ExponentialBuilder::default()
-            .with_min_delay(self.backoff_min)
-            .with_max_delay(self.backoff_max)
-            .with_jitter()
-            .without_max_times()
-            .build()
-            .nth(attempt.saturating_sub(1).min(32) as usize)
-            .unwrap_or(self.backoff_max)
+        Backoff::new(self.backoff_min, self.backoff_max).after(attempt)
     }
 }

@@ -14,7 +14,7 @@ use super::announcement::Announcement;
 use super::events::{PushEvent, Rejection};
 use super::subscriber::Shared;
 use crate::cache::SecretCache;
-use crate::cache::read::Mode;
+use crate::cache::key::Mode;
 use crate::events::bump;
 use crate::value::VersionId;
 

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
+use backon::ExponentialBackoff;
 use tokio::sync::{broadcast, mpsc, watch};
 use tokio::task::{AbortHandle, JoinHandle, JoinSet};
 use tokio::time::Instant;
@@ -17,6 +17,7 @@ use super::builder::{PushHook, Settings, SubscriberBuilder};
 use super::channel::{Channel, Inbox};
 use super::events::{PushEvent, PushStats};
 use super::throttle::LogThrottle;
+use crate::backoff::Backoff;
 use crate::cache::SecretCache;
 use crate::error::{Error, ErrorKind};
 use crate::events::{Emitter, bump};
@@ -256,10 +257,9 @@ impl Drop for Subscriber {
     }
 }
 
-/// The reconnect delays: jittered exponential backoff from `backon`, restarted after a stable
-/// connection.
+/// The reconnect delays: the crate's backoff, restarted after a stable connection.
 struct Reconnect {
-    builder: ExponentialBuilder,
+    rule: Backoff,
     delays: ExponentialBackoff,
     /// Attempts since the last stable connection: what the backoff has grown by.
     attempt: u32,
@@ -269,14 +269,10 @@ struct Reconnect {
 
 impl Reconnect {
     fn new(settings: &Settings) -> Self {
-        let builder = ExponentialBuilder::default()
-            .with_min_delay(settings.backoff_min)
-            .with_max_delay(settings.backoff_max)
-            .with_jitter()
-            .without_max_times();
+        let rule = Backoff::new(settings.backoff_min, settings.backoff_max);
         Reconnect {
-            delays: builder.build(),
-            builder,
+            delays: rule.delays(),
+            rule,
             attempt: 0,
             tries: 0,
         }
@@ -302,7 +298,7 @@ impl Reconnect {
     /// A connection that had been up for `lived` was lost.
     fn lost(&mut self, lived: Duration) {
         if lived >= STABLE_AFTER {
-            self.delays = self.builder.build();
+            self.delays = self.rule.delays();
             self.attempt = 0;
         }
     }

@@ -3,12 +3,13 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use backon::{BackoffBuilder, ExponentialBuilder};
+use backon::ExponentialBackoff;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::protocol::Rotator;
 use super::steps::RotationOutcome;
+use crate::backoff::Backoff;
 use crate::error::{Error, ErrorKind, Result};
 use crate::time::{Instant, later, later_wall};
 
@@ -217,8 +218,8 @@ fn needs_attention(error: &Error) -> bool {
 /// How long after a failed attempt to try again: exponential with jitter from `retry_after` up to
 /// the period, or the period for failures that need a person.
 struct Retry {
-    builder: ExponentialBuilder,
-    backoff: <ExponentialBuilder as BackoffBuilder>::Backoff,
+    rule: Backoff,
+    backoff: ExponentialBackoff,
     period: Duration,
     retry_after: Duration,
     failures_in_a_row: u32,
@@ -226,14 +227,10 @@ struct Retry {
 
 impl Retry {
     fn new(schedule: &Schedule) -> Self {
-        let builder = ExponentialBuilder::default()
-            .with_min_delay(schedule.retry_after)
-            .with_max_delay(schedule.period)
-            .with_jitter()
-            .without_max_times();
+        let rule = Backoff::new(schedule.retry_after, schedule.period);
         Retry {
-            backoff: builder.build(),
-            builder,
+            backoff: rule.delays(),
+            rule,
             period: schedule.period,
             retry_after: schedule.retry_after,
             failures_in_a_row: 0,
@@ -248,7 +245,7 @@ impl Retry {
     fn after(&mut self, result: &Result<RotationOutcome>) -> Duration {
         let Err(error) = result else {
             self.failures_in_a_row = 0;
-            self.backoff = self.builder.build();
+            self.backoff = self.rule.delays();
             return match result {
                 Ok(RotationOutcome::NotDue { age, .. }) => self.period.saturating_sub(*age),
                 Ok(RotationOutcome::UnderWay { .. }) => self.retry_after.min(self.period),

@@ -10,6 +10,7 @@ use reqwest::Method;
 
 use super::auth::{Token, auth_info};
 use super::session::{Inner, SessionEvent, VaultSession};
+use crate::backoff::Backoff;
 use crate::error::Result;
 use crate::time::{Instant, later};
 
@@ -40,9 +41,8 @@ enum Next {
 /// The wait after `failures` failures in a row (at least 1): about 1 s, doubling, capped at 5
 /// minutes, with "equal jitter" (half fixed, half random) so a fleet does not retry in step.
 fn backoff(failures: u32) -> Duration {
-    let exponent = failures.saturating_sub(1).min(16);
-    let full = BACKOFF_MIN.saturating_mul(1 << exponent).min(BACKOFF_MAX);
-    full / 2 + full.mul_f64(0.5 * fastrand::f64())
+    // The crate's rule adds up to as much again: half the bounds keep the waits between them.
+    Backoff::new(BACKOFF_MIN / 2, BACKOFF_MAX / 2).after(failures)
 }
 
 fn next(token: &Token, can_login: bool, failures: u32, now: Instant) -> Next {
