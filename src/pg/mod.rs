@@ -14,6 +14,8 @@ mod credentials;
 #[cfg(any(feature = "sqlx", feature = "deadpool"))]
 mod config;
 #[cfg(any(feature = "sqlx", feature = "deadpool"))]
+mod events;
+#[cfg(any(feature = "sqlx", feature = "deadpool"))]
 mod ledger;
 #[cfg(any(feature = "sqlx", feature = "deadpool"))]
 mod monitor;
@@ -39,7 +41,8 @@ pub use self::{
 #[cfg(any(feature = "sqlx", feature = "deadpool"))]
 pub use self::{
     config::{Endpoint, RotationConfig},
-    monitor::{PoolEvent, PoolMonitor, PoolStats, RotationRecord},
+    events::{PoolEvent, PoolStats, RotationRecord},
+    monitor::PoolMonitor,
 };
 
 #[cfg(feature = "deadpool")]

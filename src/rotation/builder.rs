@@ -6,8 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::bounded::Bounded;
+use super::inner::{FinishedHook, Inner};
 use super::password::PasswordPolicy;
-use super::protocol::{FinishedHook, Inner, Rotator};
+use super::protocol::Rotator;
 use super::steps::FinishedRotation;
 use super::store::RotationStore;
 use super::strategy::Strategy;

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use futures_util::FutureExt;
 
 use super::events::{Activity, Outcome, RotationEvent};
-use super::protocol::{Inner, emit, failure_outcome};
+use super::inner::{Inner, emit, failure_outcome};
 use super::steps::{FinishedRotation, RotationOutcome, Step, StepOutcome, new_token};
 use super::strategy::SecretDocument;
 use super::target::TargetSession;

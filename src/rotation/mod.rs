@@ -134,6 +134,7 @@ mod bounded;
 mod builder;
 mod engine;
 mod events;
+mod inner;
 mod memory;
 mod no_cleartext;
 mod password;

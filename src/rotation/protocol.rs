@@ -6,33 +6,17 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use futures_util::future::BoxFuture;
 use tokio::sync::broadcast;
 
 use super::builder::RotatorBuilder;
 use super::engine::Run;
-use super::events::{Outcome, RotationEvent};
-use super::password::PasswordPolicy;
-use super::steps::{FinishedRotation, RotationOutcome, Step, StepOutcome, new_token};
+use super::events::RotationEvent;
+use super::inner::Inner;
+use super::steps::{RotationOutcome, Step, StepOutcome, new_token};
 use super::store::RotationStore;
 use super::strategy::{SecretDocument, Strategy};
 use super::target::{RotationTarget, TargetSession};
 use crate::error::{Error, ErrorKind, Result};
-use crate::events::Emitter;
-
-pub(crate) type FinishedHook =
-    Arc<dyn Fn(FinishedRotation) -> BoxFuture<'static, ()> + Send + Sync>;
-
-pub(crate) struct Inner {
-    pub(crate) store: Arc<dyn RotationStore>,
-    pub(crate) target: Arc<dyn RotationTarget>,
-    pub(crate) strategy: Strategy,
-    pub(crate) policy: PasswordPolicy,
-    pub(crate) on_finished: Vec<FinishedHook>,
-    pub(crate) resume_orphaned: bool,
-    pub(crate) store_timeout: Duration,
-    pub(crate) events: Emitter<RotationEvent>,
-}
 
 /// Runs rotations of secrets held in a [`RotationStore`] for credentials of a
 /// [`RotationTarget`]: the four steps, crash-safe and idempotent per token, one rotator per secret.
@@ -493,17 +477,5 @@ async fn to_the_end<T: Send + 'static>(
         )),
         Err(_) => Err(Error::new(ErrorKind::Closed)
             .with_message("the rotation was stopped: its runtime shut down")),
-    }
-}
-
-pub(crate) fn emit(inner: &Inner, event: RotationEvent) {
-    inner.events.emit(event);
-}
-
-pub(crate) fn failure_outcome(error: &Error) -> Outcome {
-    if error.kind() == ErrorKind::RolledBack {
-        Outcome::RolledBack
-    } else {
-        Outcome::Failed(error.kind())
     }
 }
