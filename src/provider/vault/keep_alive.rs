@@ -1,17 +1,11 @@
-//! The background task that keeps a session's token alive: renew at about two thirds of the TTL,
-//! log in again when renewal is refused or capped, back off when Vault fails, stop when there is
-//! nothing left to do.
+//! When to keep a session's token alive: renew at about two thirds of the TTL, log in again when
+//! renewal is refused or capped, back off when Vault fails, stop when there is nothing left to
+//! do. The task that acts on it is the session's (`session.rs`).
 
-use std::sync::Weak;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use reqwest::Method;
-
-use super::auth::{Token, auth_info};
-use super::session::{Inner, SessionEvent, VaultSession};
+use super::auth::Token;
 use crate::backoff::Backoff;
-use crate::error::Result;
 use crate::time::{Instant, later};
 
 /// The first wait after a failure; it doubles with each failure in a row.
@@ -21,14 +15,9 @@ const BACKOFF_MAX: Duration = Duration::from_secs(300);
 /// The shortest wait before a renewal, however little of the TTL is left.
 const RENEW_FLOOR: Duration = Duration::from_millis(100);
 
-pub(super) fn spawn(session: &VaultSession) {
-    let shutdown = session.inner.shutdown.subscribe();
-    let _task = tokio::spawn(run(std::sync::Arc::downgrade(&session.inner), shutdown));
-}
-
 /// What the task does next.
 #[derive(Debug, PartialEq)]
-enum Next {
+pub(super) enum Next {
     /// Try (renew or log in) at this instant.
     TryAt(Instant),
     /// Wait until the token expires, then stop: a token that can be neither renewed nor
@@ -38,14 +27,14 @@ enum Next {
     Stop,
 }
 
-/// The wait after `failures` failures in a row (at least 1): about 1 s, doubling, capped at 5
-/// minutes, with "equal jitter" (half fixed, half random) so a fleet does not retry in step.
-fn backoff(failures: u32) -> Duration {
+/// The wait after `failures` failures in a row (at least 1): 0.5 to 1 s, doubling, never over 5
+/// minutes, jittered so a fleet does not retry in step.
+pub(super) fn backoff(failures: u32) -> Duration {
     // The crate's rule adds up to as much again: half the bounds keep the waits between them.
     Backoff::new(BACKOFF_MIN / 2, BACKOFF_MAX / 2).after(failures)
 }
 
-fn next(token: &Token, can_login: bool, failures: u32, now: Instant) -> Next {
+pub(super) fn next(token: &Token, can_login: bool, failures: u32, now: Instant) -> Next {
     let Some(expires_at) = token.expires_at else {
         return Next::Stop;
     };
@@ -65,107 +54,6 @@ fn next(token: &Token, can_login: bool, failures: u32, now: Instant) -> Next {
         .mul_f64(0.6 + 0.1 * fastrand::f64())
         .max(RENEW_FLOOR);
     Next::TryAt(later(now, wait))
-}
-
-async fn run(session: Weak<Inner>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
-    let mut failures = 0u32;
-    loop {
-        let next = {
-            let Some(inner) = session.upgrade() else {
-                return;
-            };
-            let token = inner.token.load_full();
-            next(&token, inner.auth.can_login(), failures, Instant::now())
-        };
-        let (at, then_stop) = match next {
-            Next::Stop => return,
-            Next::TryAt(at) => (at, false),
-            Next::ExpireAt(at) => (at, true),
-        };
-        tokio::select! {
-            _ = shutdown.changed() => return,
-            () = tokio::time::sleep_until(at) => {}
-        }
-        let Some(inner) = session.upgrade() else {
-            return;
-        };
-        if inner.closed.load(Ordering::Acquire) {
-            return;
-        }
-        let session = VaultSession { inner };
-        if then_stop {
-            session.inner.events.emit(SessionEvent::TokenExpired);
-            return;
-        }
-        match renew_or_relogin(&session).await {
-            Ok(()) => failures = 0,
-            Err(error) => {
-                failures = failures.saturating_add(1);
-                let _ = session
-                    .inner
-                    .keep_alive_failures
-                    .fetch_add(1, Ordering::Relaxed);
-                let retry_in = backoff(failures);
-                session.inner.events.emit(SessionEvent::KeepAliveFailed {
-                    kind: error.kind(),
-                    consecutive_failures: failures,
-                    retry_in,
-                });
-                let token = session.inner.token.load_full();
-                if !session.inner.auth.can_login() && token.expired(Instant::now()) {
-                    session.inner.events.emit(SessionEvent::TokenExpired);
-                    return;
-                }
-            }
-        }
-    }
-}
-
-async fn renew_or_relogin(session: &VaultSession) -> Result<()> {
-    let inner = &session.inner;
-    let generation = session.generation();
-    let token = inner.token.load_full();
-    let can_login = inner.auth.can_login();
-    let mut reason = "renewal_refused";
-    if token.renewable {
-        let path = "auth/token/renew-self";
-        let body =
-            serde_json::json!({ "increment": format!("{}s", token.granted.as_secs().max(1)) });
-        match inner
-            .http
-            .call(Method::POST, path, Some(&token.secret), Some(&body))
-            .await
-        {
-            Ok(response) => {
-                if let Ok(info) = auth_info(path, response) {
-                    let granted = Duration::from_secs(info.lease_duration);
-                    let _ = inner.renewals.fetch_add(1, Ordering::Relaxed);
-                    // Shortened by the max TTL: a fresh login (below) is better, when we can.
-                    let capped = granted < token.granted;
-                    if !(capped && can_login) {
-                        // Keep comparing with the full grant, to notice the cap again.
-                        let full = if capped { token.granted } else { granted };
-                        session.extend(granted, full, info.renewable);
-                        inner
-                            .events
-                            .emit(SessionEvent::TokenRenewed { ttl: granted });
-                        return Ok(());
-                    }
-                    reason = "max_ttl";
-                }
-            }
-            Err(error) => {
-                if error.is_retryable() || !can_login {
-                    return Err(error);
-                }
-            }
-        }
-    }
-    if can_login {
-        session.relogin(generation, reason).await
-    } else {
-        Ok(())
-    }
 }
 
 #[cfg(test)]

@@ -1,8 +1,8 @@
 //! A logged-in connection to Vault or OpenBao whose token never lapses unnoticed.
 
 use std::fmt;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -10,9 +10,10 @@ use reqwest::Method;
 use secrecy::SecretString;
 use tokio::sync::{broadcast, watch};
 
-use super::auth::{Token, VaultAuth, login, look_up};
+use super::auth::{Token, VaultAuth, auth_info, login, look_up};
 use super::config::VaultConfig;
 use super::http::Http;
+use super::keep_alive::{Next, backoff, next};
 use crate::error::{Error, ErrorKind, Result};
 use crate::events::Emitter;
 use crate::time::Instant;
@@ -201,7 +202,7 @@ impl VaultSession {
                 shutdown: watch::Sender::new(false),
             }),
         };
-        super::keep_alive::spawn(&session);
+        spawn_keep_alive(&session);
         Ok(session)
     }
 
@@ -408,5 +409,112 @@ impl VaultSession {
                 tracing::debug!(kind = %error.kind(), "credswap: revoking a replaced Vault token failed");
             }
         });
+    }
+}
+
+/// Starts the task that keeps `session`'s token alive (see `keep_alive.rs` for when it acts).
+fn spawn_keep_alive(session: &VaultSession) {
+    let shutdown = session.inner.shutdown.subscribe();
+    let _task = tokio::spawn(run(std::sync::Arc::downgrade(&session.inner), shutdown));
+}
+
+async fn run(session: Weak<Inner>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    let mut failures = 0u32;
+    loop {
+        let next = {
+            let Some(inner) = session.upgrade() else {
+                return;
+            };
+            let token = inner.token.load_full();
+            next(&token, inner.auth.can_login(), failures, Instant::now())
+        };
+        let (at, then_stop) = match next {
+            Next::Stop => return,
+            Next::TryAt(at) => (at, false),
+            Next::ExpireAt(at) => (at, true),
+        };
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            () = tokio::time::sleep_until(at) => {}
+        }
+        let Some(inner) = session.upgrade() else {
+            return;
+        };
+        if inner.closed.load(Ordering::Acquire) {
+            return;
+        }
+        let session = VaultSession { inner };
+        if then_stop {
+            session.inner.events.emit(SessionEvent::TokenExpired);
+            return;
+        }
+        match renew_or_relogin(&session).await {
+            Ok(()) => failures = 0,
+            Err(error) => {
+                failures = failures.saturating_add(1);
+                let _ = session
+                    .inner
+                    .keep_alive_failures
+                    .fetch_add(1, Ordering::Relaxed);
+                let retry_in = backoff(failures);
+                session.inner.events.emit(SessionEvent::KeepAliveFailed {
+                    kind: error.kind(),
+                    consecutive_failures: failures,
+                    retry_in,
+                });
+                let token = session.inner.token.load_full();
+                if !session.inner.auth.can_login() && token.expired(Instant::now()) {
+                    session.inner.events.emit(SessionEvent::TokenExpired);
+                    return;
+                }
+            }
+        }
+    }
+}
+
+async fn renew_or_relogin(session: &VaultSession) -> Result<()> {
+    let inner = &session.inner;
+    let generation = session.generation();
+    let token = inner.token.load_full();
+    let can_login = inner.auth.can_login();
+    let mut reason = "renewal_refused";
+    if token.renewable {
+        let path = "auth/token/renew-self";
+        let body =
+            serde_json::json!({ "increment": format!("{}s", token.granted.as_secs().max(1)) });
+        match inner
+            .http
+            .call(Method::POST, path, Some(&token.secret), Some(&body))
+            .await
+        {
+            Ok(response) => {
+                if let Ok(info) = auth_info(path, response) {
+                    let granted = Duration::from_secs(info.lease_duration);
+                    let _ = inner.renewals.fetch_add(1, Ordering::Relaxed);
+                    // Shortened by the max TTL: a fresh login (below) is better, when we can.
+                    let capped = granted < token.granted;
+                    if !(capped && can_login) {
+                        // Keep comparing with the full grant, to notice the cap again.
+                        let full = if capped { token.granted } else { granted };
+                        session.extend(granted, full, info.renewable);
+                        inner
+                            .events
+                            .emit(SessionEvent::TokenRenewed { ttl: granted });
+                        return Ok(());
+                    }
+                    reason = "max_ttl";
+                }
+            }
+            Err(error) => {
+                if error.is_retryable() || !can_login {
+                    return Err(error);
+                }
+            }
+        }
+    }
+    if can_login {
+        session.relogin(generation, reason).await
+    } else {
+        Ok(())
     }
 }
