@@ -441,7 +441,7 @@ mod tests {
         let overhead = r#"{"id":""}"#.len() + SIGNATURE_FIELD_BYTES;
         let largest = "i".repeat(MAX_ANNOUNCEMENT_BYTES - overhead);
         let fits = Announcement::build(&largest, None, None).unwrap();
-        let key = crate::push::AnnouncementKey::fixed(crate::SecretValue::from(
+        let key = super::super::AnnouncementKey::fixed(crate::value::SecretValue::from(
             "a key of at least sixteen bytes",
         ));
         assert_eq!(

@@ -25,11 +25,14 @@ mod apply_tests;
 mod builder;
 mod channel;
 mod events;
+mod pending;
 #[cfg(feature = "push-postgres")]
 mod postgres;
 mod recheck;
 #[cfg(feature = "push-redis")]
 mod redis;
+mod settings;
+mod shared;
 #[cfg(test)]
 mod signed_tests;
 mod signing;

@@ -7,9 +7,10 @@ use std::sync::Arc;
 use futures_util::StreamExt;
 use tokio::time::Instant;
 
-use super::apply::{PendingKey, rechecked};
+use super::apply::rechecked;
 use super::events::{PushEvent, RecheckPass};
-use super::subscriber::Shared;
+use super::pending::PendingKey;
+use super::shared::Shared;
 use crate::cache::SecretCache;
 use crate::events::bump;
 

@@ -12,10 +12,13 @@ use tokio::sync::{broadcast, mpsc, watch};
 use tokio::task::{AbortHandle, JoinHandle, JoinSet};
 use tokio::time::Instant;
 
-use super::apply::{self, Pending};
-use super::builder::{PushHook, Settings, SubscriberBuilder};
+use super::apply;
+use super::builder::SubscriberBuilder;
 use super::channel::{Channel, Inbox};
 use super::events::{PushEvent, PushStats};
+use super::pending::{KEY_RETRY_HOLD, KeyRetry, Pending, Verified};
+use super::settings::{PushHook, Settings};
+use super::shared::{Counters, Shared};
 use super::throttle::LogThrottle;
 use crate::backoff::Backoff;
 use crate::cache::SecretCache;
@@ -77,76 +80,6 @@ impl fmt::Debug for Subscriber {
     }
 }
 
-/// What the connection loop, the applier's tasks and the public handle share.
-pub(super) struct Shared {
-    pub(super) settings: Settings,
-    channel: Arc<str>,
-    caches: RwLock<Vec<SecretCache>>,
-    events: Emitter<PushEvent>,
-    connected: AtomicBool,
-    pub(super) counters: Counters,
-    /// Keeps floods of malformed or ignored payloads out of the logs.
-    log_throttle: LogThrottle,
-    /// Announcements waiting for (or being handled by) the refresh task of one cache and secret.
-    pub(super) pending: Mutex<Pending>,
-    /// The follow-up delay in nanoseconds: the one set (or the default), raised to the longest
-    /// `min_refresh_interval` of the caches, also of caches added later.
-    follow_up_nanos: AtomicU64,
-    /// Announcements whose signature checked with no key held, waiting for a refresh of the key.
-    pub(super) key_retry: Mutex<apply::KeyRetry>,
-}
-
-crate::events::counters! {
-    pub(super) struct Counters => PushStats {
-        reconnects, received, relevant, ignored, malformed, refreshes, follow_ups, applied,
-        unconfirmed, rate_limited, refresh_failures, shed, rejected,
-    }
-}
-
-impl Shared {
-    pub(super) fn emit(&self, event: PushEvent) {
-        // A flood repeats some kinds: those are logged at most once a minute each (with how many
-        // were left out); every event still reaches the hooks and subscribers.
-        match event.flood_kind() {
-            Some(kind) => {
-                if let Some(left_out) = self.log_throttle.admit(kind) {
-                    event.trace(left_out);
-                }
-            }
-            None => event.trace(0),
-        }
-        self.events.deliver(event);
-    }
-
-    /// How long a follow-up waits (before jitter): never inside a cache's rate limit, where the
-    /// follow-up would be answered from the cache. Also the window in which a repeated
-    /// announcement of a version just found is not acted on.
-    pub(super) fn follow_up_delay(&self) -> Duration {
-        Duration::from_nanos(self.follow_up_nanos.load(Ordering::Relaxed))
-    }
-
-    /// The follow-up delay with up to a quarter added at random, so a fleet that received one
-    /// announcement together does not follow up together.
-    pub(super) fn jittered_follow_up(&self) -> Duration {
-        let delay = self.follow_up_delay();
-        delay.saturating_add(delay.mul_f64(0.25 * fastrand::f64()))
-    }
-
-    /// Raises the follow-up delay to `at_least`.
-    fn raise_follow_up(&self, at_least: Duration) {
-        let nanos = u64::try_from(at_least.as_nanos()).unwrap_or(u64::MAX);
-        let _ = self.follow_up_nanos.fetch_max(nanos, Ordering::Relaxed);
-    }
-
-    /// The caches, cloned out of the lock (clones are reference counts).
-    pub(super) fn caches(&self) -> Vec<SecretCache> {
-        self.caches
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-    }
-}
-
 impl Subscriber {
     /// Starts building a subscriber that listens on `channel`.
     pub fn builder(channel: impl Channel) -> SubscriberBuilder {
@@ -173,7 +106,7 @@ impl Subscriber {
             counters: Counters::default(),
             log_throttle: LogThrottle::default(),
             pending: Mutex::new(Pending::default()),
-            key_retry: Mutex::new(apply::KeyRetry::default()),
+            key_retry: Mutex::new(KeyRetry::default()),
         });
         shared.raise_follow_up(shared.settings.follow_up_delay);
         for cache in shared.caches() {
@@ -317,7 +250,7 @@ async fn run(shared: Arc<Shared>, channel: Arc<dyn Channel>, mut stop: watch::Re
     let mut recheck: Option<AbortHandle> = None;
     let mut last_recheck: Option<Instant> = None;
     // Announcements that checked once their key was refreshed come back here to be applied.
-    let (verified, mut verified_later) = mpsc::channel(apply::KEY_RETRY_HOLD);
+    let (verified, mut verified_later) = mpsc::channel(KEY_RETRY_HOLD);
     let mut reconnect = Reconnect::new(&shared.settings);
     let mut ever_connected = false;
     let mut last_failure: Option<Error> = None;
@@ -427,10 +360,7 @@ fn note_shed(
 }
 
 /// Where announcements verified after a refresh of the key come back to the connection loop.
-type Verified<'a> = (
-    &'a mpsc::Sender<apply::Verified>,
-    &'a mut mpsc::Receiver<apply::Verified>,
-);
+type VerifiedLater<'a> = (&'a mpsc::Sender<Verified>, &'a mut mpsc::Receiver<Verified>);
 
 /// Reads one connection until it fails (returns the error) or the subscriber stops (`None`).
 async fn receive(
@@ -438,7 +368,7 @@ async fn receive(
     inbox: &mut dyn Inbox,
     tasks: &mut JoinSet<()>,
     stop: &mut watch::Receiver<bool>,
-    (verified, verified_later): Verified<'_>,
+    (verified, verified_later): VerifiedLater<'_>,
 ) -> Option<Error> {
     let settings = &shared.settings;
     let mut unreported_shed = 0u64;
