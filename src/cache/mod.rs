@@ -1,9 +1,10 @@
 //! The TTL-cached, version-aware secret cache.
 //!
-//! Split by concern: [`SecretCache`]'s public face (`secret_cache`), the read path and its
-//! staleness rules (`read`), loading and coalescing (`load`), how a load asks the store (`fetch`),
-//! leases (`lease`), remembered failures (`negative`), the background watchers that keep handles
-//! current (`watch`), and the timing policy (`policy`, `entry`).
+//! Split by concern: [`SecretCache`]'s public face and its `Inner` (`secret_cache`), the read path
+//! and its staleness rules (`read`), how a load runs (`load`) and the table of loads under way
+//! (`inflight`), how a load asks the store (`fetch`), leases (`lease`), remembered failures
+//! (`negative`), the followers of each key (`watch`), the cache's vocabulary (`events`), and the
+//! timing policy (`policy`, `entry`).
 
 mod builder;
 mod entry;

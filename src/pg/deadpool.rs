@@ -12,7 +12,7 @@ use tokio_postgres::config::SslMode;
 use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
 use tokio_postgres::{Client, Config, NoTls, Socket};
 
-use super::classify::AuthFailurePolicy;
+use super::auth_failure::AuthFailurePolicy;
 use super::config::RotationConfig;
 use super::credentials::{PgCredentials, TlsLevel};
 use super::monitor::PoolMonitor;

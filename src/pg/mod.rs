@@ -8,15 +8,15 @@
 //! deadline, logins in flight at a rotation included. Both share one mechanism and one
 //! [`RotationConfig`], and report through a [`PoolMonitor`]. Pools know handles, not providers.
 
-mod classify;
+mod auth_failure;
 mod credentials;
 // The pools' shared mechanism (the rotation engine uses the credentials types alone).
 #[cfg(any(feature = "sqlx", feature = "deadpool"))]
 mod config;
 #[cfg(any(feature = "sqlx", feature = "deadpool"))]
-mod events;
+mod drain;
 #[cfg(any(feature = "sqlx", feature = "deadpool"))]
-mod ledger;
+mod events;
 #[cfg(any(feature = "sqlx", feature = "deadpool"))]
 mod monitor;
 #[cfg(any(feature = "sqlx", feature = "deadpool"))]
@@ -32,7 +32,7 @@ mod sqlx;
 #[cfg(feature = "rotation")]
 pub(crate) use self::credentials::TlsLevel;
 pub use self::{
-    classify::{
+    auth_failure::{
         AuthFailurePolicy, INVALID_AUTHORIZATION_SPECIFICATION, INVALID_PASSWORD, SqlStatePolicy,
         sqlstate,
     },

@@ -7,11 +7,11 @@ use std::time::Duration;
 
 use tokio::sync::broadcast;
 
-use super::classify::{AuthFailurePolicy, SqlStatePolicy, is_auth_failure};
+use super::auth_failure::{AuthFailurePolicy, SqlStatePolicy, is_auth_failure};
 use super::config::RotationConfig;
 use super::credentials::PgCredentials;
+use super::drain::{Ledger, Verdict};
 use super::events::{PoolEvent, PoolStats, RotationRecord};
-use super::ledger::{Ledger, Verdict};
 use crate::events::{Emitter, bump};
 use crate::handle::{SecretHandle, Snapshot};
 use crate::time::{Instant, instant_of};

@@ -12,7 +12,7 @@ use sqlx::postgres::{
 };
 use sqlx::{Either, Execute, Executor, PgPool, Postgres, Transaction};
 
-use super::classify::AuthFailurePolicy;
+use super::auth_failure::AuthFailurePolicy;
 use super::config::{Endpoint, RotationConfig};
 use super::credentials::{PgCredentials, TlsLevel};
 use super::events::PoolStats;

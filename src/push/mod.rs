@@ -19,9 +19,6 @@
 //! [`docs::push`](crate::docs::push).
 
 mod announcement;
-mod apply;
-#[cfg(test)]
-mod apply_tests;
 mod builder;
 mod channel;
 mod events;
@@ -31,6 +28,9 @@ mod postgres;
 mod recheck;
 #[cfg(feature = "push-redis")]
 mod redis;
+mod refresh;
+#[cfg(test)]
+mod refresh_tests;
 mod settings;
 mod shared;
 #[cfg(test)]

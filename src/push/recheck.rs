@@ -7,9 +7,9 @@ use std::sync::Arc;
 use futures_util::StreamExt;
 use tokio::time::Instant;
 
-use super::apply::rechecked;
 use super::events::{PushEvent, RecheckPass};
 use super::pending::PendingKey;
+use super::refresh::rechecked;
 use super::shared::Shared;
 use crate::cache::SecretCache;
 use crate::events::bump;

@@ -12,11 +12,11 @@ use tokio::sync::{broadcast, mpsc, watch};
 use tokio::task::{AbortHandle, JoinHandle, JoinSet};
 use tokio::time::Instant;
 
-use super::apply;
 use super::builder::SubscriberBuilder;
 use super::channel::{Channel, Inbox};
 use super::events::{PushEvent, PushStats};
 use super::pending::{KEY_RETRY_HOLD, KeyRetry, Pending, Verified};
+use super::refresh;
 use super::settings::{PushHook, Settings};
 use super::shared::{Counters, Shared};
 use super::throttle::LogThrottle;
@@ -381,7 +381,7 @@ async fn receive(
             biased;
             () = stop_requested(stop) => return None,
             Some(later) = verified_later.recv() => {
-                apply::dispatch(shared, tasks, later.announcement, later.received_at);
+                refresh::dispatch(shared, tasks, later.announcement, later.received_at);
                 continue;
             }
             received = next => received,
@@ -394,7 +394,7 @@ async fn receive(
             received.is_err(),
         );
         match received {
-            Ok(Ok(payload)) => apply::receive(shared, tasks, &payload, Instant::now(), verified),
+            Ok(Ok(payload)) => refresh::receive(shared, tasks, &payload, Instant::now(), verified),
             Ok(Err(error)) => {
                 note_shed(
                     shared,

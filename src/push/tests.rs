@@ -1,6 +1,6 @@
 //! The subscriber's connection loop against an in-process channel whose connections the test
 //! controls, all under paused time: the backoff, re-checks after reconnects, keepalives, event
-//! hooks, settings and shutdown. What announcements cost is in `apply_tests.rs`; real brokers are
+//! hooks, settings and shutdown. What announcements cost is in `refresh_tests.rs`; real brokers are
 //! in `tests/push_postgres.rs` and `tests/push_redis.rs`.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};

@@ -5,12 +5,12 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::bounded::Bounded;
 use super::inner::{FinishedHook, Inner};
 use super::password::PasswordPolicy;
-use super::protocol::Rotator;
+use super::rotator::Rotator;
 use super::steps::FinishedRotation;
 use super::store::RotationStore;
+use super::store::bounded::Bounded;
 use super::strategy::Strategy;
 use super::target::RotationTarget;
 use crate::error::{Error, Result};

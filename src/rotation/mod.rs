@@ -128,46 +128,35 @@
 //! # Ok(()) }
 //! ```
 
-#[cfg(feature = "aws")]
-mod aws;
-mod bounded;
 mod builder;
-mod engine;
 mod events;
 mod inner;
-mod memory;
-mod no_cleartext;
 mod password;
-mod postgres;
-mod protocol;
+mod rotator;
+mod run;
 mod schedule;
-mod sql;
 mod steps;
 mod store;
 mod strategy;
 mod target;
 #[cfg(test)]
 mod tests;
-#[cfg(feature = "vault")]
-mod vault;
 
 pub use self::{
     builder::RotatorBuilder,
     events::{Activity, Outcome, RotationEvent},
-    memory::MemoryRotationStore,
     password::PasswordPolicy,
-    postgres::PostgresTarget,
-    protocol::Rotator,
+    rotator::Rotator,
     schedule::{Attempts, Schedule, ScheduledRotation, Window},
     steps::{FinishedRotation, RotationOutcome, Step, StepOutcome, new_token},
-    store::RotationStore,
+    store::{RotationStore, memory::MemoryRotationStore},
     strategy::Strategy,
-    target::{RotationTarget, TargetSession},
+    target::{RotationTarget, TargetSession, postgres::PostgresTarget},
 };
 
 #[cfg(feature = "aws")]
 #[cfg_attr(docsrs, doc(cfg(feature = "aws")))]
-pub use self::aws::AwsRotationStore;
+pub use self::store::aws::AwsRotationStore;
 #[cfg(feature = "vault")]
 #[cfg_attr(docsrs, doc(cfg(feature = "vault")))]
-pub use self::vault::VaultKvRotationStore;
+pub use self::store::vault::VaultKvRotationStore;

@@ -7,7 +7,7 @@ use backon::ExponentialBackoff;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use super::protocol::Rotator;
+use super::rotator::Rotator;
 use super::steps::RotationOutcome;
 use crate::backoff::Backoff;
 use crate::error::{Error, ErrorKind, Result};

@@ -60,7 +60,7 @@ impl RotationTarget for FakeTarget {
     }
 
     fn check_username(&self, secret_id: &str, username: &str) -> Result<()> {
-        super::sql::check_role_name(secret_id, username)
+        super::target::sql::check_role_name(secret_id, username)
     }
 
     async fn begin(

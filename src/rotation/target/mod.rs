@@ -2,15 +2,15 @@
 
 use async_trait::async_trait;
 
-use super::strategy::Strategy;
 use crate::error::Result;
+use crate::rotation::strategy::Strategy;
 use crate::value::SecretValue;
 
 /// The system whose credential rotates (a database), as the protocol uses it.
 ///
 /// [`begin`](Self::begin) opens a [`TargetSession`] that holds the target's exclusive lock for
 /// the secret until it is released or dropped, so rotators in different processes never
-/// interleave. [`PostgresTarget`](super::PostgresTarget) is the implementation this crate ships;
+/// interleave. [`PostgresTarget`](crate::rotation::PostgresTarget) is the implementation this crate ships;
 /// the trait exists so another database can be added, and so tests of the protocol's logic can use
 /// a stand-in.
 ///
@@ -61,3 +61,7 @@ pub trait TargetSession: Send {
 
 const _: Option<&dyn RotationTarget> = None;
 const _: Option<&dyn TargetSession> = None;
+
+mod no_cleartext;
+pub(crate) mod postgres;
+pub(crate) mod sql;

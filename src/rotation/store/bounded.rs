@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use super::store::RotationStore;
+use super::RotationStore;
 use crate::error::{Error, Result};
 use crate::value::{SecretValue, VersionId, Versioned};
 

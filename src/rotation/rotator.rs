@@ -9,9 +9,9 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::broadcast;
 
 use super::builder::RotatorBuilder;
-use super::engine::Run;
 use super::events::RotationEvent;
 use super::inner::Inner;
+use super::run::Run;
 use super::steps::{RotationOutcome, Step, StepOutcome, new_token};
 use super::store::RotationStore;
 use super::strategy::{SecretDocument, Strategy};

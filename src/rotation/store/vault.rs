@@ -43,10 +43,10 @@ use async_trait::async_trait;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use super::store::RotationStore;
-use super::strategy::parse_json;
+use super::RotationStore;
 use crate::error::{Error, ErrorKind, Result};
 use crate::provider::{VaultSession, vault_path};
+use crate::rotation::strategy::parse_json;
 use crate::value::{SecretValue, Stage, Version, VersionId, Versioned};
 
 const TOKEN_KEY: &str = "credswap-rotation-token";

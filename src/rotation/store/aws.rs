@@ -6,7 +6,7 @@ use aws_sdk_secretsmanager::config::http::HttpResponse;
 use aws_sdk_secretsmanager::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_secretsmanager::operation::describe_secret::DescribeSecretOutput;
 
-use super::store::RotationStore;
+use super::RotationStore;
 use crate::error::{Error, ErrorKind, Result};
 use crate::provider::{AwsSecretsManagerProvider, SecretProvider};
 use crate::value::{SecretValue, Selector, Stage, VersionId, Versioned};
@@ -43,7 +43,7 @@ type Stages = Vec<(String, Vec<String>)>;
 ///   functions) has no such label, and its promotion is not checked.
 /// - `RotateSecret` itself stages `AWSPENDING` on the new version id before it invokes a rotation
 ///   function, with no value (or, in moto, a copy of the current value): `create` then writes the
-///   new credential into that very version, so [`Rotator::step`](super::Rotator::step) can be the
+///   new credential into that very version, so [`Rotator::step`](crate::rotation::Rotator::step) can be the
 ///   body of an AWS rotation function.
 /// - Rollback and abort: `UpdateSecretVersionStage(AWSPENDING, RemoveFromVersionId = token)`; the
 ///   unlabelled version is deprecated and AWS deletes it eventually. A later `create` with the same

@@ -20,11 +20,11 @@ use super::sql::{
     check_role_name, lock_key, map_pg_error, quote_identifier, quote_literal, scram_iterations,
     scram_verifier,
 };
-use super::strategy::{Strategy, parse_json};
-use super::target::{RotationTarget, TargetSession};
+use super::{RotationTarget, TargetSession};
 use crate::error::{Error, ErrorKind, Result};
 use crate::pg::PgCredentials;
 use crate::pg::TlsLevel;
+use crate::rotation::strategy::{Strategy, parse_json};
 use crate::value::SecretValue;
 
 /// How long the server may spend on one statement of the engine's, unless set otherwise.
@@ -693,5 +693,5 @@ where
 }
 
 #[cfg(test)]
-#[path = "tests/postgres_target.rs"]
+#[path = "../tests/postgres_target.rs"]
 mod tests;

@@ -17,10 +17,10 @@ use crate::value::{SecretValue, VersionId, Versioned};
 /// is no longer current (someone wrote the secret during the rotation). Errors never contain a
 /// value.
 ///
-/// The trait is object safe: the [`Rotator`](super::Rotator) holds an `Arc<dyn RotationStore>`.
+/// The trait is object safe: the [`Rotator`](crate::rotation::Rotator) holds an `Arc<dyn RotationStore>`.
 /// A store that wraps another (to add logging, say) forwards every method, the ones with
 /// defaults included: a default `complete` in a wrapper would leave the inner store's marks.
-/// Implementations: [`MemoryRotationStore`](super::MemoryRotationStore), `AwsRotationStore`
+/// Implementations: [`MemoryRotationStore`](crate::rotation::MemoryRotationStore), `AwsRotationStore`
 /// (feature `aws`), `VaultKvRotationStore` (feature `vault`).
 ///
 /// # Example
@@ -157,7 +157,7 @@ pub trait RotationStore: Send + Sync + 'static {
     }
 
     /// The current version: its value and version id (and, where the store says, its creation
-    /// time, which [`Rotator::rotate_if_due`](super::Rotator::rotate_if_due) reads).
+    /// time, which [`Rotator::rotate_if_due`](crate::rotation::Rotator::rotate_if_due) reads).
     async fn current(&self, id: &str) -> Result<Versioned<SecretValue>>;
 
     /// The version before the current one, if the store keeps it (AWS `AWSPREVIOUS`, the previous
@@ -250,3 +250,10 @@ pub trait RotationStore: Send + Sync + 'static {
 
 // The rotator stores `Arc<dyn RotationStore>`: keep the trait object safe.
 const _: Option<&dyn RotationStore> = None;
+
+#[cfg(feature = "aws")]
+pub(crate) mod aws;
+pub(crate) mod bounded;
+pub(crate) mod memory;
+#[cfg(feature = "vault")]
+pub(crate) mod vault;

@@ -6,7 +6,7 @@ use std::time::SystemTime;
 
 use async_trait::async_trait;
 
-use super::store::RotationStore;
+use super::RotationStore;
 use crate::error::{Error, ErrorKind, Result};
 use crate::provider::SecretProvider;
 use crate::time::{Instant, later_wall};
@@ -17,10 +17,10 @@ use crate::value::{SecretValue, Selector, Stage, Version, VersionId, Versioned};
 /// that was current, and a rolled-back version stays, unlabelled.
 ///
 /// It is also a [`SecretProvider`], so a [`SecretCache`](crate::SecretCache) can read what a
-/// [`Rotator`](super::Rotator) rotates: tests of your own rotation flows need no server.
+/// [`Rotator`](crate::rotation::Rotator) rotates: tests of your own rotation flows need no server.
 ///
 /// Creation times follow Tokio's clock from the moment the store was made (the wall clock, unless
-/// a test pauses time), so a [`Schedule`](super::Schedule) tested under `tokio::time::pause()`
+/// a test pauses time), so a [`Schedule`](crate::rotation::Schedule) tested under `tokio::time::pause()`
 /// sees versions age.
 ///
 /// ```
