@@ -18,6 +18,7 @@ use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
 use super::config::RotationConfig;
+use super::events::RotationRecord;
 use crate::time::{Instant, later};
 use crate::value::VersionId;
 
@@ -46,22 +47,13 @@ struct Mark {
     version: VersionId,
 }
 
-/// What the pool knows about one version of the credentials.
+/// What the pool knows about one version of the credentials: what its user sees (the
+/// [`RotationRecord`]), and what only the ledger needs.
 #[derive(Debug, Clone)]
 pub(crate) struct VersionRecord {
-    pub(crate) version: VersionId,
-    /// When the pool took it in.
-    pub(crate) seen_at: Instant,
-    /// When a newer version replaced it.
-    pub(crate) replaced_at: Option<Instant>,
-    /// When its connections must go.
-    pub(crate) deadline: Option<Instant>,
+    pub(crate) record: RotationRecord,
     /// When its lease ends (leased credentials).
     pub(crate) lease_end: Option<Instant>,
-    /// From taking it in to the first connection opened with it.
-    pub(crate) update_latency: Option<Duration>,
-    pub(crate) opened: u64,
-    pub(crate) drained: u64,
     /// Whether its deadline has been announced.
     pub(crate) announced: bool,
 }
@@ -116,14 +108,16 @@ impl Ledger {
         self.records
             .entry(version.clone())
             .or_insert_with(|| VersionRecord {
-                version: version.clone(),
-                seen_at: now,
-                replaced_at: None,
-                deadline: None,
+                record: RotationRecord {
+                    version: version.clone(),
+                    seen_at: now,
+                    update_latency: None,
+                    replaced_at: None,
+                    drain_deadline: None,
+                    connections_opened: 0,
+                    connections_drained: 0,
+                },
                 lease_end: None,
-                update_latency: None,
-                opened: 0,
-                drained: 0,
                 announced: false,
             })
     }
@@ -151,7 +145,7 @@ impl Ledger {
         if self
             .records
             .get(version)
-            .is_none_or(|r| r.replaced_at.is_none())
+            .is_none_or(|r| r.record.replaced_at.is_none())
         {
             let _ = self.replace(version, lease_end, now, config);
         }
@@ -169,7 +163,7 @@ impl Ledger {
         if let Some(end) = lease_end {
             record.lease_end = Some(end);
         }
-        if let Some(deadline) = record.deadline {
+        if let Some(deadline) = record.record.drain_deadline {
             return deadline;
         }
         let mut deadline = later(now, config.drain_delay);
@@ -177,8 +171,8 @@ impl Ledger {
             let before_end = end.checked_sub(config.lease_margin).unwrap_or(now).max(now);
             deadline = deadline.min(before_end);
         }
-        record.replaced_at = Some(now);
-        record.deadline = Some(deadline);
+        record.record.replaced_at = Some(now);
+        record.record.drain_deadline = Some(deadline);
         deadline
     }
 
@@ -216,10 +210,10 @@ impl Ledger {
             });
         }
         let record = self.records.get_mut(&version)?;
-        record.opened += 1;
-        if record.update_latency.is_none() && record.replaced_at.is_none() {
-            let latency = now.saturating_duration_since(record.seen_at);
-            record.update_latency = Some(latency);
+        record.record.connections_opened += 1;
+        if record.record.update_latency.is_none() && record.record.replaced_at.is_none() {
+            let latency = now.saturating_duration_since(record.record.seen_at);
+            record.record.update_latency = Some(latency);
             return Some((version, latency));
         }
         None
@@ -251,9 +245,11 @@ impl Ledger {
         // A version no longer recorded is long gone: its connections go.
         // A version no longer recorded is long gone: its connections go.
         let expired = |version: &VersionId, records: &HashMap<VersionId, VersionRecord>| {
-            records
-                .get(version)
-                .is_none_or(|r| r.deadline.is_some_and(|deadline| now >= deadline))
+            records.get(version).is_none_or(|r| {
+                r.record
+                    .drain_deadline
+                    .is_some_and(|deadline| now >= deadline)
+            })
         };
         let window_start = created.checked_sub(MARGIN).unwrap_or(created);
         // The spans in force at any time in [created - MARGIN, created].
@@ -282,7 +278,7 @@ impl Ledger {
         match doomed {
             Some(version) => {
                 if let Some(record) = self.records.get_mut(&version) {
-                    record.drained += 1;
+                    record.record.connections_drained += 1;
                 }
                 Verdict::Retire(Some(version))
             }
@@ -294,10 +290,11 @@ impl Ledger {
     /// judging when not.
     pub(crate) fn any_due(&self, now: Instant) -> bool {
         self.floor.is_some()
-            || self
-                .records
-                .values()
-                .any(|r| r.deadline.is_some_and(|deadline| now >= deadline))
+            || self.records.values().any(|r| {
+                r.record
+                    .drain_deadline
+                    .is_some_and(|deadline| now >= deadline)
+            })
     }
 
     /// When the pool should next look for connections to retire: the next deadline, or soon
@@ -306,10 +303,12 @@ impl Ledger {
         self.records
             .values()
             .filter_map(|r| {
-                let deadline = r.deadline?;
+                let deadline = r.record.drain_deadline?;
                 if deadline > now {
                     Some(deadline)
-                } else if now < later(deadline, SWEEP_FOR) && r.opened > r.drained {
+                } else if now < later(deadline, SWEEP_FOR)
+                    && r.record.connections_opened > r.record.connections_drained
+                {
                     Some(later(now, SWEEP_EVERY))
                 } else {
                     None
@@ -319,12 +318,17 @@ impl Ledger {
     }
 
     /// Versions whose deadline passed and was not announced yet; marks them announced.
-    pub(crate) fn newly_due(&mut self, now: Instant) -> Vec<VersionRecord> {
+    pub(crate) fn newly_due(&mut self, now: Instant) -> Vec<RotationRecord> {
         let mut due = Vec::new();
         for record in self.records.values_mut() {
-            if !record.announced && record.deadline.is_some_and(|deadline| now >= deadline) {
+            if !record.announced
+                && record
+                    .record
+                    .drain_deadline
+                    .is_some_and(|deadline| now >= deadline)
+            {
                 record.announced = true;
-                due.push(record.clone());
+                due.push(record.record.clone());
             }
         }
         due
@@ -339,7 +343,7 @@ impl Ledger {
             let dead = self
                 .records
                 .get(&front.version)
-                .and_then(|r| r.deadline)
+                .and_then(|r| r.record.drain_deadline)
                 .is_some_and(|deadline| now >= deadline);
             if !dead {
                 break;
@@ -370,10 +374,10 @@ impl Ledger {
     }
 
     /// The versions the pool has used, oldest first.
-    pub(crate) fn history(&self) -> Vec<VersionRecord> {
+    pub(crate) fn history(&self) -> Vec<RotationRecord> {
         self.order
             .iter()
-            .filter_map(|version| self.records.get(version).cloned())
+            .filter_map(|version| self.records.get(version).map(|r| r.record.clone()))
             .collect()
     }
 }

@@ -259,7 +259,7 @@ impl Rotation {
         for record in due {
             self.emit(PoolEvent::Drained {
                 version: record.version,
-                drained: record.drained,
+                drained: record.connections_drained,
             });
         }
     }
@@ -343,20 +343,7 @@ impl Rotation {
     }
 
     pub(crate) fn rotations(&self) -> Vec<RotationRecord> {
-        self.lock()
-            .ledger
-            .history()
-            .into_iter()
-            .map(|record| RotationRecord {
-                version: record.version,
-                seen_at: record.seen_at,
-                update_latency: record.update_latency,
-                replaced_at: record.replaced_at,
-                drain_deadline: record.deadline,
-                connections_opened: record.opened,
-                connections_drained: record.drained,
-            })
-            .collect()
+        self.lock().ledger.history()
     }
 
     pub(crate) fn subscribe(&self) -> broadcast::Receiver<PoolEvent> {

@@ -91,11 +91,9 @@
 //!
 //! - [`MemoryRotationStore`]: in memory, with AWS's stage semantics; also a
 //!   [`SecretProvider`](crate::SecretProvider), for tests.
-//! - `AwsRotationStore` (feature `aws`): the token is the version id; `create` is
-//!   `PutSecretValue(ClientRequestToken = token, VersionStages = [AWSPENDING,
-//!   credswap-base-<current version>])`; `finish` is `UpdateSecretVersionStage(AWSCURRENT,
-//!   MoveToVersionId = token, RemoveFromVersionId = current)` (AWS moves `AWSPREVIOUS` to the old
-//!   version itself) followed by removing `AWSPENDING` and the base label.
+//! - `AwsRotationStore` (feature `aws`): AWS's own version stages, the token as the version id,
+//!   interoperating with `RotateSecret` and AWS's rotation functions; its docs tell the protocol,
+//!   step by step (it is told there only).
 //! - `VaultKvRotationStore` (feature `vault`): KV v2, with the pending credential in a separate
 //!   slot that readers never read; its module docs describe the check-and-set scheme.
 //!
