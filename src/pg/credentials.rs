@@ -3,9 +3,6 @@ use std::fmt;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Deserializer};
 
-#[cfg(any(feature = "sqlx", feature = "deadpool"))]
-use super::config::Endpoint;
-
 /// Credentials for a PostgreSQL login, as secret stores hold them.
 ///
 /// Deserializes from the JSON of an AWS RDS / Secrets Manager database secret
@@ -110,7 +107,7 @@ impl TlsLevel {
 /// (unless the pool's own target is kept), and the least TLS the secret asks for. A pool applies
 /// it over its own settings, keeping every setting the secret does not speak of, and never
 /// lowering the TLS the pool was given.
-#[cfg(any(feature = "sqlx", feature = "deadpool"))]
+#[cfg(any(feature = "sqlx", feature = "deadpool", feature = "rotation"))]
 pub(crate) struct Login<'a> {
     pub(crate) username: &'a str,
     pub(crate) password: &'a str,
@@ -123,11 +120,11 @@ pub(crate) struct Login<'a> {
     pub(crate) tls_at_least: Option<TlsLevel>,
 }
 
-#[cfg(any(feature = "sqlx", feature = "deadpool"))]
+#[cfg(any(feature = "sqlx", feature = "deadpool", feature = "rotation"))]
 impl PgCredentials {
-    /// What a login with these credentials takes from them, for a pool connecting to `endpoint`.
-    pub(crate) fn login(&self, endpoint: Endpoint) -> Login<'_> {
-        let from_secret = endpoint == Endpoint::FromSecret;
+    /// What a login with these credentials takes from them: the host and port the secret names
+    /// when `from_secret` (otherwise the configured endpoint stays), and the rest always.
+    pub(crate) fn login_at(&self, from_secret: bool) -> Login<'_> {
         let tls_at_least = self.ssl_mode.as_deref().map(|mode| {
             TlsLevel::parse(mode).unwrap_or_else(|| {
                 // Only a value set by hand gets here (decoding refuses it): fail closed.
@@ -221,10 +218,10 @@ mod tests {
             r#"{"host":"db.internal","port":5432,"dbname":"d","username":"u","password":"p","ssl_mode":"verify-full"}"#,
         )
         .unwrap();
-        let login = rds.login(Endpoint::FromSecret);
+        let login = rds.login_at(true);
         assert_eq!((login.host, login.port), (Some("db.internal"), Some(5432)));
         assert_eq!(login.tls_at_least, Some(TlsLevel::VerifyFull));
-        let login = rds.login(Endpoint::Configured);
+        let login = rds.login_at(false);
         assert_eq!((login.host, login.port), (None, None));
         assert_eq!(login.dbname, Some("d"));
         assert_eq!(login.password, "p");
@@ -246,7 +243,7 @@ mod tests {
         let mut by_hand = PgCredentials::new("u", "p");
         by_hand.ssl_mode = Some("requrie".into());
         assert_eq!(
-            by_hand.login(Endpoint::FromSecret).tls_at_least,
+            by_hand.login_at(true).tls_at_least,
             Some(TlsLevel::VerifyFull)
         );
     }

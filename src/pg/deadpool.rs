@@ -8,13 +8,13 @@ use std::time::Duration;
 use deadpool_postgres::{Hook, HookError, Manager, ManagerConfig, Pool, Runtime, Timeouts};
 use futures_util::future::BoxFuture;
 use tokio::task::JoinHandle;
-use tokio_postgres::config::SslMode;
 use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
 use tokio_postgres::{Client, Config, NoTls, Socket};
 
 use super::auth_failure::AuthFailurePolicy;
 use super::config::RotationConfig;
-use super::credentials::{PgCredentials, TlsLevel};
+use super::connection::with_credentials;
+use super::credentials::PgCredentials;
 use super::monitor::PoolMonitor;
 use super::rotation::{Rotation, spawn_follower, with_auth_retry};
 use crate::error::{Error, Result};
@@ -98,118 +98,6 @@ impl<T> RotatingConnect<T> {
     }
 }
 
-fn ssl_mode(level: TlsLevel) -> SslMode {
-    // tokio-postgres only knows whether to use TLS; verifying the server is the TLS connector's
-    // job (native-tls and rustls connectors verify by default).
-    match level {
-        TlsLevel::Disable => SslMode::Disable,
-        TlsLevel::Allow | TlsLevel::Prefer => SslMode::Prefer,
-        TlsLevel::Require | TlsLevel::VerifyCa | TlsLevel::VerifyFull => SslMode::Require,
-    }
-}
-
-fn level_of(mode: SslMode) -> TlsLevel {
-    match mode {
-        SslMode::Disable => TlsLevel::Disable,
-        SslMode::Prefer => TlsLevel::Prefer,
-        _ => TlsLevel::Require,
-    }
-}
-
-/// `base` with the credentials applied: the user and password; the host and port the secret
-/// names, unless the endpoint keeps the configured ones; the database it names; its `sslmode` if
-/// stricter. Every other setting of `base` (keepalives, `tcp_user_timeout`, `hostaddr`,
-/// `application_name`, options, timeouts, channel binding, ...) stays.
-fn apply_credentials(base: &Config, creds: &PgCredentials, endpoint: super::Endpoint) -> Config {
-    let login = creds.login(endpoint);
-    let moves_target = login.host.is_some() || login.port.is_some();
-    let mut config = if moves_target {
-        // tokio-postgres can only add hosts and ports: build the target anew, with everything else.
-        let mut fresh = settings_of(base);
-        match login.host {
-            Some(host) => {
-                let _ = fresh.host(host);
-            }
-            None => {
-                for host in base.get_hosts() {
-                    let _ = match host {
-                        tokio_postgres::config::Host::Tcp(name) => fresh.host(name),
-                        #[cfg(unix)]
-                        tokio_postgres::config::Host::Unix(path) => fresh.host_path(path),
-                    };
-                }
-                for addr in base.get_hostaddrs() {
-                    let _ = fresh.hostaddr(*addr);
-                }
-            }
-        }
-        match login.port {
-            Some(port) => {
-                let _ = fresh.port(port);
-            }
-            None => {
-                for port in base.get_ports() {
-                    let _ = fresh.port(*port);
-                }
-            }
-        }
-        fresh
-    } else {
-        base.clone()
-    };
-    let _ = config.user(login.username).password(login.password);
-    if let Some(dbname) = login.dbname {
-        let _ = config.dbname(dbname);
-    }
-    if let Some(level) = login.tls_at_least {
-        if level > level_of(base.get_ssl_mode()) {
-            let _ = config.ssl_mode(ssl_mode(level));
-        }
-    }
-    config
-}
-
-/// Every setting of `config` but its hosts, host addresses and ports.
-fn settings_of(config: &Config) -> Config {
-    let mut fresh = Config::new();
-    if let Some(user) = config.get_user() {
-        let _ = fresh.user(user);
-    }
-    if let Some(password) = config.get_password() {
-        let _ = fresh.password(password);
-    }
-    if let Some(dbname) = config.get_dbname() {
-        let _ = fresh.dbname(dbname);
-    }
-    if let Some(options) = config.get_options() {
-        let _ = fresh.options(options);
-    }
-    if let Some(name) = config.get_application_name() {
-        let _ = fresh.application_name(name);
-    }
-    if let Some(timeout) = config.get_connect_timeout() {
-        let _ = fresh.connect_timeout(*timeout);
-    }
-    if let Some(timeout) = config.get_tcp_user_timeout() {
-        let _ = fresh.tcp_user_timeout(*timeout);
-    }
-    if let Some(interval) = config.get_keepalives_interval() {
-        let _ = fresh.keepalives_interval(interval);
-    }
-    if let Some(retries) = config.get_keepalives_retries() {
-        let _ = fresh.keepalives_retries(retries);
-    }
-    let _ = fresh
-        .ssl_mode(config.get_ssl_mode())
-        .ssl_negotiation(config.get_ssl_negotiation())
-        .keepalives(config.get_keepalives())
-        .keepalives_idle(config.get_keepalives_idle())
-        .target_session_attrs(config.get_target_session_attrs())
-        .channel_binding(config.get_channel_binding())
-        .load_balance_hosts(config.get_load_balance_hosts());
-    fresh
-}
-
 impl<T> deadpool_postgres::Connect for RotatingConnect<T>
 where
     T: MakeTlsConnect<Socket> + Clone + Sync + Send + 'static,
@@ -225,7 +113,7 @@ where
         let endpoint = self.rotation.config.endpoint;
         Box::pin(async move {
             with_auth_retry(&self.rotation, |chosen| {
-                let config = apply_credentials(&base, chosen.credentials(), endpoint);
+                let config = with_credentials(&base, chosen.credentials(), endpoint == super::Endpoint::FromSecret);
                 let tls = self.tls.clone();
                 let rotation = &self.rotation;
                 async move {
@@ -461,88 +349,5 @@ where
             }
         }
         Ok((pool, monitor))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::net::{IpAddr, Ipv4Addr};
-
-    use super::*;
-    use crate::pg::Endpoint;
-
-    fn rds(json_extra: &str) -> PgCredentials {
-        serde_json::from_str(&format!(
-            r#"{{"username": "app", "password": "pw", "dbname": "orders"{json_extra}}}"#
-        ))
-        .unwrap()
-    }
-
-    fn base() -> Config {
-        let mut config = Config::new();
-        let _ = config
-            .host("proxy.internal")
-            .hostaddr(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 9)))
-            .port(6432)
-            .application_name("orders")
-            .ssl_mode(SslMode::Require)
-            .keepalives_idle(Duration::from_secs(17))
-            .keepalives_interval(Duration::from_secs(3))
-            .keepalives_retries(4)
-            .tcp_user_timeout(Duration::from_secs(9))
-            .connect_timeout(Duration::from_secs(5))
-            .options("-c statement_timeout=5000");
-        config
-    }
-
-    fn assert_settings_kept(config: &Config) {
-        assert_eq!(config.get_application_name(), Some("orders"));
-        assert_eq!(config.get_keepalives_idle(), Duration::from_secs(17));
-        assert_eq!(
-            config.get_keepalives_interval(),
-            Some(Duration::from_secs(3))
-        );
-        assert_eq!(config.get_keepalives_retries(), Some(4));
-        assert_eq!(config.get_tcp_user_timeout(), Some(&Duration::from_secs(9)));
-        assert_eq!(config.get_connect_timeout(), Some(&Duration::from_secs(5)));
-        assert_eq!(config.get_options(), Some("-c statement_timeout=5000"));
-        assert_eq!(config.get_user(), Some("app"));
-        assert_eq!(config.get_password(), Some(&b"pw"[..]));
-        assert_eq!(config.get_dbname(), Some("orders"));
-    }
-
-    #[test]
-    fn the_secrets_target_replaces_the_configured_one_and_keeps_every_other_setting() {
-        let creds = rds(r#", "host": "db.internal", "port": 5432, "ssl_mode": "disable""#);
-        let config = apply_credentials(&base(), &creds, Endpoint::FromSecret);
-        assert_settings_kept(&config);
-        assert_eq!(config.get_hosts().len(), 1);
-        assert_eq!(config.get_ports(), &[5432], "one port, not two");
-        assert!(
-            config.get_hostaddrs().is_empty(),
-            "the proxy's address is not the secret host's"
-        );
-        // The secret cannot lower the TLS the pool was given.
-        assert_eq!(config.get_ssl_mode(), SslMode::Require);
-    }
-
-    #[test]
-    fn the_configured_target_stays_when_asked_and_tls_can_only_go_up() {
-        let creds = rds(r#", "host": "db.internal", "port": 5432, "ssl_mode": "verify-full""#);
-        let mut plain = base();
-        let _ = plain.ssl_mode(SslMode::Prefer);
-        let config = apply_credentials(&plain, &creds, Endpoint::Configured);
-        assert_settings_kept(&config);
-        assert_eq!(config.get_ports(), &[6432]);
-        assert_eq!(config.get_hostaddrs().len(), 1);
-        assert!(
-            matches!(&config.get_hosts()[0], tokio_postgres::config::Host::Tcp(h) if h == "proxy.internal")
-        );
-        assert_eq!(config.get_ssl_mode(), SslMode::Require);
-        // A port alone in the secret replaces the configured one (not a second port).
-        let port_only = rds(r#", "port": 5433"#);
-        let config = apply_credentials(&base(), &port_only, Endpoint::FromSecret);
-        assert_eq!(config.get_ports(), &[5433]);
-        assert_settings_kept(&config);
     }
 }

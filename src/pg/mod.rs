@@ -9,6 +9,8 @@
 //! [`RotationConfig`], and report through a [`PoolMonitor`]. Pools know handles, not providers.
 
 mod auth_failure;
+#[cfg(any(feature = "deadpool", feature = "rotation"))]
+mod connection;
 mod credentials;
 // The pools' shared mechanism (the rotation engine uses the credentials types alone).
 #[cfg(any(feature = "sqlx", feature = "deadpool"))]
@@ -30,7 +32,7 @@ mod deadpool;
 mod sqlx;
 
 #[cfg(feature = "rotation")]
-pub(crate) use self::credentials::TlsLevel;
+pub(crate) use self::connection::with_credentials;
 pub use self::{
     auth_failure::{
         AuthFailurePolicy, INVALID_AUTHORIZATION_SPECIFICATION, INVALID_PASSWORD, SqlStatePolicy,

@@ -154,7 +154,7 @@ pub fn apply_credentials(
     creds: &PgCredentials,
     endpoint: Endpoint,
 ) -> PgConnectOptions {
-    let login = creds.login(endpoint);
+    let login = creds.login_at(endpoint == Endpoint::FromSecret);
     let mut options = base
         .clone()
         .username(login.username)

@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_postgres::config::{ChannelBinding, Host, SslMode};
 use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
@@ -23,7 +23,7 @@ use super::sql::{
 use super::{RotationTarget, TargetSession};
 use crate::error::{Error, ErrorKind, Result};
 use crate::pg::PgCredentials;
-use crate::pg::TlsLevel;
+use crate::pg::with_credentials;
 use crate::rotation::strategy::{Strategy, parse_json};
 use crate::value::SecretValue;
 
@@ -223,7 +223,6 @@ impl<T> PostgresTarget<T> {
         password: &SecretString,
         admin: bool,
     ) -> Result<Config> {
-        let mut config = self.connection.clone();
         if !self.has_tls && !self.plaintext {
             return Err(Error::config(
                 "this PostgresTarget has no TLS connector: give it one with PostgresTarget::tls, \
@@ -231,8 +230,11 @@ impl<T> PostgresTarget<T> {
             )
             .with_id(secret_id));
         }
-        match config.get_hosts().first() {
-            Some(pinned) => check_endpoint(secret_id, pinned, config.get_ports(), location)?,
+        let pinned = self.connection.get_hosts().first();
+        match pinned {
+            Some(pinned) => {
+                check_endpoint(secret_id, pinned, self.connection.get_ports(), location)?
+            }
             None if admin => {
                 return Err(Error::config(
                     "an admin credential goes only to a host the rotator's configuration names, \
@@ -240,35 +242,26 @@ impl<T> PostgresTarget<T> {
                 )
                 .with_id(secret_id));
             }
-            None => {
-                let host = location.host.as_deref().ok_or_else(|| {
-                    Error::config(
-                        "no database host: the secret has no `host` and \
-                         PostgresTarget::connection names none",
-                    )
-                    .with_id(secret_id)
-                })?;
-                let _ = config.host(host);
-                if let Some(port) = location.port {
-                    let _ = config.port(port);
-                }
+            None if location.host.is_none() => {
+                return Err(Error::config(
+                    "no database host: the secret has no `host` and PostgresTarget::connection \
+                     names none",
+                )
+                .with_id(secret_id));
             }
+            None => {}
         }
-        if config.get_dbname().is_none() {
-            if let Some(dbname) = &location.dbname {
-                let _ = config.dbname(dbname);
-            }
-        }
+        // The one mapping the pools use too: who logs in (here: `username`), where (the pinned
+        // endpoint, or the secret's), which database, and the secret's ssl_mode when stricter.
+        let mut login = location.clone();
+        login.username = username.to_owned();
+        login.password = password.clone();
+        let mut config = with_credentials(&self.connection, &login, pinned.is_none());
         if config.get_connect_timeout().is_none() {
             let _ = config.connect_timeout(Duration::from_secs(10));
         }
         if config.get_application_name().is_none() {
             let _ = config.application_name("credswap-rotation");
-        }
-        if let Some(mode) = location.ssl_mode.as_deref() {
-            if requires_tls(secret_id, mode)? {
-                let _ = config.ssl_mode(SslMode::Require);
-            }
         }
         if self.has_tls {
             let _ = config.ssl_mode(SslMode::Require);
@@ -291,9 +284,6 @@ impl<T> PostgresTarget<T> {
         } else {
             let _ = config.ssl_mode(SslMode::Disable);
         }
-        let _ = config
-            .user(username)
-            .password(password.expose_secret().as_bytes());
         Ok(config)
     }
 
@@ -315,21 +305,6 @@ impl<T> PostgresTarget<T> {
                 format!("{what}: no answer from the database within {limit:?}"),
             ))
         })
-    }
-}
-
-/// Whether libpq-style `mode` asks for TLS (read as the pools read it: it only ever makes TLS
-/// stricter).
-fn requires_tls(secret_id: &str, mode: &str) -> Result<bool> {
-    match TlsLevel::parse(mode) {
-        Some(level) => Ok(level >= TlsLevel::Require),
-        // The admin credential may travel over this connection: refuse to guess.
-        None => Err(Error::config(format!(
-            "the secret's ssl_mode `{}` is not one of disable, allow, prefer, require, verify-ca, \
-             verify-full",
-            mode.escape_debug()
-        ))
-        .with_id(secret_id)),
     }
 }
 
