@@ -50,4 +50,4 @@ pub use self::{
 #[cfg(feature = "deadpool")]
 pub use self::deadpool::{RotatingConnect, RotatingDeadpoolBuilder};
 #[cfg(feature = "sqlx")]
-pub use self::sqlx::{RotatingPgPool, RotatingPgPoolBuilder, apply_credentials};
+pub use self::sqlx::{RotatingPgPool, RotatingPgPoolBuilder};

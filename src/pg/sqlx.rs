@@ -149,7 +149,7 @@ fn level_of(mode: PgSslMode) -> TlsLevel {
 /// Connect options with the credentials applied: the user and password; the host and port the
 /// secret names, unless `endpoint` keeps the configured ones; the database it names; its
 /// `sslmode` if stricter than the options' own. Every other setting of `base` stays.
-pub fn apply_credentials(
+pub(crate) fn apply_credentials(
     base: &PgConnectOptions,
     creds: &PgCredentials,
     endpoint: Endpoint,
