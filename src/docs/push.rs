@@ -122,8 +122,9 @@
 //!   and forged ones are counted ([`PushStats::rejected`](crate::push::PushStats::rejected)) and
 //!   cost no store call beyond one refresh of the key per `min_refresh_interval`. The key rotates
 //!   like any secret: subscribers accept the previous key within its grace period, and refresh
-//!   theirs when a signature checks with neither, so a rotation of the key loses no
-//!   announcement.
+//!   theirs when a signature checks with neither, so a rotation of the key normally loses no
+//!   announcement (one arriving within a rate-limit interval of such a refresh is rejected, and
+//!   the TTL catches it: a forger active during a key rotation can make that happen).
 //!
 //! ## What is not
 //!

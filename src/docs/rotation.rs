@@ -155,8 +155,9 @@
 //! connector ([`PostgresTarget::tls`](crate::rotation::PostgresTarget::tls)) the target refuses to
 //! connect unless you opt in with
 //! [`allow_plaintext`](crate::rotation::PostgresTarget::allow_plaintext) (logged as a warning). With
-//! TLS the admin requires channel binding; either way a server that asks for a cleartext password
-//! is refused before the password is sent.
+//! TLS the admin requires channel binding. A server that asks for a cleartext password is refused
+//! before any password is sent on plaintext connections, and before the admin's under TLS; the
+//! role's own logins under TLS rely on the TLS connector verifying the server.
 //!
 //! PostgreSQL receives a SCRAM-SHA-256 verifier computed on the client (with the server's
 //! `scram_iterations` when it is above 4,096), never the password, so the password is in no

@@ -33,7 +33,9 @@ const MIN_KEY_BYTES: usize = 16;
 /// the cache's grace period, the previous one. When a signature checks with neither, the
 /// subscriber refreshes its handle once (rate-limited like any refresh: a flood of forgeries costs
 /// at most one store call per `min_refresh_interval`) and checks again, so an announcement signed
-/// with a key the subscriber has not seen yet is not lost.
+/// with a key the subscriber has not seen yet is normally not lost. Not guaranteed: one that
+/// arrives within a `min_refresh_interval` after such a refresh, or beyond the 16 held while it
+/// runs (a forger can provoke both), is rejected; the caches' TTL is then the backstop.
 ///
 /// A signature proves who sent an announcement, not when: a recorded one can be replayed, which
 /// costs what any announcement of a current version costs (a rate-limited refresh).

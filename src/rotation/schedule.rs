@@ -150,6 +150,13 @@ impl Schedule {
                  10 ms",
             ));
         }
+        if self.min_age.is_some_and(|min_age| min_age > self.period) {
+            // A secret older than the period but younger than the minimum age would be asked
+            // about again at once, forever.
+            return Err(Error::config(
+                "a rotation schedule's minimum age is at most its period",
+            ));
+        }
         for (what, value) in [
             ("period", Some(self.period)),
             ("jitter", Some(self.jitter)),
