@@ -304,6 +304,22 @@ impl rotation_common::Hooks for HoldPromote {
     }
 }
 
+/// A rotator over `store` whose `promote` waits until the returned gate is opened.
+fn held_at_promote(
+    store: &Arc<MemoryRotationStore>,
+    pg: &PostgresServer,
+) -> (Rotator, Arc<tokio::sync::Notify>) {
+    let open = Arc::new(tokio::sync::Notify::new());
+    let gated = Arc::new(Hooked {
+        inner: store.clone(),
+        hooks: HoldPromote { open: open.clone() },
+    });
+    let rotator = Rotator::builder(gated, Arc::new(rotation_common::target(pg)))
+        .build()
+        .unwrap();
+    (rotator, open)
+}
+
 /// Waits for the `setSecret` event of `secret`.
 async fn set_done(
     events: &mut tokio::sync::broadcast::Receiver<credswap::rotation::RotationEvent>,
@@ -339,14 +355,7 @@ async fn a_rotation_dropped_between_set_and_finish_still_ends_with_a_working_pas
         create_role(&admin, user, "Initial-Drop-0001").await;
         let _ = store.set(user, rds_json(port, user, "Initial-Drop-0001"));
     }
-    let open = Arc::new(tokio::sync::Notify::new());
-    let gated = Arc::new(Hooked {
-        inner: store.clone(),
-        hooks: HoldPromote { open: open.clone() },
-    });
-    let rotator = Rotator::builder(gated, Arc::new(rotation_common::target(&pg)))
-        .build()
-        .unwrap();
+    let (rotator, open) = held_at_promote(&store, &pg);
 
     // The future of `rotate`, dropped as soon as `set` changed the database.
     let mut events = rotator.subscribe();
@@ -405,14 +414,7 @@ async fn a_graceful_shutdown_waits_for_the_rotation_under_way() {
         "shut_down",
         rds_json(port, "shut_down", "Initial-Shut-0001"),
     );
-    let open = Arc::new(tokio::sync::Notify::new());
-    let gated = Arc::new(Hooked {
-        inner: store.clone(),
-        hooks: HoldPromote { open: open.clone() },
-    });
-    let rotator = Rotator::builder(gated, Arc::new(rotation_common::target(&pg)))
-        .build()
-        .unwrap();
+    let (rotator, open) = held_at_promote(&store, &pg);
     let mut events = rotator.subscribe();
     let schedule = rotator
         .schedule(

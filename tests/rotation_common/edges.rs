@@ -9,6 +9,7 @@ use async_trait::async_trait;
 use credswap::rotation::{RotationOutcome, RotationStore, Rotator};
 use credswap::{Error, ErrorKind, Result};
 
+use super::recovery::token_of;
 use super::{Hooked, Hooks, INITIAL, Store, create_role, login_of, logs_in, postgres, rds_json};
 
 /// The store answers until `operation` has really been done, then nothing more: the answer to it
@@ -99,13 +100,6 @@ fn counted(
         .unwrap()
 }
 
-fn token_of(outcome: &RotationOutcome) -> String {
-    match outcome {
-        RotationOutcome::Rotated { token, .. } => token.to_string(),
-        other => panic!("expected a rotation: {other:?}"),
-    }
-}
-
 /// A rotation whose store stops answering right after it promoted the new version is reported
 /// once, by whichever call comes next (`resume`, `rotate_if_due`, `rotate`), with the store's
 /// canonical name even when the caller used another spelling (AWS: the ARN); then never again.
@@ -163,7 +157,7 @@ pub async fn a_finished_rotation_runs_its_hooks_exactly_once(store: Store) {
         .await
         .unwrap()
         .expect("a rotation to report");
-    tokens.push(token_of(&resumed));
+    tokens.push(token_of(resumed));
     assert_eq!(calls.lock().unwrap().len(), 1);
     assert_eq!(
         healthy.resume(&called_as).await.unwrap(),
@@ -197,7 +191,7 @@ pub async fn a_finished_rotation_runs_its_hooks_exactly_once(store: Store) {
     let rotated = healthy.rotate(&called_as).await.unwrap();
     let missed = calls.lock().unwrap()[2].1.clone();
     tokens.push(missed);
-    tokens.push(token_of(&rotated));
+    tokens.push(token_of(rotated));
     assert_eq!(healthy.resume(&called_as).await.unwrap(), None);
     let due = healthy
         .rotate_if_due(&called_as, Duration::from_secs(3600))

@@ -201,7 +201,8 @@ pub async fn base_labels(store: &Store, id: &str) -> usize {
         .count()
 }
 
-fn token_of(outcome: RotationOutcome) -> String {
+/// The token of a rotation that happened (a test failure otherwise).
+pub fn token_of(outcome: RotationOutcome) -> String {
     match outcome {
         RotationOutcome::Rotated { token, .. } => token.to_string(),
         other => panic!("{other:?}"),

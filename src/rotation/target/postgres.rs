@@ -5,7 +5,7 @@ use std::any::TypeId;
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -313,6 +313,30 @@ fn credentials(secret_id: &str, value: &SecretValue) -> Result<PgCredentials> {
 }
 
 /// Runs a connection's I/O until it ends.
+/// Logs in over `socket`, watched so that a request for a cleartext password is refused before
+/// tokio-postgres can answer it; the flag says whether that is why the login failed.
+async fn connect_refusing_cleartext<S>(
+    config: &Config,
+    socket: S,
+) -> (
+    std::result::Result<Client, tokio_postgres::Error>,
+    Arc<AtomicBool>,
+)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let stream = NoCleartext::new(socket);
+    let refused = Arc::clone(&stream.refused);
+    let connected = config.connect_raw(stream, NoTls).await;
+    (
+        connected.map(|(client, connection)| {
+            drive(connection);
+            client
+        }),
+        refused,
+    )
+}
+
 fn drive<S, T>(connection: tokio_postgres::Connection<S, T>)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -409,16 +433,7 @@ where
                         .await
                         .map_err(unreachable)?;
                     let _ = socket.set_nodelay(true);
-                    let stream = NoCleartext::new(socket);
-                    let refused = Arc::clone(&stream.refused);
-                    let connected = config.connect_raw(stream, NoTls).await;
-                    (
-                        connected.map(|(client, connection)| {
-                            drive(connection);
-                            client
-                        }),
-                        refused,
-                    )
+                    connect_refusing_cleartext(config, socket).await
                 }
                 #[cfg(unix)]
                 Some(Host::Unix(dir)) => {
@@ -426,16 +441,7 @@ where
                     let socket = tokio::net::UnixStream::connect(path)
                         .await
                         .map_err(unreachable)?;
-                    let stream = NoCleartext::new(socket);
-                    let refused = Arc::clone(&stream.refused);
-                    let connected = config.connect_raw(stream, NoTls).await;
-                    (
-                        connected.map(|(client, connection)| {
-                            drive(connection);
-                            client
-                        }),
-                        refused,
-                    )
+                    connect_refusing_cleartext(config, socket).await
                 }
                 _ => return Err(Error::config("no database host to connect to").with_id(secret_id)),
             };
