@@ -313,3 +313,71 @@ async fn shutdown_revokes_the_token_it_logged_in_for_and_keeps_a_supplied_one() 
     assert_eq!(accessors(), with_it);
     assert_eq!(revokes(), revoked_before + 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vaultrs_client_the_application_configured_is_used_for_every_call() {
+    let bao = tokio::task::spawn_blocking(credswap::testkit::OpenBaoServer::start_tls)
+        .await
+        .unwrap()
+        .expect("start OpenBao with TLS");
+    let root = || VaultAuth::Token(bao.root_token().to_owned().into());
+    bao.cli(&["namespace", "create", "team-b"]).unwrap();
+    bao.cli(&["secrets", "enable", "-ns=team-b", "-path=secret", "kv-v2"])
+        .unwrap();
+    bao.cli(&[
+        "kv",
+        "put",
+        "-ns=team-b",
+        "-mount=secret",
+        "app",
+        "api_key=k-vaultrs",
+    ])
+    .unwrap();
+
+    // The application's own client: its CA and namespace, and a token the session does not use
+    // (the session logs in with `auth`).
+    let settings = vaultrs::client::VaultClientSettingsBuilder::default()
+        .address(bao.addr())
+        .ca_certs(vec![bao.ca_cert().unwrap().display().to_string()])
+        .namespace(Some("team-b".to_owned()))
+        .token("not-a-token")
+        .build()
+        .unwrap();
+    let client = vaultrs::client::VaultClient::new(settings).unwrap();
+    let session = VaultSession::from_client(client, root()).await.unwrap();
+    let kv = VaultKvProvider::new(session.clone(), "secret");
+    let value = kv.fetch("app", &Selector::Current).await.unwrap();
+    assert!(value.value.expose_str().unwrap().contains("k-vaultrs"));
+    assert_eq!(
+        kv.probe("app", &Selector::Current).await.unwrap(),
+        Some(value.version.id.clone())
+    );
+
+    // A client without the CA gets the same typed error as a configuration without it.
+    let untrusting = vaultrs::client::VaultClient::new(
+        vaultrs::client::VaultClientSettingsBuilder::default()
+            .address(bao.addr())
+            .ca_certs(Vec::new())
+            .build()
+            .unwrap(),
+    )
+    .unwrap();
+    let err = VaultSession::from_client(untrusting, root())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Transient, "{err}");
+    assert!(err.to_string().contains("VAULT_CACERT"), "{err}");
+
+    // A token an HTTP header cannot carry is refused before any request, without echoing it.
+    let before = bao.request_total();
+    let err = VaultSession::connect_with(
+        VaultConfig::new(bao.addr()).ca_cert(bao.ca_cert().unwrap()),
+        VaultAuth::Token("hvs.bad-token\n".to_owned().into()),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Config, "{err}");
+    assert!(!format!("{err} {err:?}").contains("bad-token"));
+    assert_eq!(bao.request_total(), before);
+    session.shutdown().await;
+}

@@ -101,7 +101,7 @@
 //! stops a schedule and waits for that end. A service shutting down stops, in this order: its
 //! schedules (`shutdown().await`), its push subscribers, its pools, its caches, and last the
 //! [`VaultSession`](crate::provider::VaultSession) they use (its `shutdown().await` revokes the
-//! token it logged in for). Only the runtime shutting down cuts a rotation off; the next
+//! token it logged in for, and with it the leases that token created). Only the runtime shutting down cuts a rotation off; the next
 //! `rotate` or `resume` finishes it. Every store call (and hook) is bounded by
 //! [`store_timeout`](crate::rotation::RotatorBuilder::store_timeout) (30 s by default), so a
 //! black-holed request cannot hold the rotation lock, and with it a single user's lockout.

@@ -23,7 +23,7 @@
 //! // caches' background work and the session's token keep-alive.
 //! db.shutdown_revoking_leases().await?;
 //! kv.shutdown().await;
-//! session.shutdown().await; // revokes the token it logged in for
+//! session.shutdown().await; // revokes the token it logged in for, and the leases it made
 //! # Ok(()) }
 //! ```
 //!

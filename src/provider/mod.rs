@@ -10,7 +10,7 @@ mod file;
 mod memory;
 #[cfg(feature = "vault")]
 #[cfg_attr(docsrs, doc(cfg(feature = "vault")))]
-mod vault;
+pub(crate) mod vault;
 
 use async_trait::async_trait;
 
@@ -27,6 +27,10 @@ pub(crate) use self::vault::vault_path;
 pub use self::vault::{
     SessionEvent, VaultAuth, VaultConfig, VaultDatabaseProvider, VaultKvProvider, VaultSession,
 };
+/// The `vaultrs` this crate talks to Vault through, for
+/// [`VaultSession::from_client`](crate::provider::VaultSession::from_client).
+#[cfg(feature = "vault")]
+pub use vaultrs;
 
 /// A secret store.
 ///

@@ -4,11 +4,9 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use reqwest::Method;
 use secrecy::{ExposeSecret, SecretString};
-use serde::Deserialize;
 
-use super::http::Http;
+use super::client::{Client, header_safe, map_error};
 use crate::error::{Error, Result};
 use crate::time::{Instant, later};
 
@@ -96,47 +94,32 @@ impl Token {
     }
 }
 
-#[derive(Deserialize)]
-struct AuthResponse {
-    auth: AuthInfo,
-}
-
-#[derive(Deserialize)]
-pub(crate) struct AuthInfo {
-    pub(crate) client_token: String,
-    pub(crate) lease_duration: u64,
-    pub(crate) renewable: bool,
-}
-
-#[derive(Deserialize)]
-struct LookupResponse {
-    data: LookupData,
-}
-
-#[derive(Deserialize)]
-struct LookupData {
-    ttl: u64,
-    #[serde(default)]
-    renewable: Option<bool>,
-}
-
-/// The `auth` block of a login or renewal response, parsed without ever echoing it.
-pub(crate) fn auth_info(path: &str, response: serde_json::Value) -> Result<AuthInfo> {
-    serde_json::from_value::<AuthResponse>(response)
-        .map(|r| r.auth)
-        .map_err(|_| Error::invalid_request(path, "Vault's auth response has an unexpected shape"))
+/// A token Vault gave (a login or a renewal), checked before it is ever put on a request.
+pub(crate) fn token_from(path: &str, info: vaultrs::api::AuthInfo) -> Result<Token> {
+    if !header_safe(&info.client_token) {
+        return Err(Error::invalid_request(
+            path,
+            "Vault's token holds characters an HTTP header cannot carry",
+        ));
+    }
+    Ok(Token::new(
+        SecretString::from(info.client_token),
+        Duration::from_secs(info.lease_duration),
+        info.renewable,
+    ))
 }
 
 /// Asks Vault about `token`: its remaining TTL and whether it can be renewed. Fails with access
 /// denied when the token is no longer valid.
-pub(crate) async fn look_up(http: &Http, token: &SecretString) -> Result<Token> {
-    let path = "auth/token/lookup-self";
-    let response = http.call(Method::GET, path, Some(token), None).await?;
-    let looked_up = serde_json::from_value::<LookupResponse>(response)
-        .map_err(|_| {
-            Error::invalid_request(path, "Vault's lookup response has an unexpected shape")
-        })?
-        .data;
+pub(crate) async fn look_up(client: &Client, token: &SecretString) -> Result<Token> {
+    if !header_safe(token.expose_secret()) {
+        return Err(Error::config(
+            "the Vault token holds characters an HTTP header cannot carry (a trailing newline?)",
+        ));
+    }
+    let looked_up = vaultrs::token::lookup_self(&client.as_token(Some(token)))
+        .await
+        .map_err(|e| map_error("auth/token/lookup-self", e))?;
     Ok(Token::new(
         token.clone(),
         Duration::from_secs(looked_up.ttl),
@@ -145,16 +128,18 @@ pub(crate) async fn look_up(http: &Http, token: &SecretString) -> Result<Token> 
 }
 
 /// Logs in (or, for a given token, looks it up) and returns the token with its lifetime.
-pub(crate) async fn login(http: &Http, auth: &VaultAuth) -> Result<Token> {
-    let (path, body) = match auth {
-        VaultAuth::Token(token) => return look_up(http, token).await,
+pub(crate) async fn login(client: &Client, auth: &VaultAuth) -> Result<Token> {
+    let anonymous = client.as_token(None);
+    let (path, info) = match auth {
+        VaultAuth::Token(token) => return look_up(client, token).await,
         VaultAuth::AppRole {
             mount,
             role_id,
             secret_id,
         } => (
             format!("auth/{mount}/login"),
-            serde_json::json!({"role_id": role_id, "secret_id": secret_id.expose_secret()}),
+            vaultrs::auth::approle::login(&anonymous, mount, role_id, secret_id.expose_secret())
+                .await,
         ),
         VaultAuth::Kubernetes {
             mount,
@@ -169,17 +154,11 @@ pub(crate) async fn login(http: &Http, auth: &VaultAuth) -> Result<Token> {
             })?;
             (
                 format!("auth/{mount}/login"),
-                serde_json::json!({"role": role, "jwt": jwt.trim()}),
+                vaultrs::auth::kubernetes::login(&anonymous, mount, role, jwt.trim()).await,
             )
         }
     };
-    let response = http.call(Method::POST, &path, None, Some(&body)).await?;
-    let info = auth_info(&path, response)?;
-    Ok(Token::new(
-        SecretString::from(info.client_token),
-        Duration::from_secs(info.lease_duration),
-        info.renewable,
-    ))
+    token_from(&path, info.map_err(|e| map_error(&path, e))?)
 }
 
 #[cfg(test)]
@@ -201,13 +180,15 @@ mod tests {
     }
 
     #[test]
-    fn auth_responses_are_parsed_without_echoing_them() {
-        let ok = serde_json::json!({"auth": {"client_token": "s.abc", "lease_duration": 30, "renewable": true}});
-        let info = auth_info("auth/approle/login", ok).unwrap();
-        assert_eq!(info.lease_duration, 30);
-        let bad = serde_json::json!({"auth": {"client_token": "s.leaked-token"}});
-        let Err(err) = auth_info("auth/approle/login", bad) else {
-            panic!("a response without lease_duration must be refused");
+    fn a_token_a_header_cannot_carry_is_refused_without_echoing_it() {
+        let info: vaultrs::api::AuthInfo = serde_json::from_value(serde_json::json!({
+            "client_token": "s.leaked-token\n", "accessor": "a", "policies": [],
+            "token_policies": [], "metadata": null, "lease_duration": 30, "renewable": true,
+            "entity_id": "", "token_type": "service", "orphan": true
+        }))
+        .unwrap();
+        let Err(err) = token_from("auth/approle/login", info) else {
+            panic!("a token with a newline must be refused");
         };
         assert!(!format!("{err} {err:?}").contains("leaked-token"));
     }

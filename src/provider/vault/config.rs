@@ -135,6 +135,14 @@ impl VaultConfig {
         self.namespace.as_deref()
     }
 
+    pub(crate) fn get_timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    pub(crate) fn skips_verify(&self) -> bool {
+        self.skip_verify
+    }
+
     /// The HTTP client every call goes through.
     pub(crate) fn http_client(&self) -> Result<reqwest::Client> {
         let mut builder = reqwest::Client::builder()

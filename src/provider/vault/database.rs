@@ -1,9 +1,8 @@
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
-use reqwest::Method;
-use serde::Deserialize;
 
+use super::client::{Credentials, DynamicCredentials, Leased, RenewLease, RevokeLease};
 use super::path::vault_path;
 use super::session::VaultSession;
 use crate::error::{Error, Result};
@@ -32,13 +31,6 @@ pub struct VaultDatabaseProvider {
     mount: String,
 }
 
-#[derive(Deserialize)]
-struct LeaseInfo {
-    lease_id: String,
-    lease_duration: u64,
-    renewable: bool,
-}
-
 impl VaultDatabaseProvider {
     /// A provider for the database engine mounted at `mount` (usually `database`).
     pub fn new(session: VaultSession, mount: impl Into<String>) -> Self {
@@ -50,17 +42,22 @@ impl VaultDatabaseProvider {
 
     /// Asks Vault to rotate static role `role`'s password now.
     pub async fn rotate_static_role(&self, role: &str) -> Result<()> {
-        let path = format!("{}/rotate-role/{}", self.mount, vault_path(role)?);
+        let name = vault_path(role)?;
+        let path = format!("{}/rotate-role/{name}", self.mount);
+        let mount = self.mount.as_str();
         self.session
-            .request(Method::POST, &path, None)
+            .call(&path, |client| async move {
+                vaultrs::database::static_role::rotate(&client, mount, name).await
+            })
             .await
-            .map(|_| ())
     }
 }
 
-fn credentials_value(id: &str, data: &serde_json::Value) -> Result<SecretValue> {
-    let username = data.get("username").and_then(|v| v.as_str());
-    let password = data.get("password").and_then(|v| v.as_str());
+fn credentials_value(
+    id: &str,
+    username: Option<&str>,
+    password: Option<&str>,
+) -> Result<SecretValue> {
     match (username, password) {
         (Some(username), Some(password)) => Ok(SecretValue::text(
             serde_json::json!({"username": username, "password": password}).to_string(),
@@ -91,33 +88,45 @@ impl SecretProvider for VaultDatabaseProvider {
                 "a database secret id is `creds/<role>` or `static-creds/<role>`",
             ));
         }
-        let path = format!("{}/{}", self.mount, vault_path(id)?);
-        let response = self.session.request(Method::GET, &path, None).await?;
-        let data = response
-            .get("data")
-            .ok_or_else(|| Error::invalid_request(id, "Vault's response has no data"))?;
-        let value = credentials_value(id, data)?;
+        let below = vault_path(id)?;
+        let path = format!("{}/{below}", self.mount);
+        let mount = self.mount.as_str();
         let version = if dynamic {
-            let lease: LeaseInfo = serde_json::from_value(response.clone())
-                .map_err(|_| Error::invalid_request(id, "Vault's response has no lease"))?;
-            Version {
-                id: VersionId::new(lease.lease_id.as_str()),
+            let leased: Leased<Credentials> = self
+                .session
+                .call(&path, |client| async move {
+                    let endpoint = DynamicCredentials { mount, path: below };
+                    vaultrs::api::exec_with_no_result(&client, endpoint).await
+                })
+                .await?;
+            let value = credentials_value(
+                id,
+                leased.data.username.as_deref(),
+                leased.data.password.as_deref(),
+            )?;
+            let version = Version {
+                id: VersionId::new(leased.lease_id.as_str()),
                 stages: vec![Stage::Current],
                 created_at: Some(SystemTime::now()),
                 lease: Some(Lease::new(
-                    lease.lease_id,
-                    Duration::from_secs(lease.lease_duration),
-                    lease.renewable,
+                    leased.lease_id,
+                    Duration::from_secs(leased.lease_duration),
+                    leased.renewable,
                 )),
                 next_rotation: None,
-            }
+            };
+            (value, version)
         } else {
-            let rotated = data
-                .get("last_vault_rotation")
-                .and_then(|v| v.as_str())
-                .unwrap_or_default();
-            let ttl = data.get("ttl").and_then(|v| v.as_u64());
-            Version {
+            let name = below.strip_prefix("static-creds/").unwrap_or(below);
+            let creds = self
+                .session
+                .call(&path, |client| async move {
+                    vaultrs::database::static_role::creds(&client, mount, name).await
+                })
+                .await?;
+            let value = credentials_value(id, Some(&creds.username), Some(&creds.password))?;
+            let rotated = creds.last_vault_rotation.as_str();
+            let version = Version {
                 id: VersionId::new(if rotated.is_empty() {
                     crate::value::content_version(value.expose_secret()).to_string()
                 } else {
@@ -126,26 +135,28 @@ impl SecretProvider for VaultDatabaseProvider {
                 stages: vec![Stage::Current],
                 created_at: humantime::parse_rfc3339_weak(rotated).ok(),
                 lease: None,
-                next_rotation: ttl.map(|ttl| {
-                    crate::time::later_wall(SystemTime::now(), Duration::from_secs(ttl))
-                }),
-            }
+                next_rotation: Some(crate::time::later_wall(
+                    SystemTime::now(),
+                    Duration::from_secs(creds.ttl),
+                )),
+            };
+            (value, version)
         };
+        let (value, version) = version;
         Ok(Versioned::new(value, version))
     }
 
     async fn renew_lease(&self, lease: &Lease) -> Result<Option<Lease>> {
-        let body = serde_json::json!({
-            "lease_id": lease.id,
-            "increment": lease.duration.as_secs().max(1),
-        });
-        let response = self
+        let renewed = self
             .session
-            .request(Method::PUT, "sys/leases/renew", Some(body))
+            .call("sys/leases/renew", |client| async move {
+                let endpoint = RenewLease {
+                    lease_id: &lease.id,
+                    increment: lease.duration.as_secs().max(1),
+                };
+                vaultrs::api::exec_with_no_result(&client, endpoint).await
+            })
             .await?;
-        let renewed: LeaseInfo = serde_json::from_value(response).map_err(|_| {
-            Error::invalid_request("sys/leases/renew", "Vault's renewal response has no lease")
-        })?;
         Ok(Some(Lease::new(
             renewed.lease_id,
             Duration::from_secs(renewed.lease_duration),
@@ -154,10 +165,16 @@ impl SecretProvider for VaultDatabaseProvider {
     }
 
     async fn revoke_lease(&self, lease: &Lease) -> Result<()> {
-        let body = serde_json::json!({ "lease_id": lease.id });
         self.session
-            .request(Method::PUT, "sys/leases/revoke", Some(body))
+            .call("sys/leases/revoke", |client| async move {
+                vaultrs::api::exec_with_empty(
+                    &client,
+                    RevokeLease {
+                        lease_id: &lease.id,
+                    },
+                )
+                .await
+            })
             .await
-            .map(|_| ())
     }
 }

@@ -1,9 +1,6 @@
-use std::collections::HashMap;
 use std::time::SystemTime;
 
 use async_trait::async_trait;
-use reqwest::Method;
-use serde::Deserialize;
 
 use super::path::vault_path;
 use super::session::VaultSession;
@@ -29,40 +26,7 @@ pub struct VaultKvProvider {
     mount: String,
 }
 
-/// `data` of a KV v2 metadata response.
-#[derive(Debug, Deserialize)]
-struct Metadata {
-    current_version: u64,
-    #[serde(default)]
-    versions: HashMap<String, VersionMetadata>,
-}
-
-#[derive(Debug, Deserialize)]
-struct VersionMetadata {
-    #[serde(default)]
-    deletion_time: String,
-    #[serde(default)]
-    destroyed: bool,
-}
-
-/// `data` of a KV v2 read response.
-#[derive(Deserialize)]
-struct Read {
-    #[serde(default)]
-    data: serde_json::Value,
-    metadata: ReadMetadata,
-}
-
-#[derive(Deserialize)]
-struct ReadMetadata {
-    version: u64,
-    #[serde(default)]
-    created_time: String,
-    #[serde(default)]
-    deletion_time: String,
-    #[serde(default)]
-    destroyed: bool,
-}
+use vaultrs::api::kv2::responses::{ReadSecretMetadataResponse as Metadata, ReadSecretResponse};
 
 fn parse_time(text: &str) -> Option<SystemTime> {
     humantime::parse_rfc3339_weak(text).ok()
@@ -85,14 +49,39 @@ fn previous_version(metadata: &Metadata) -> Option<u64> {
         .max()
 }
 
-/// The `data` field of a Vault response, parsed as `T`, never echoing it in an error.
-fn data_of<T: serde::de::DeserializeOwned>(path: &str, response: serde_json::Value) -> Result<T> {
-    let data = match response {
-        serde_json::Value::Object(mut object) => object.remove("data"),
-        _ => None,
-    };
-    data.and_then(|data| serde_json::from_value(data).ok())
-        .ok_or_else(|| Error::invalid_request(path, "Vault's response has an unexpected shape"))
+/// Version `version` (the latest for `None`) of the entry at `path` in KV v2 mount `mount`, with
+/// its version metadata (which vaultrs's `kv2::read` drops).
+pub(crate) async fn read_version(
+    session: &VaultSession,
+    mount: &str,
+    path: &str,
+    version: Option<u64>,
+) -> Result<ReadSecretResponse> {
+    let what = format!("{mount}/data/{path}");
+    session
+        .call(&what, |client| async move {
+            let endpoint = vaultrs::api::kv2::requests::ReadSecretRequest {
+                mount: mount.to_owned(),
+                path: path.to_owned(),
+                version,
+            };
+            vaultrs::api::exec_with_result(&client, endpoint).await
+        })
+        .await
+}
+
+/// The metadata of the entry at `path` in KV v2 mount `mount`.
+pub(crate) async fn read_metadata(
+    session: &VaultSession,
+    mount: &str,
+    path: &str,
+) -> Result<Metadata> {
+    let what = format!("{mount}/metadata/{path}");
+    session
+        .call(&what, |client| async move {
+            vaultrs::kv2::read_metadata(&client, mount, path).await
+        })
+        .await
 }
 
 impl VaultKvProvider {
@@ -105,9 +94,7 @@ impl VaultKvProvider {
     }
 
     async fn metadata(&self, id: &str) -> Result<Metadata> {
-        let path = format!("{}/metadata/{}", self.mount, vault_path(id)?);
-        let response = self.session.request(Method::GET, &path, None).await?;
-        data_of(&path, response)
+        read_metadata(&self.session, &self.mount, vault_path(id)?).await
     }
 
     /// Which version number `selector` means, `None` for the latest.
@@ -140,13 +127,7 @@ impl SecretProvider for VaultKvProvider {
 
     async fn fetch(&self, id: &str, selector: &Selector) -> Result<Versioned<SecretValue>> {
         let version = self.resolve(id, selector).await?;
-        let path = format!("{}/data/{}", self.mount, vault_path(id)?);
-        let query = match version {
-            Some(number) => format!("{path}?version={number}"),
-            None => path.clone(),
-        };
-        let response = self.session.request(Method::GET, &query, None).await?;
-        let read: Read = data_of(&path, response)?;
+        let read = read_version(&self.session, &self.mount, vault_path(id)?, version).await?;
         let metadata = &read.metadata;
         if !is_live(&metadata.deletion_time, metadata.destroyed) || read.data.is_null() {
             return Err(Error::not_found(id).with_message(format!(
@@ -191,8 +172,10 @@ mod tests {
 
     #[test]
     fn previous_skips_deleted_and_destroyed_versions() {
-        let json = serde_json::json!({"data": {
+        let json = serde_json::json!({
             "cas_required": false, "created_time": "2026-01-01T00:00:00Z", "current_version": 5,
+            "delete_version_after": "0s", "max_versions": 0, "oldest_version": 1,
+            "updated_time": "2026-01-02T00:00:00Z", "custom_metadata": null,
             "versions": {
                 "1": {"created_time": "2026-01-01T00:00:00Z", "deletion_time": "", "destroyed": false},
                 "2": {"created_time": "2026-01-01T00:00:00Z", "deletion_time": "", "destroyed": false},
@@ -200,12 +183,9 @@ mod tests {
                 "4": {"created_time": "2026-01-01T00:00:00Z", "deletion_time": "2026-01-02T00:00:00Z", "destroyed": false},
                 "5": {"created_time": "2026-01-01T00:00:00Z", "deletion_time": "", "destroyed": false}
             }
-        }});
-        let metadata: Metadata = data_of("secret/metadata/app", json).unwrap();
+        });
+        let metadata: Metadata = serde_json::from_value(json).unwrap();
         assert_eq!(previous_version(&metadata), Some(2));
         assert!(parse_time("2026-11-23T07:05:20.123456789Z").is_some());
-        let err = data_of::<Metadata>("secret/metadata/app", serde_json::json!({"data": "s3cr3t"}))
-            .unwrap_err();
-        assert!(!err.to_string().contains("s3cr3t"));
     }
 }

@@ -6,13 +6,12 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use reqwest::Method;
 use secrecy::SecretString;
 use tokio::sync::{broadcast, watch};
 
-use super::auth::{Token, VaultAuth, auth_info, login, look_up};
+use super::auth::{Token, VaultAuth, login, look_up, token_from};
+use super::client::{AsToken, Client, map_error};
 use super::config::VaultConfig;
-use super::http::Http;
 use super::keep_alive::{Next, backoff, next};
 use crate::error::{Error, ErrorKind, Result};
 use crate::events::Emitter;
@@ -89,7 +88,7 @@ impl crate::events::Event for SessionEvent {
 }
 
 pub(super) struct Inner {
-    pub(super) http: Http,
+    pub(super) client: Client,
     pub(super) auth: VaultAuth,
     pub(super) token: ArcSwap<Token>,
     /// Bumped on every new token, so concurrent denials cause one check and one login.
@@ -117,8 +116,9 @@ pub(super) struct Inner {
 /// once a second): only an invalid token leads to a new login, so a path the policy denies costs
 /// no login.
 ///
-/// Every call goes through one HTTP client configured by a [`VaultConfig`]: TLS (`VAULT_CACERT`,
-/// `VAULT_CAPATH`, client certificates) and the namespace apply to all of them.
+/// Every call goes through one `vaultrs` client, configured by a [`VaultConfig`] (TLS with
+/// `VAULT_CACERT`, `VAULT_CAPATH`, client certificates; the namespace) or handed in by the
+/// application ([`from_client`](Self::from_client)).
 ///
 /// ```no_run
 /// # #![allow(dead_code)]
@@ -150,7 +150,7 @@ pub struct VaultSession {
 impl fmt::Debug for VaultSession {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("VaultSession")
-            .field("address", &self.inner.http.address())
+            .field("address", &self.inner.client.address())
             .field("auth", &self.inner.auth)
             .field("logins", &self.logins())
             .field("renewals", &self.renewals())
@@ -185,11 +185,43 @@ impl VaultSession {
     /// (access denied for bad credentials, transient when unreachable or when Vault's certificate
     /// is not trusted).
     pub async fn connect_with(config: VaultConfig, auth: VaultAuth) -> Result<Self> {
-        let http = Http::new(&config)?;
-        let token = login(&http, &auth).await?;
+        Self::start(Client::new(&config)?, auth).await
+    }
+
+    /// Logs in through a `vaultrs` client the application already configured (its address, TLS,
+    /// namespace and timeout are used; the token it holds is not: `auth` decides, so pass
+    /// `VaultAuth::Token` to use that token) and starts keeping the token alive.
+    ///
+    /// ```no_run
+    /// # #![allow(dead_code)]
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// use credswap::provider::{VaultAuth, VaultSession};
+    /// use vaultrs::client::{VaultClient, VaultClientSettingsBuilder};
+    ///
+    /// let settings = VaultClientSettingsBuilder::default()
+    ///     .address("https://vault.internal:8200")
+    ///     .build()?;
+    /// let token = settings.token.clone();
+    /// let session = VaultSession::from_client(VaultClient::new(settings)?, VaultAuth::Token(token.into())).await?;
+    /// # drop(session); Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Config`] for a namespace an HTTP header cannot carry; the login's error
+    /// otherwise.
+    pub async fn from_client(
+        client: vaultrs::client::VaultClient,
+        auth: VaultAuth,
+    ) -> Result<Self> {
+        Self::start(Client::from_vaultrs(client)?, auth).await
+    }
+
+    async fn start(client: Client, auth: VaultAuth) -> Result<Self> {
+        let token = login(&client, &auth).await?;
         let session = VaultSession {
             inner: Arc::new(Inner {
-                http,
+                client,
                 auth,
                 token: ArcSwap::from_pointee(token),
                 generation: AtomicU64::new(0),
@@ -223,7 +255,7 @@ impl VaultSession {
 
     /// The server's address.
     pub fn address(&self) -> &str {
-        self.inner.http.address()
+        self.inner.client.address()
     }
 
     /// Logins so far (the first included).
@@ -252,28 +284,25 @@ impl VaultSession {
     /// [`ErrorKind::Closed`] without reaching Vault. Shut down the caches that use the session
     /// first (their shutdown may revoke leases through it).
     ///
+    /// Revoking a token also revokes the leases it created: dynamic database users fetched
+    /// through the session end with it. That is what a restart wants; a process that hands its
+    /// credentials on to another should not shut the session down before that one is done.
+    ///
     /// The revocation is bounded by the session's request timeout and best effort: when Vault
     /// cannot be reached the token lapses at its TTL, and the failure is logged. Calls after the
     /// first return at once.
     pub async fn shutdown(&self) {
+        // Under the login lock: a login in flight finishes (and its token is the one revoked), and
+        // none starts after, since every login checks `closed` under the lock.
+        let _login = self.inner.login.lock().await;
         let first = !self.inner.closed.swap(true, Ordering::AcqRel);
         let _ = self.inner.shutdown.send(true);
         if !first || !self.inner.auth.can_login() {
             return;
         }
         let token = self.inner.token.load_full();
-        let revoked = self
-            .inner
-            .http
-            .call(
-                Method::POST,
-                "auth/token/revoke-self",
-                Some(&token.secret),
-                None,
-            )
-            .await;
-        match revoked {
-            Ok(_) => {
+        match self.revoke(&token.secret).await {
+            Ok(()) => {
                 tracing::debug!(address = %self.address(), "credswap: revoked the session's Vault token")
             }
             Err(error) => tracing::warn!(
@@ -284,23 +313,21 @@ impl VaultSession {
         }
     }
 
-    /// A request to `/v1/{path}` with the session's token, JSON in and out. On 403 the token's
+    /// A call through vaultrs with the session's token; errors name `path`. On 403 the token's
     /// validity is checked and, only if Vault no longer knows it, the session logs in again (once
-    /// for all callers) and the request is retried once.
-    pub(crate) async fn request(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<serde_json::Value>,
-    ) -> Result<serde_json::Value> {
+    /// for all callers) and the call is made once more.
+    pub(crate) async fn call<T, F, Fut>(&self, path: &str, op: F) -> Result<T>
+    where
+        F: Fn(AsToken) -> Fut,
+        Fut: Future<Output = std::result::Result<T, vaultrs::error::ClientError>>,
+    {
         self.usable(path)?;
         let generation = self.inner.generation.load(Ordering::Acquire);
         let attempt = || async {
             let token = self.inner.token.load_full();
-            self.inner
-                .http
-                .call(method.clone(), path, Some(&token.secret), body.as_ref())
+            op(self.inner.client.as_token(Some(&token.secret)))
                 .await
+                .map_err(|e| map_error(path, e))
         };
         match attempt().await {
             Err(error)
@@ -315,14 +342,17 @@ impl VaultSession {
         }
     }
 
+    /// Revokes `token` (`auth/token/revoke-self`, which also revokes the leases it created).
+    async fn revoke(&self, token: &SecretString) -> Result<()> {
+        vaultrs::token::revoke_self(&self.inner.client.as_token(Some(token)))
+            .await
+            .map_err(|e| map_error("auth/token/revoke-self", e))
+    }
+
     /// Fails fast when no request can succeed: after shutdown, or with an expired token that
     /// cannot be replaced.
     fn usable(&self, path: &str) -> Result<()> {
-        if self.inner.closed.load(Ordering::Acquire) {
-            return Err(Error::new(ErrorKind::Closed)
-                .with_id(path)
-                .with_message("the Vault session was shut down"));
-        }
+        self.open().map_err(|e| e.with_id(path))?;
         if !self.inner.auth.can_login() && self.inner.token.load().expired(Instant::now()) {
             return Err(Error::access_denied(path).with_message(
                 "the Vault token expired and this session cannot get another (token auth): \
@@ -332,11 +362,22 @@ impl VaultSession {
         Ok(())
     }
 
+    /// Fails once the session is shut down (checked under the login lock before every login).
+    fn open(&self) -> Result<()> {
+        if self.inner.closed.load(Ordering::Acquire) {
+            return Err(
+                Error::new(ErrorKind::Closed).with_message("the Vault session was shut down")
+            );
+        }
+        Ok(())
+    }
+
     /// After a denial with the token of `generation`: is that token still valid? Asks Vault at
     /// most once per [`TOKEN_CHECK_INTERVAL`]; logs in again only when Vault no longer knows the
     /// token.
     async fn check_token(&self, generation: u64) -> Result<TokenCheck> {
         let mut checked = self.inner.login.lock().await;
+        self.open()?;
         if self.inner.generation.load(Ordering::Acquire) != generation {
             return Ok(TokenCheck::Replaced);
         }
@@ -347,7 +388,7 @@ impl VaultSession {
             }
         }
         let token = self.inner.token.load_full();
-        match look_up(&self.inner.http, &token.secret).await {
+        match look_up(&self.inner.client, &token.secret).await {
             Ok(_) => {
                 *checked = Some((generation, now));
                 Ok(TokenCheck::Valid)
@@ -365,6 +406,7 @@ impl VaultSession {
     /// when it may still be valid.
     pub(super) async fn relogin(&self, generation: u64, reason: &'static str) -> Result<()> {
         let _checked = self.inner.login.lock().await;
+        self.open()?;
         if self.inner.generation.load(Ordering::Acquire) != generation {
             return Ok(());
         }
@@ -373,7 +415,7 @@ impl VaultSession {
 
     /// Logs in and installs the new token (the caller holds the login lock).
     async fn log_in_locked(&self, revoke_old: bool, reason: &'static str) -> Result<()> {
-        let token = login(&self.inner.http, &self.inner.auth).await?;
+        let token = login(&self.inner.client, &self.inner.auth).await?;
         let old = self.inner.token.swap(Arc::new(token));
         let _ = self.inner.generation.fetch_add(1, Ordering::AcqRel);
         let _ = self.inner.logins.fetch_add(1, Ordering::Relaxed);
@@ -400,12 +442,7 @@ impl VaultSession {
     fn spawn_revoke(&self, token: SecretString) {
         let session = self.clone();
         let _task = tokio::spawn(async move {
-            let revoked = session
-                .inner
-                .http
-                .call(Method::POST, "auth/token/revoke-self", Some(&token), None)
-                .await;
-            if let Err(error) = revoked {
+            if let Err(error) = session.revoke(&token).await {
                 tracing::debug!(kind = %error.kind(), "credswap: revoking a replaced Vault token failed");
             }
         });
@@ -480,30 +517,30 @@ async fn renew_or_relogin(session: &VaultSession) -> Result<()> {
     let mut reason = "renewal_refused";
     if token.renewable {
         let path = "auth/token/renew-self";
-        let body =
-            serde_json::json!({ "increment": format!("{}s", token.granted.as_secs().max(1)) });
-        match inner
-            .http
-            .call(Method::POST, path, Some(&token.secret), Some(&body))
-            .await
-        {
-            Ok(response) => {
-                if let Ok(info) = auth_info(path, response) {
-                    let granted = Duration::from_secs(info.lease_duration);
-                    let _ = inner.renewals.fetch_add(1, Ordering::Relaxed);
-                    // Shortened by the max TTL: a fresh login (below) is better, when we can.
-                    let capped = granted < token.granted;
-                    if !(capped && can_login) {
-                        // Keep comparing with the full grant, to notice the cap again.
-                        let full = if capped { token.granted } else { granted };
-                        session.extend(granted, full, info.renewable);
-                        inner
-                            .events
-                            .emit(SessionEvent::TokenRenewed { ttl: granted });
-                        return Ok(());
-                    }
-                    reason = "max_ttl";
+        let increment = format!("{}s", token.granted.as_secs().max(1));
+        let renewed = vaultrs::token::renew_self(
+            &inner.client.as_token(Some(&token.secret)),
+            Some(&increment),
+        )
+        .await
+        .map_err(|e| map_error(path, e))
+        .and_then(|info| token_from(path, info));
+        match renewed {
+            Ok(renewed) => {
+                let granted = renewed.granted;
+                let _ = inner.renewals.fetch_add(1, Ordering::Relaxed);
+                // Shortened by the max TTL: a fresh login (below) is better, when we can.
+                let capped = granted < token.granted;
+                if !(capped && can_login) {
+                    // Keep comparing with the full grant, to notice the cap again.
+                    let full = if capped { token.granted } else { granted };
+                    session.extend(granted, full, renewed.renewable);
+                    inner
+                        .events
+                        .emit(SessionEvent::TokenRenewed { ttl: granted });
+                    return Ok(());
                 }
+                reason = "max_ttl";
             }
             Err(error) => {
                 if error.is_retryable() || !can_login {

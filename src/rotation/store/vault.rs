@@ -39,12 +39,14 @@
 //! Without `delete`, finished slots are marked completed instead of removed (rollbacks then leave
 //! theirs for the next rotation to take over).
 
+use std::collections::HashMap;
+
 use async_trait::async_trait;
-use reqwest::Method;
 use serde_json::{Value, json};
 
 use super::RotationStore;
 use crate::error::{Error, ErrorKind, Result};
+use crate::provider::vault::{read_metadata, read_version};
 use crate::provider::{VaultSession, vault_path};
 use crate::rotation::strategy::parse_json;
 use crate::value::{SecretValue, Stage, Version, VersionId, Versioned};
@@ -79,19 +81,19 @@ struct Slot {
 struct Metadata {
     current_version: u64,
     live_versions: Vec<u64>,
-    custom: serde_json::Map<String, Value>,
+    custom: HashMap<String, String>,
 }
 
 impl Metadata {
     /// Whether `token` is the last rotation recorded as finished, whatever was written since.
     fn recorded_finished(&self, token: &str) -> bool {
-        self.custom.get(TOKEN_KEY).and_then(Value::as_str) == Some(token)
+        self.custom.get(TOKEN_KEY).map(String::as_str) == Some(token)
     }
 
     fn finished_token(&self) -> Option<&str> {
-        let version = self.custom.get(VERSION_KEY)?.as_str()?;
-        (version == self.current_version.to_string())
-            .then(|| self.custom.get(TOKEN_KEY)?.as_str())
+        let version = self.custom.get(VERSION_KEY)?;
+        (*version == self.current_version.to_string())
+            .then(|| self.custom.get(TOKEN_KEY).map(String::as_str))
             .flatten()
     }
 }
@@ -119,84 +121,48 @@ impl VaultKvRotationStore {
         Ok(format!("{}{}", self.pending_prefix, vault_path(id)?))
     }
 
-    async fn call(&self, method: Method, path: &str, body: Option<Value>) -> Result<Value> {
-        self.session.request(method, path, body).await
-    }
-
     async fn metadata(&self, id: &str) -> Result<Metadata> {
-        let path = format!("{}/metadata/{}", self.mount, vault_path(id)?);
-        let response = self.call(Method::GET, &path, None).await?;
-        let data = &response["data"];
-        let current_version = data["current_version"]
-            .as_u64()
-            .ok_or_else(|| Error::decode(id, "the KV metadata has no `current_version`"))?;
-        let live_versions = data["versions"]
-            .as_object()
-            .map(|versions| {
-                versions
-                    .iter()
-                    .filter(|(_, meta)| {
-                        meta["deletion_time"].as_str().unwrap_or("").is_empty()
-                            && !meta["destroyed"].as_bool().unwrap_or(false)
-                    })
-                    .filter_map(|(number, _)| number.parse().ok())
-                    .collect()
-            })
-            .unwrap_or_default();
-        let custom = data["custom_metadata"]
-            .as_object()
-            .cloned()
-            .unwrap_or_default();
+        let metadata = read_metadata(&self.session, &self.mount, vault_path(id)?).await?;
+        let live_versions = metadata
+            .versions
+            .iter()
+            .filter(|(_, meta)| meta.deletion_time.is_empty() && !meta.destroyed)
+            .filter_map(|(number, _)| number.parse().ok())
+            .collect();
         Ok(Metadata {
-            current_version,
+            current_version: metadata.current_version,
             live_versions,
-            custom,
+            custom: metadata.custom_metadata.unwrap_or_default(),
         })
     }
 
-    /// Version `version` (the latest for `None`) of the entry at `path` in the mount, for secret
-    /// `id` (named in errors).
-    async fn read(
-        &self,
-        id: &str,
-        path: &str,
-        version: Option<u64>,
-    ) -> Result<Option<(Value, Version)>> {
-        let mut url = format!("{}/data/{path}", self.mount);
-        if let Some(version) = version {
-            url.push_str(&format!("?version={version}"));
-        }
-        let response = match self.call(Method::GET, &url, None).await {
-            Ok(response) => response,
+    /// Version `version` (the latest for `None`) of the entry at `path` in the mount.
+    async fn read(&self, path: &str, version: Option<u64>) -> Result<Option<(Value, Version)>> {
+        let read = match read_version(&self.session, &self.mount, path, version).await {
+            Ok(read) => read,
             Err(error) if error.kind() == ErrorKind::NotFound => return Ok(None),
             Err(error) => return Err(error),
         };
-        let data = &response["data"];
-        if data["data"].is_null() {
+        if read.data.is_null() {
             return Ok(None); // deleted or destroyed
         }
-        let metadata = &data["metadata"];
-        let number = metadata["version"]
-            .as_u64()
-            .ok_or_else(|| Error::decode(id, "the KV answer has no `metadata.version`"))?;
+        let metadata = &read.metadata;
         let version = Version {
-            id: VersionId::new(number.to_string()),
+            id: VersionId::new(metadata.version.to_string()),
             stages: if version.is_none() {
                 vec![Stage::Current]
             } else {
                 Vec::new()
             },
-            created_at: metadata["created_time"]
-                .as_str()
-                .and_then(|t| humantime::parse_rfc3339_weak(t).ok()),
+            created_at: humantime::parse_rfc3339_weak(&metadata.created_time).ok(),
             lease: None,
             next_rotation: None,
         };
-        Ok(Some((data["data"].clone(), version)))
+        Ok(Some((read.data, version)))
     }
 
     async fn slot(&self, id: &str) -> Result<Option<Slot>> {
-        let Some((data, version)) = self.read(id, &self.slot_path(id)?, None).await? else {
+        let Some((data, version)) = self.read(&self.slot_path(id)?, None).await? else {
             return Ok(None);
         };
         let (Some(token), Some(base_version)) =
@@ -219,8 +185,18 @@ impl VaultKvRotationStore {
     /// Removes a finished rotation's slot: deleted, or where the policy does not allow that,
     /// marked completed (a write of the same slot, which the rotator may always do).
     async fn clear_slot(&self, id: &str, slot: &Slot) -> Result<()> {
-        let path = format!("{}/metadata/{}", self.mount, self.slot_path(id)?);
-        match self.call(Method::DELETE, &path, None).await {
+        let slot_path = self.slot_path(id)?;
+        let (mount, slot_path) = (self.mount.as_str(), slot_path.as_str());
+        let deleted =
+            self.session
+                .call(
+                    &format!("{mount}/metadata/{slot_path}"),
+                    |client| async move {
+                        vaultrs::kv2::delete_metadata(&client, mount, slot_path).await
+                    },
+                )
+                .await;
+        match deleted {
             Ok(_) => Ok(()),
             Err(error) if error.kind() == ErrorKind::NotFound => Ok(()),
             Err(error) if error.kind() == ErrorKind::AccessDenied => {
@@ -246,12 +222,19 @@ impl VaultKvRotationStore {
 
     /// Writes `data` at `path` with check-and-set `cas`; the new version number.
     async fn write(&self, id: &str, path: &str, cas: u64, data: Value) -> Result<u64> {
-        let url = format!("{}/data/{path}", self.mount);
-        let body = json!({ "options": { "cas": cas }, "data": data });
-        match self.call(Method::POST, &url, Some(body)).await {
-            Ok(response) => response["data"]["version"].as_u64().ok_or_else(|| {
-                Error::decode(id, format!("writing {path}: the answer has no `version`"))
-            }),
+        let mount = self.mount.as_str();
+        let cas = u32::try_from(cas)
+            .map_err(|_| Error::invalid_request(id, "a KV version beyond check-and-set's range"))?;
+        let data = &data;
+        let written = self
+            .session
+            .call(&format!("{mount}/data/{path}"), |client| async move {
+                let options = vaultrs::api::kv2::requests::SetSecretRequestOptions { cas };
+                vaultrs::kv2::set_with_options(&client, mount, path, data, options).await
+            })
+            .await;
+        match written {
+            Ok(written) => Ok(written.version),
             Err(error) if is_cas_mismatch(&error) => Err(Error::new(ErrorKind::Conflict)
                 .with_id(id)
                 .with_message(format!(
@@ -286,7 +269,7 @@ impl VaultKvRotationStore {
             return Ok(None);
         }
         let written = self
-            .read(id, vault_path(id)?, Some(metadata.current_version))
+            .read(vault_path(id)?, Some(metadata.current_version))
             .await?;
         Ok(written
             .filter(|(data, _)| *data == slot.value)
@@ -326,7 +309,7 @@ impl RotationStore for VaultKvRotationStore {
 
     async fn current(&self, id: &str) -> Result<Versioned<SecretValue>> {
         let path = vault_path(id)?;
-        let (data, version) = self.read(id, path, None).await?.ok_or_else(|| {
+        let (data, version) = self.read(path, None).await?.ok_or_else(|| {
             Error::not_found(id).with_message(format!(
                 "nothing at {}/data/{path} (never written, deleted or destroyed)",
                 self.mount
@@ -347,7 +330,7 @@ impl RotationStore for VaultKvRotationStore {
             return Ok(None);
         };
         Ok(self
-            .read(id, vault_path(id)?, Some(previous))
+            .read(vault_path(id)?, Some(previous))
             .await?
             .map(|(data, mut version)| {
                 version.stages = vec![Stage::Previous];
@@ -460,15 +443,17 @@ impl RotationStore for VaultKvRotationStore {
         };
         if metadata.finished_token() != Some(token) || metadata.current_version != version {
             let mut custom = metadata.custom;
-            let _ = custom.insert(TOKEN_KEY.to_owned(), Value::String(token.to_owned()));
-            let _ = custom.insert(VERSION_KEY.to_owned(), Value::String(version.to_string()));
-            let metadata_path = format!("{}/metadata/{path}", self.mount);
-            let _ = self
-                .call(
-                    Method::POST,
-                    &metadata_path,
-                    Some(json!({ "custom_metadata": custom })),
-                )
+            let _ = custom.insert(TOKEN_KEY.to_owned(), token.to_owned());
+            let _ = custom.insert(VERSION_KEY.to_owned(), version.to_string());
+            let mount = self.mount.as_str();
+            let custom = &custom;
+            self.session
+                .call(&format!("{mount}/metadata/{path}"), |client| async move {
+                    let mut request =
+                        vaultrs::api::kv2::requests::SetSecretMetadataRequest::builder();
+                    let _ = request.custom_metadata(custom.clone());
+                    vaultrs::kv2::set_metadata(&client, mount, path, Some(&mut request)).await
+                })
                 .await?;
         }
         // The slot stays until `complete`: it marks a rotation whose hooks may not have run.
