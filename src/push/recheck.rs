@@ -24,6 +24,10 @@ pub(super) async fn recheck(shared: Arc<Shared>, starts: Instant) {
     if !settings.spread.is_zero() {
         tokio::time::sleep(settings.spread_delay()).await;
     }
+    *shared
+        .recheck_began
+        .lock()
+        .unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
     let mut jobs: Vec<(usize, SecretCache, Arc<str>)> = Vec::new();
     let mut cached: HashSet<PendingKey> = HashSet::new();
     for (index, cache) in shared.caches().into_iter().enumerate() {

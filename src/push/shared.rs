@@ -29,6 +29,9 @@ pub(super) struct Shared {
     pub(super) follow_up_nanos: AtomicU64,
     /// Announcements whose signature checked with no key held, waiting for a refresh of the key.
     pub(super) key_retry: Mutex<KeyRetry>,
+    /// When the last re-check pass began (not when one was planned: a re-check superseded before
+    /// it began must not defer the next one).
+    pub(super) recheck_began: Mutex<Option<tokio::time::Instant>>,
 }
 
 crate::events::counters! {

@@ -107,6 +107,7 @@ impl Subscriber {
             log_throttle: LogThrottle::default(),
             pending: Mutex::new(Pending::default()),
             key_retry: Mutex::new(KeyRetry::default()),
+            recheck_began: Mutex::new(None),
         });
         shared.raise_follow_up(shared.settings.follow_up_delay);
         for cache in shared.caches() {
@@ -248,7 +249,6 @@ async fn run(shared: Arc<Shared>, channel: Arc<dyn Channel>, mut stop: watch::Re
     // Follow-ups and re-checks: aborted when this set is dropped, with the loop.
     let mut tasks = JoinSet::new();
     let mut recheck: Option<AbortHandle> = None;
-    let mut last_recheck: Option<Instant> = None;
     // Announcements that checked once their key was refreshed come back here to be applied.
     let (verified, mut verified_later) = mpsc::channel(KEY_RETRY_HOLD);
     let mut reconnect = Reconnect::new(&shared.settings);
@@ -304,9 +304,12 @@ async fn run(shared: Arc<Shared>, channel: Arc<dyn Channel>, mut stop: watch::Re
         if let Some(previous) = recheck.take() {
             previous.abort();
         }
-        let not_before = last_recheck.map(|last| last + shared.follow_up_delay());
+        let began = *shared
+            .recheck_began
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let not_before = began.map(|last| last + shared.follow_up_delay());
         let starts = not_before.map_or_else(Instant::now, |at| at.max(Instant::now()));
-        last_recheck = Some(starts);
         recheck = Some(tasks.spawn(super::recheck::recheck(Arc::clone(&shared), starts)));
 
         let connected_at = Instant::now();

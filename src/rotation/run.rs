@@ -414,7 +414,9 @@ impl<'a> Run<'a> {
                 _ => return Err(error),
             },
         };
-        let hooks_due = !already || store.incomplete_token(id).await?.as_deref() == Some(token);
+        // The mark promotion left decides, not whether this call promoted: another finisher (a
+        // process not sharing our lock) may have promoted, or even run the hooks, in between.
+        let hooks_due = store.incomplete_token(id).await?.as_deref() == Some(token);
         if hooks_due {
             self.run_hooks(token, &new_version).await;
             if let Err(error) = store.complete(id, token).await {
