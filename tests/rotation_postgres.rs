@@ -9,16 +9,13 @@ mod rotation_common;
 use std::sync::Arc;
 
 use common::capture::{Capture, assert_none_of};
-use credswap::rotation::{MemoryRotationStore, RotationOutcome, RotationStore, Rotator, Strategy};
+use credswap::MemoryProvider;
+use credswap::rotation::{RotationOutcome, RotationStore, Rotator, Strategy};
 use credswap::testkit::PostgresServer;
 use credswap::{ErrorKind, SecretValue};
 use rotation_common::{Hooked, RecordPending, create_role, login_of, logs_in, postgres, rds_json};
 
-fn rotator_for(
-    store: &Arc<MemoryRotationStore>,
-    pg: &PostgresServer,
-    strategy: Strategy,
-) -> Rotator {
+fn rotator_for(store: &Arc<MemoryProvider>, pg: &PostgresServer, strategy: Strategy) -> Rotator {
     let mut target = rotation_common::target(pg);
     if strategy.needs_admin() {
         target = target.admin(
@@ -33,13 +30,13 @@ fn rotator_for(
 }
 
 /// The password of a secret's current version.
-async fn password_of(store: &MemoryRotationStore, id: &str) -> String {
+async fn password_of(store: &MemoryProvider, id: &str) -> String {
     login_of(&store.current(id).await.unwrap().value).1
 }
 
 /// `store`, recording the password of every pending version written through it (rolled-back
 /// ones too, which the store itself no longer shows as pending).
-fn recording(store: &Arc<MemoryRotationStore>) -> Arc<Hooked<RecordPending>> {
+fn recording(store: &Arc<MemoryProvider>) -> Arc<Hooked<RecordPending>> {
     Arc::new(Hooked {
         inner: store.clone(),
         hooks: RecordPending::default(),
@@ -52,7 +49,7 @@ async fn no_password_reaches_the_server_log_with_log_statement_all() {
     let port = pg.port();
     create_role(&admin, "single", "Initial-Logged-01").await;
     create_role(&admin, "pair", "Initial-Logged-02").await;
-    let store = Arc::new(MemoryRotationStore::new());
+    let store = Arc::new(MemoryProvider::new());
     let _ = store.set("single", rds_json(port, "single", "Initial-Logged-01"));
     let _ = store.set("pair", rds_json(port, "pair", "Initial-Logged-02"));
     let single = rotator_for(&store, &pg, Strategy::SingleUser);
@@ -110,7 +107,7 @@ async fn role_names_with_quotes_and_spaces_rotate_and_long_names_fail_first() {
     let port = pg.port();
     let odd = "o'brien \"ops\" app";
     create_role(&admin, odd, "Initial-Odd-0001").await;
-    let store = Arc::new(MemoryRotationStore::new());
+    let store = Arc::new(MemoryProvider::new());
     let _ = store.set("odd", rds_json(port, odd, "Initial-Odd-0001"));
     // Single user, no admin: the role changes its own password.
     let single = rotator_for(&store, &pg, Strategy::SingleUser);
@@ -170,7 +167,7 @@ async fn no_password_in_logs_events_errors_or_debug_output() {
     let _ = pg
         .execute("CREATE ROLE app LOGIN PASSWORD 'Initial-Redact-01'")
         .unwrap();
-    let store = Arc::new(MemoryRotationStore::new());
+    let store = Arc::new(MemoryProvider::new());
     let _ = store.set("db", rds_json(port, "app", "Initial-Redact-01"));
     let rotator = rotator_for(&store, &pg, Strategy::alternating_users());
     let mut events = rotator.subscribe();
@@ -267,7 +264,7 @@ async fn a_statement_over_the_timeout_is_cancelled_and_the_rotation_rolled_back(
     let (pg, admin) = postgres(&[]).await;
     let port = pg.port();
     create_role(&admin, "slow", "Initial-Slow-0001").await;
-    let store = Arc::new(MemoryRotationStore::new());
+    let store = Arc::new(MemoryProvider::new());
     let before = store.set("slow", rds_json(port, "slow", "Initial-Slow-0001"));
     // A test query that would run for a minute: the server cancels it at the timeout.
     let rotator = Rotator::builder(
@@ -306,7 +303,7 @@ impl rotation_common::Hooks for HoldPromote {
 
 /// A rotator over `store` whose `promote` waits until the returned gate is opened.
 fn held_at_promote(
-    store: &Arc<MemoryRotationStore>,
+    store: &Arc<MemoryProvider>,
     pg: &PostgresServer,
 ) -> (Rotator, Arc<tokio::sync::Notify>) {
     let open = Arc::new(tokio::sync::Notify::new());
@@ -338,7 +335,7 @@ async fn set_done(
 }
 
 /// Whether the store's current password logs in and nothing is pending: consumers are fine.
-async fn settled(store: &MemoryRotationStore, port: u16, id: &str) -> bool {
+async fn settled(store: &MemoryProvider, port: u16, id: &str) -> bool {
     let (user, password) = login_of(&store.current(id).await.unwrap().value);
     store.pending_token(id).await.unwrap().is_none() && logs_in(port, &user, &password).await
 }
@@ -350,7 +347,7 @@ async fn a_rotation_dropped_between_set_and_finish_still_ends_with_a_working_pas
 
     let (pg, admin) = postgres(&[]).await;
     let port = pg.port();
-    let store = Arc::new(MemoryRotationStore::new());
+    let store = Arc::new(MemoryProvider::new());
     for user in ["dropped_call", "dropped_schedule"] {
         create_role(&admin, user, "Initial-Drop-0001").await;
         let _ = store.set(user, rds_json(port, user, "Initial-Drop-0001"));
@@ -409,7 +406,7 @@ async fn a_graceful_shutdown_waits_for_the_rotation_under_way() {
     let (pg, admin) = postgres(&[]).await;
     let port = pg.port();
     create_role(&admin, "shut_down", "Initial-Shut-0001").await;
-    let store = Arc::new(MemoryRotationStore::new());
+    let store = Arc::new(MemoryProvider::new());
     let _ = store.set(
         "shut_down",
         rds_json(port, "shut_down", "Initial-Shut-0001"),
@@ -484,7 +481,7 @@ impl CleartextListener {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_asking_for_a_cleartext_password_gets_nothing() {
     let listener = CleartextListener::start().await;
-    let store = Arc::new(MemoryRotationStore::new());
+    let store = Arc::new(MemoryProvider::new());
     let _ = store.set(
         "lure",
         rds_json(listener.port, "lured_app", "App-Password-0001"),
@@ -526,7 +523,7 @@ async fn a_secret_naming_another_database_is_refused_before_anything_is_sent() {
     create_role(&admin, "moved_app", "Initial-Move-0001").await;
     // A listener where the secret now points: it must see no connection at all.
     let elsewhere = CleartextListener::start().await;
-    let store = Arc::new(MemoryRotationStore::new());
+    let store = Arc::new(MemoryProvider::new());
     let before = store.set(
         "moved",
         rds_json(elsewhere.port, "moved_app", "Initial-Move-0001"),
@@ -579,7 +576,7 @@ async fn a_database_that_trusts_every_login_is_refused_before_the_store_promotes
         .await,
         "the server trusts logins now"
     );
-    let store = Arc::new(MemoryRotationStore::new());
+    let store = Arc::new(MemoryProvider::new());
     let before = store.set(
         "trusted",
         rds_json(pg.port(), "trusted_app", "Initial-Trust-0001"),

@@ -1,20 +1,30 @@
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
 use std::time::SystemTime;
 
 use async_trait::async_trait;
 
 use super::SecretProvider;
 use crate::error::{Error, Result};
+use crate::time::{Instant, later_wall};
 use crate::value::{SecretValue, Selector, Stage, Version, VersionId, Versioned};
 
-/// A provider that keeps secrets in memory, with versions and stages like a real store.
+/// A store that keeps secrets in memory, with versions and stages like a real store: a
+/// [`SecretProvider`] for caches and, with the `rotation` feature, a
+/// [`RotationStore`](crate::rotation::RotationStore) for the rotation engine, so tests of your
+/// own rotation flows need no server and a cache reads what a rotator rotates.
 ///
-/// Useful in tests and for secrets an application computes itself. Every [`set`](Self::set) makes
-/// a new version current and labels the one before it previous; [`set_pending`](Self::set_pending)
-/// and [`promote_pending`](Self::promote_pending) play a rotation's stage dance. It counts the calls
-/// it receives and can be told to fail, to stand in for an outage.
+/// Every [`set`](Self::set) makes a new version current and labels the one before it previous
+/// (as an operator's write would: a rotation under way then fails at `finish`). As a rotation
+/// store it has the stage semantics of AWS Secrets Manager: the pending version's id is its
+/// rotation token, promotion moves `current` to it and `previous` to the version that was
+/// current, and a rolled-back version stays, unlabelled. It counts the provider calls it
+/// receives and can be told to fail, to stand in for an outage.
+///
+/// Creation times follow Tokio's clock from the moment the store was made (the wall clock, unless
+/// a test pauses time), so a [`Schedule`](crate::rotation::Schedule) tested under
+/// `tokio::time::pause()` sees versions age.
 ///
 /// ```
 /// use credswap::{MemoryProvider, SecretProvider, Selector, Stage};
@@ -28,51 +38,85 @@ use crate::value::{SecretValue, Selector, Stage, Version, VersionId, Versioned};
 /// assert_eq!(store.fetch_calls(), 1);
 /// # });
 /// ```
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct MemoryProvider {
     secrets: Mutex<HashMap<String, Secret>>,
     failure: Mutex<Option<Error>>,
     fetch_calls: AtomicU64,
     probe_calls: AtomicU64,
+    /// The wall clock and Tokio's clock when the store was made: creation times are the one plus
+    /// what the other has run since.
+    epoch: (SystemTime, Instant),
 }
 
-#[derive(Debug, Default)]
-struct Secret {
-    versions: Vec<Stored>,
-    next: u64,
-}
-
-#[derive(Debug)]
-struct Stored {
-    id: VersionId,
-    value: SecretValue,
-    stages: Vec<Stage>,
-    created_at: SystemTime,
-}
-
-impl Stored {
-    fn version(&self) -> Version {
-        Version {
-            id: self.id.clone(),
-            stages: self.stages.clone(),
-            created_at: Some(self.created_at),
-            lease: None,
-            next_rotation: None,
+impl Default for MemoryProvider {
+    fn default() -> Self {
+        MemoryProvider {
+            secrets: Mutex::default(),
+            failure: Mutex::default(),
+            fetch_calls: AtomicU64::new(0),
+            probe_calls: AtomicU64::new(0),
+            epoch: (SystemTime::now(), Instant::now()),
         }
     }
 }
 
+/// One secret's versions, oldest first.
+#[derive(Debug, Default)]
+pub(crate) struct Secret {
+    pub(crate) versions: Vec<Stored>,
+    next: u64,
+}
+
+#[derive(Debug)]
+pub(crate) struct Stored {
+    pub(crate) id: VersionId,
+    pub(crate) value: SecretValue,
+    pub(crate) stages: Vec<Stage>,
+    pub(crate) created_at: SystemTime,
+    /// For a pending version: the version it was made from.
+    pub(crate) base: Option<VersionId>,
+}
+
+impl Stored {
+    pub(crate) fn versioned(&self) -> Versioned<SecretValue> {
+        Versioned::new(
+            self.value.clone(),
+            Version {
+                id: self.id.clone(),
+                stages: self.stages.clone(),
+                created_at: Some(self.created_at),
+                lease: None,
+                next_rotation: None,
+            },
+        )
+    }
+
+    pub(crate) fn has(&self, stage: &Stage) -> bool {
+        self.stages.contains(stage)
+    }
+
+    /// Pending and not yet current (a promoted version keeps its pending mark until `complete`).
+    pub(crate) fn is_pending(&self) -> bool {
+        self.has(&Stage::Pending) && !self.has(&Stage::Current)
+    }
+}
+
 impl Secret {
-    fn push(&mut self, value: SecretValue, stages: Vec<Stage>) -> VersionId {
-        self.next += 1;
-        let id = VersionId::new(format!("v{}", self.next));
-        self.versions.push(Stored {
-            id: id.clone(),
-            value,
-            stages,
-            created_at: SystemTime::now(),
-        });
-        id
+    pub(crate) fn with_stage(&self, stage: &Stage) -> Option<&Stored> {
+        self.versions.iter().find(|v| v.has(stage))
+    }
+
+    pub(crate) fn version(&self, id: &str) -> Option<&Stored> {
+        self.versions.iter().find(|v| v.id.as_str() == id)
+    }
+
+    pub(crate) fn index_of(&self, id: &str) -> Option<usize> {
+        self.versions.iter().position(|v| v.id.as_str() == id)
+    }
+
+    fn current_index(&self) -> Option<usize> {
+        self.versions.iter().position(|v| v.has(&Stage::Current))
     }
 
     fn drop_stage(&mut self, stage: &Stage) {
@@ -81,33 +125,41 @@ impl Secret {
         }
     }
 
-    /// Moves `current` to the version at `index`, and `previous` to the version that was current.
-    fn make_current(&mut self, index: usize) {
-        let old = self
-            .versions
-            .iter()
-            .position(|v| v.stages.contains(&Stage::Current));
-        if old == Some(index) {
-            return;
-        }
+    pub(crate) fn pending_token(&self) -> Option<&VersionId> {
+        self.versions.iter().find(|v| v.is_pending()).map(|v| &v.id)
+    }
+
+    /// Whether the version at `index` is one a rollback left: unlabelled and newer than the
+    /// current version, so never current (versions become current in the order they were made).
+    pub(crate) fn is_abandoned(&self, index: usize) -> bool {
+        self.versions[index].stages.is_empty()
+            && self.current_index().is_none_or(|current| index > current)
+    }
+
+    /// Makes the version at `index` current, the current one previous. A version that was
+    /// current loses any mark of an incomplete rotation with its current stage.
+    pub(crate) fn make_current(&mut self, index: usize, keep_pending_mark: bool) {
         self.drop_stage(&Stage::Previous);
-        if let Some(old) = old {
-            let stages = &mut self.versions[old].stages;
-            stages.retain(|s| s != &Stage::Current);
-            stages.push(Stage::Previous);
+        for stored in &mut self.versions {
+            if stored.has(&Stage::Current) {
+                stored
+                    .stages
+                    .retain(|s| s != &Stage::Current && s != &Stage::Pending);
+                stored.stages.push(Stage::Previous);
+            }
         }
-        let stages = &mut self.versions[index].stages;
-        stages.retain(|s| s != &Stage::Pending);
-        stages.push(Stage::Current);
+        let promoted = &mut self.versions[index];
+        if !keep_pending_mark {
+            promoted.stages.retain(|s| s != &Stage::Pending);
+        }
+        promoted.stages.push(Stage::Current);
+        promoted.base = None;
     }
 
     fn find(&self, selector: &Selector) -> Option<&Stored> {
         match selector {
-            Selector::Version(id) => self.versions.iter().find(|v| &v.id == id),
-            other => {
-                let stage = other.stage()?;
-                self.versions.iter().find(|v| v.stages.contains(&stage))
-            }
+            Selector::Version(id) => self.version(id.as_str()),
+            other => self.with_stage(&other.stage()?),
         }
     }
 }
@@ -121,39 +173,26 @@ impl MemoryProvider {
     /// Stores `value` as the new current version of `id` and returns its version id. The version
     /// that was current becomes previous.
     pub fn set(&self, id: &str, value: impl Into<SecretValue>) -> VersionId {
-        let mut secrets = self.secrets.lock().unwrap_or_else(|e| e.into_inner());
+        let now = self.now();
+        let mut secrets = self.lock();
         let secret = secrets.entry(id.to_owned()).or_default();
-        let version = secret.push(value.into(), Vec::new());
+        secret.next += 1;
+        let version = VersionId::new(format!("v{}", secret.next));
+        secret.versions.push(Stored {
+            id: version.clone(),
+            value: value.into(),
+            stages: Vec::new(),
+            created_at: now,
+            base: None,
+        });
         let index = secret.versions.len() - 1;
-        secret.make_current(index);
+        secret.make_current(index, false);
         version
-    }
-
-    /// Stores `value` as the pending version of `id` (replacing any earlier pending label).
-    pub fn set_pending(&self, id: &str, value: impl Into<SecretValue>) -> VersionId {
-        let mut secrets = self.secrets.lock().unwrap_or_else(|e| e.into_inner());
-        let secret = secrets.entry(id.to_owned()).or_default();
-        secret.drop_stage(&Stage::Pending);
-        secret.push(value.into(), vec![Stage::Pending])
-    }
-
-    /// Makes the pending version of `id` current. Fails with not-found when there is none.
-    pub fn promote_pending(&self, id: &str) -> Result<VersionId> {
-        let mut secrets = self.secrets.lock().unwrap_or_else(|e| e.into_inner());
-        let secret = secrets.get_mut(id).ok_or_else(|| Error::not_found(id))?;
-        let index = secret
-            .versions
-            .iter()
-            .position(|v| v.stages.contains(&Stage::Pending))
-            .ok_or_else(|| Error::not_found(id).with_message("no pending version"))?;
-        secret.make_current(index);
-        Ok(secret.versions[index].id.clone())
     }
 
     /// Deletes `id` and all its versions.
     pub fn remove(&self, id: &str) -> bool {
-        let mut secrets = self.secrets.lock().unwrap_or_else(|e| e.into_inner());
-        secrets.remove(id).is_some()
+        self.lock().remove(id).is_some()
     }
 
     /// Makes every call fail with `error` until called again with `None`: an outage on demand.
@@ -171,20 +210,25 @@ impl MemoryProvider {
         self.probe_calls.load(Ordering::Relaxed)
     }
 
-    /// Applies `read` to the version of `id` that `selector` picks, after the injected failure.
-    fn with_version<T>(
+    /// The creation time of a version made now.
+    pub(crate) fn now(&self) -> SystemTime {
+        later_wall(self.epoch.0, self.epoch.1.elapsed())
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, Secret>> {
+        self.secrets.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Applies `act` to secret `id`, after the injected failure; not found when there is none.
+    pub(crate) fn with<T>(
         &self,
         id: &str,
-        selector: &Selector,
-        read: impl FnOnce(&Stored) -> T,
+        act: impl FnOnce(&mut Secret) -> Result<T>,
     ) -> Result<T> {
         self.check_failure(id)?;
-        let secrets = self.secrets.lock().unwrap_or_else(|e| e.into_inner());
-        secrets
-            .get(id)
-            .and_then(|secret| secret.find(selector))
-            .map(read)
-            .ok_or_else(|| Error::not_found(id))
+        let mut secrets = self.lock();
+        let secret = secrets.get_mut(id).ok_or_else(|| Error::not_found(id))?;
+        act(secret)
     }
 
     fn check_failure(&self, id: &str) -> Result<()> {
@@ -203,14 +247,22 @@ impl SecretProvider for MemoryProvider {
 
     async fn fetch(&self, id: &str, selector: &Selector) -> Result<Versioned<SecretValue>> {
         let _ = self.fetch_calls.fetch_add(1, Ordering::Relaxed);
-        self.with_version(id, selector, |stored| {
-            Versioned::new(stored.value.clone(), stored.version())
+        self.with(id, |secret| {
+            secret
+                .find(selector)
+                .map(Stored::versioned)
+                .ok_or_else(|| Error::not_found(id))
         })
     }
 
     async fn probe(&self, id: &str, selector: &Selector) -> Result<Option<VersionId>> {
         let _ = self.probe_calls.fetch_add(1, Ordering::Relaxed);
-        self.with_version(id, selector, |stored| Some(stored.id.clone()))
+        self.with(id, |secret| {
+            secret
+                .find(selector)
+                .map(|stored| Some(stored.id.clone()))
+                .ok_or_else(|| Error::not_found(id))
+        })
     }
 }
 
@@ -218,38 +270,6 @@ impl SecretProvider for MemoryProvider {
 mod tests {
     use super::*;
     use crate::ErrorKind;
-
-    #[tokio::test]
-    async fn stages_follow_a_rotation() {
-        let store = MemoryProvider::new();
-        let v1 = store.set("s", "one");
-        let v2 = store.set_pending("s", "two");
-        let current = store.fetch("s", &Selector::Current).await.unwrap();
-        assert_eq!(current.version.id, v1);
-        let pending = store
-            .fetch("s", &Selector::Stage(Stage::Pending))
-            .await
-            .unwrap();
-        assert_eq!(pending.value.expose_str(), Some("two"));
-        assert_eq!(store.promote_pending("s").unwrap(), v2);
-        let current = store.fetch("s", &Selector::Current).await.unwrap();
-        assert_eq!(current.version.id, v2);
-        assert_eq!(current.version.stages, vec![Stage::Current]);
-        let previous = store
-            .fetch("s", &Selector::Stage(Stage::Previous))
-            .await
-            .unwrap();
-        assert_eq!(previous.version.id, v1);
-        assert!(
-            store
-                .fetch("s", &Selector::Stage(Stage::Pending))
-                .await
-                .is_err()
-        );
-        let by_id = store.fetch("s", &Selector::Version(v1)).await.unwrap();
-        assert_eq!(by_id.value.expose_str(), Some("one"));
-        assert!(store.promote_pending("s").is_err());
-    }
 
     #[tokio::test]
     async fn failures_and_removal() {

@@ -7,7 +7,7 @@
 mod aws;
 mod env;
 mod file;
-mod memory;
+pub(crate) mod memory;
 #[cfg(feature = "vault")]
 #[cfg_attr(docsrs, doc(cfg(feature = "vault")))]
 pub(crate) mod vault;

@@ -25,10 +25,11 @@ const DEFAULT_STORE_TIMEOUT: Duration = Duration::from_secs(30);
 ///
 /// ```
 /// use std::sync::Arc;
-/// use credswap::rotation::{MemoryRotationStore, PasswordPolicy, PostgresTarget, Rotator, Strategy};
+/// use credswap::MemoryProvider;
+/// use credswap::rotation::{PasswordPolicy, PostgresTarget, Rotator, Strategy};
 ///
 /// let rotator = Rotator::builder(
-///     Arc::new(MemoryRotationStore::new()),
+///     Arc::new(MemoryProvider::new()),
 ///     Arc::new(PostgresTarget::new().admin("rotator", "admin-password")),
 /// )
 /// .strategy(Strategy::alternating_users())
@@ -109,9 +110,10 @@ impl RotatorBuilder {
     ///
     /// ```
     /// # use std::sync::Arc;
-    /// # use credswap::rotation::{MemoryRotationStore, PostgresTarget, Rotator};
+    /// # use credswap::MemoryProvider;
+    /// # use credswap::rotation::{PostgresTarget, Rotator};
     /// let rotator = Rotator::builder(
-    ///     Arc::new(MemoryRotationStore::new()),
+    ///     Arc::new(MemoryProvider::new()),
     ///     Arc::new(PostgresTarget::new().allow_plaintext()),
     /// )
     /// .on_finished(|finished| async move {

@@ -89,8 +89,8 @@
 //!
 //! # Stores
 //!
-//! - [`MemoryRotationStore`]: in memory, with AWS's stage semantics; also a
-//!   [`SecretProvider`](crate::SecretProvider), for tests.
+//! - [`MemoryProvider`](crate::MemoryProvider): in memory, with AWS's stage semantics; the same
+//!   store is a [`SecretProvider`](crate::SecretProvider), for tests.
 //! - `AwsRotationStore` (feature `aws`): AWS's own version stages, the token as the version id,
 //!   interoperating with `RotateSecret` and AWS's rotation functions; its docs tell the protocol,
 //!   step by step (it is told there only).
@@ -147,7 +147,7 @@ pub use self::{
     rotator::Rotator,
     schedule::{Attempts, Schedule, ScheduledRotation, Window},
     steps::{FinishedRotation, RotationOutcome, Step, StepOutcome, new_token},
-    store::{RotationStore, memory::MemoryRotationStore},
+    store::RotationStore,
     strategy::Strategy,
     target::{RotationTarget, TargetSession, postgres::PostgresTarget},
 };

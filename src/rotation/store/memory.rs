@@ -1,33 +1,28 @@
-//! A rotation store in memory, for tests and for secrets an application rotates for itself.
-
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::SystemTime;
+//! [`MemoryProvider`] as a rotation store, for tests and for secrets an application rotates for
+//! itself: AWS's stage semantics on the provider's own versions (see the type's documentation).
 
 use async_trait::async_trait;
 
 use super::RotationStore;
 use crate::error::{Error, ErrorKind, Result};
-use crate::provider::SecretProvider;
-use crate::time::{Instant, later_wall};
-use crate::value::{SecretValue, Selector, Stage, Version, VersionId, Versioned};
+use crate::provider::MemoryProvider;
+use crate::provider::memory::Stored;
+use crate::value::{SecretValue, Stage, VersionId, Versioned};
 
-/// A [`RotationStore`] in memory, with the stage semantics of AWS Secrets Manager: the pending
-/// version's id is its rotation token, promotion moves `current` to it and `previous` to the version
-/// that was current, and a rolled-back version stays, unlabelled.
-///
-/// It is also a [`SecretProvider`], so a [`SecretCache`](crate::SecretCache) can read what a
-/// [`Rotator`](crate::rotation::Rotator) rotates: tests of your own rotation flows need no server.
-///
-/// Creation times follow Tokio's clock from the moment the store was made (the wall clock, unless
-/// a test pauses time), so a [`Schedule`](crate::rotation::Schedule) tested under `tokio::time::pause()`
-/// sees versions age.
+fn conflict(id: &str, message: impl Into<std::sync::Arc<str>>) -> Error {
+    Error::new(ErrorKind::Conflict)
+        .with_id(id)
+        .with_message(message)
+}
+
+/// The rotation seam of the in-memory store:
 ///
 /// ```
-/// use credswap::rotation::{MemoryRotationStore, RotationStore};
+/// use credswap::MemoryProvider;
+/// use credswap::rotation::RotationStore;
 ///
 /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
-/// let store = MemoryRotationStore::new();
+/// let store = MemoryProvider::new();
 /// let v1 = store.set("db", r#"{"username": "app", "password": "first"}"#);
 /// let token = "0b7c3c7e-5f44-4d55-9d0e-6b8f8f0e2a11";
 /// let next = r#"{"username": "app", "password": "second"}"#.into();
@@ -39,167 +34,8 @@ use crate::value::{SecretValue, Selector, Stage, Version, VersionId, Versioned};
 /// # Ok::<(), credswap::Error>(())
 /// # }).unwrap();
 /// ```
-#[derive(Debug)]
-pub struct MemoryRotationStore {
-    secrets: Mutex<HashMap<String, Secret>>,
-    /// The wall clock and Tokio's clock when the store was made: creation times are the one plus
-    /// what the other has run since.
-    epoch: (SystemTime, Instant),
-}
-
-impl Default for MemoryRotationStore {
-    fn default() -> Self {
-        MemoryRotationStore {
-            secrets: Mutex::default(),
-            epoch: (SystemTime::now(), Instant::now()),
-        }
-    }
-}
-
-#[derive(Debug, Default)]
-struct Secret {
-    /// Oldest first.
-    versions: Vec<Stored>,
-    next: u64,
-}
-
-#[derive(Debug)]
-struct Stored {
-    id: VersionId,
-    value: SecretValue,
-    stages: Vec<Stage>,
-    created_at: SystemTime,
-    /// For a pending version: the version it was made from.
-    base: Option<VersionId>,
-}
-
-impl Stored {
-    fn versioned(&self) -> Versioned<SecretValue> {
-        Versioned::new(
-            self.value.clone(),
-            Version {
-                id: self.id.clone(),
-                stages: self.stages.clone(),
-                created_at: Some(self.created_at),
-                lease: None,
-                next_rotation: None,
-            },
-        )
-    }
-
-    fn has(&self, stage: &Stage) -> bool {
-        self.stages.contains(stage)
-    }
-
-    fn is_pending(&self) -> bool {
-        self.has(&Stage::Pending) && !self.has(&Stage::Current)
-    }
-}
-
-impl Secret {
-    fn with_stage(&self, stage: &Stage) -> Option<&Stored> {
-        self.versions.iter().find(|v| v.has(stage))
-    }
-
-    fn version(&self, id: &str) -> Option<&Stored> {
-        self.versions.iter().find(|v| v.id.as_str() == id)
-    }
-
-    fn index_of(&self, id: &str) -> Option<usize> {
-        self.versions.iter().position(|v| v.id.as_str() == id)
-    }
-
-    fn current_index(&self) -> Option<usize> {
-        self.versions.iter().position(|v| v.has(&Stage::Current))
-    }
-
-    fn drop_stage(&mut self, stage: &Stage) {
-        for stored in &mut self.versions {
-            stored.stages.retain(|s| s != stage);
-        }
-    }
-
-    fn pending_token(&self) -> Option<&VersionId> {
-        self.versions.iter().find(|v| v.is_pending()).map(|v| &v.id)
-    }
-
-    /// Whether the version at `index` is one a rollback left: unlabelled and newer than the
-    /// current version, so never current (versions become current in the order they were made).
-    fn is_abandoned(&self, index: usize) -> bool {
-        self.versions[index].stages.is_empty()
-            && self.current_index().is_none_or(|current| index > current)
-    }
-
-    /// Makes the version at `index` current, the current one previous. A version that was
-    /// current loses any mark of an incomplete rotation with its current stage.
-    fn make_current(&mut self, index: usize, keep_pending_mark: bool) {
-        self.drop_stage(&Stage::Previous);
-        for stored in &mut self.versions {
-            if stored.has(&Stage::Current) {
-                stored
-                    .stages
-                    .retain(|s| s != &Stage::Current && s != &Stage::Pending);
-                stored.stages.push(Stage::Previous);
-            }
-        }
-        let promoted = &mut self.versions[index];
-        if !keep_pending_mark {
-            promoted.stages.retain(|s| s != &Stage::Pending);
-        }
-        promoted.stages.push(Stage::Current);
-        promoted.base = None;
-    }
-}
-
-impl MemoryRotationStore {
-    /// An empty store.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Stores `value` as the new current version of `id` (outside any rotation, as an operator's
-    /// write would: a rotation under way then fails at `finish`) and returns its version id.
-    pub fn set(&self, id: &str, value: impl Into<SecretValue>) -> VersionId {
-        let now = self.now();
-        let mut secrets = self.lock();
-        let secret = secrets.entry(id.to_owned()).or_default();
-        secret.next += 1;
-        let version = VersionId::new(format!("v{}", secret.next));
-        secret.versions.push(Stored {
-            id: version.clone(),
-            value: value.into(),
-            stages: Vec::new(),
-            created_at: now,
-            base: None,
-        });
-        let index = secret.versions.len() - 1;
-        secret.make_current(index, false);
-        version
-    }
-
-    fn now(&self) -> SystemTime {
-        later_wall(self.epoch.0, self.epoch.1.elapsed())
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Secret>> {
-        self.secrets.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn with<T>(&self, id: &str, read: impl FnOnce(&mut Secret) -> Result<T>) -> Result<T> {
-        let mut secrets = self.lock();
-        let secret = secrets.get_mut(id).ok_or_else(|| Error::not_found(id))?;
-        read(secret)
-    }
-}
-
-fn conflict(id: &str, message: impl Into<std::sync::Arc<str>>) -> Error {
-    Error::new(ErrorKind::Conflict)
-        .with_id(id)
-        .with_message(message)
-}
-
 #[async_trait]
-impl RotationStore for MemoryRotationStore {
+impl RotationStore for MemoryProvider {
     fn name(&self) -> &str {
         "memory"
     }
@@ -380,36 +216,49 @@ impl RotationStore for MemoryRotationStore {
     }
 }
 
-#[async_trait]
-impl SecretProvider for MemoryRotationStore {
-    fn name(&self) -> &str {
-        "memory-rotation"
-    }
-
-    async fn fetch(&self, id: &str, selector: &Selector) -> Result<Versioned<SecretValue>> {
-        self.with(id, |secret| {
-            let found = match selector {
-                Selector::Version(version) => secret.version(version.as_str()),
-                other => other.stage().and_then(|stage| secret.with_stage(&stage)),
-            };
-            found.map(Stored::versioned).ok_or_else(|| {
-                Error::not_found(id).with_message(format!("no version for {selector}"))
-            })
-        })
-    }
-
-    async fn probe(&self, id: &str, selector: &Selector) -> Result<Option<VersionId>> {
-        self.fetch(id, selector).await.map(|v| Some(v.version.id))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::provider::SecretProvider;
+    use crate::value::Selector;
+
+    #[tokio::test]
+    async fn readers_see_the_stages_a_rotation_moves() {
+        let store = MemoryProvider::new();
+        let v1 = store.set("s", "one");
+        let two = SecretValue::from("two");
+        store.write_pending("s", "t-2", &two, &v1).await.unwrap();
+        let current = store.fetch("s", &Selector::Current).await.unwrap();
+        assert_eq!(current.version.id, v1);
+        let pending = store
+            .fetch("s", &Selector::Stage(Stage::Pending))
+            .await
+            .unwrap();
+        assert_eq!(pending.value.expose_str(), Some("two"));
+        assert_eq!(store.promote("s", "t-2").await.unwrap().as_str(), "t-2");
+        store.complete("s", "t-2").await.unwrap();
+        let current = store.fetch("s", &Selector::Current).await.unwrap();
+        assert_eq!(current.version.id.as_str(), "t-2");
+        assert_eq!(current.version.stages, vec![Stage::Current]);
+        let previous = store
+            .fetch("s", &Selector::Stage(Stage::Previous))
+            .await
+            .unwrap();
+        assert_eq!(previous.version.id, v1);
+        assert!(
+            store
+                .fetch("s", &Selector::Stage(Stage::Pending))
+                .await
+                .is_err()
+        );
+        let by_id = store.fetch("s", &Selector::Version(v1)).await.unwrap();
+        assert_eq!(by_id.value.expose_str(), Some("one"));
+        assert!(store.promote("s", "t-3").await.is_err());
+    }
 
     #[tokio::test]
     async fn one_pending_rotation_at_a_time_and_idempotent_steps() {
-        let store = MemoryRotationStore::new();
+        let store = MemoryProvider::new();
         let v1 = store.set("s", "one");
         let two = SecretValue::from("two");
         store.write_pending("s", "t-1", &two, &v1).await.unwrap();
@@ -441,7 +290,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_removed_pending_version_stays_unlabelled_and_only_its_token_can_revive_it() {
-        let store = MemoryRotationStore::new();
+        let store = MemoryProvider::new();
         let v1 = store.set("s", "one");
         let two = SecretValue::from("two");
         store.write_pending("s", "t-1", &two, &v1).await.unwrap();
@@ -479,7 +328,7 @@ mod tests {
 
     #[tokio::test]
     async fn remove_pending_leaves_current_and_previous_versions_alone() {
-        let store = MemoryRotationStore::new();
+        let store = MemoryProvider::new();
         let v1 = store.set("s", "one");
         let v2 = store.set("s", "two");
         store.remove_pending("s", v1.as_str()).await.unwrap();
@@ -500,7 +349,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_write_during_the_rotation_makes_promote_refuse() {
-        let store = MemoryRotationStore::new();
+        let store = MemoryProvider::new();
         let v1 = store.set("s", "one");
         store
             .write_pending("s", "t-1", &SecretValue::from("two"), &v1)

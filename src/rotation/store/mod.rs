@@ -20,7 +20,7 @@ use crate::value::{SecretValue, VersionId, Versioned};
 /// The trait is object safe: the [`Rotator`](crate::rotation::Rotator) holds an `Arc<dyn RotationStore>`.
 /// A store that wraps another (to add logging, say) forwards every method, the ones with
 /// defaults included: a default `complete` in a wrapper would leave the inner store's marks.
-/// Implementations: [`MemoryRotationStore`](crate::rotation::MemoryRotationStore), `AwsRotationStore`
+/// Implementations: [`MemoryProvider`](crate::MemoryProvider), `AwsRotationStore`
 /// (feature `aws`), `VaultKvRotationStore` (feature `vault`).
 ///
 /// # Example
@@ -254,6 +254,6 @@ const _: Option<&dyn RotationStore> = None;
 #[cfg(feature = "aws")]
 pub(crate) mod aws;
 pub(crate) mod bounded;
-pub(crate) mod memory;
+mod memory;
 #[cfg(feature = "vault")]
 pub(crate) mod vault;

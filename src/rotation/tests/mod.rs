@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 
 use super::*;
+use crate::MemoryProvider;
 use crate::error::{Error, ErrorKind, Result};
 use crate::value::{SecretValue, VersionId, Versioned};
 
@@ -129,7 +130,7 @@ impl TargetSession for FakeSession {
 /// of another rotation slipped in just before a write, a failing `remove_pending`.
 #[derive(Default)]
 struct KnobStore {
-    inner: MemoryRotationStore,
+    inner: MemoryProvider,
     case_insensitive: bool,
     slip_in_before_write: Mutex<Option<(String, SecretValue)>>,
     fail_remove_pending: AtomicBool,
