@@ -185,14 +185,19 @@ struct Sample {
     latency: Duration,
 }
 
-struct Outcome {
+struct AuditOutcome {
     samples: Vec<Sample>,
     failures: usize,
     rotations: Vec<Instant>,
 }
 
 /// 8 tasks run `query` for `duration` while the password rotates every 2 s.
-async fn under_rotation(setup: &Setup, round0: usize, duration: Duration, query: Query) -> Outcome {
+async fn under_rotation(
+    setup: &Setup,
+    round0: usize,
+    duration: Duration,
+    query: Query,
+) -> AuditOutcome {
     let admin = {
         let config = format!(
             "host=127.0.0.1 port={} user=postgres dbname=postgres password={}",
@@ -254,7 +259,7 @@ async fn under_rotation(setup: &Setup, round0: usize, duration: Duration, query:
         samples.extend(s);
         failures += f;
     }
-    Outcome {
+    AuditOutcome {
         samples,
         failures,
         rotations,
@@ -268,7 +273,7 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
-fn report(name: &str, outcome: &Outcome, stats: Option<PoolStats>) {
+fn report(name: &str, outcome: &AuditOutcome, stats: Option<PoolStats>) {
     // A rotation window: from the first change (database or secret) to 1 s after it.
     let window = Duration::from_secs(1);
     let (mut inside, mut outside): (Vec<Duration>, Vec<Duration>) = (Vec::new(), Vec::new());

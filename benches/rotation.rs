@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use aws_sdk_secretsmanager::config::{Credentials, Region};
 use credswap::SecretCache;
 use credswap::SecretProvider;
-use credswap::pg::{PgCredentials, RotatingPgPool, RotationConfig};
+use credswap::pg::{PgCredentials, RetryAndDrain, RotatingPgPool};
 use credswap::provider::{AwsSecretsManagerProvider, VaultAuth, VaultKvProvider, VaultSession};
 use credswap::rotation::{
     AwsRotationStore, PostgresTarget, RotationStore, Rotator, Strategy, VaultKvRotationStore,
@@ -73,7 +73,7 @@ async fn measure(
         .build()
         .unwrap();
     let handle = cache.handle::<PgCredentials>(id).await.unwrap();
-    let mut config = RotationConfig::default();
+    let mut config = RetryAndDrain::default();
     config.drain_delay = Duration::from_millis(500);
     let pool = RotatingPgPool::builder(handle)
         .pool_options(
@@ -82,7 +82,7 @@ async fn measure(
                 .max_lifetime(Duration::from_secs(2)),
         )
         .connect_options(PgConnectOptions::new().database("postgres"))
-        .rotation(config)
+        .retry_and_drain(config)
         .connect()
         .await
         .unwrap();

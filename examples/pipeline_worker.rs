@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use credswap::pg::{PgCredentials, RotatingPgPool, RotationConfig};
+use credswap::pg::{PgCredentials, RetryAndDrain, RotatingPgPool};
 use credswap::testkit::PostgresServer;
 use credswap::{MemoryProvider, SecretCache};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -53,7 +53,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build()?;
     let creds = cache.handle::<PgCredentials>("etl/db").await?;
 
-    let mut rotation = RotationConfig::default();
+    let mut rotation = RetryAndDrain::default();
     rotation.drain_delay = Duration::from_secs(2);
     let pool = RotatingPgPool::builder(creds)
         .pool_options(
@@ -67,7 +67,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .port(pg.port())
                 .database("postgres"),
         )
-        .rotation(rotation)
+        .retry_and_drain(rotation)
         .connect()
         .await?;
 

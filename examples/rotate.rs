@@ -18,8 +18,8 @@ use aws_sdk_secretsmanager::config::{Credentials, Region};
 use credswap::pg::{PgCredentials, RotatingPgPool};
 use credswap::provider::{AwsSecretsManagerProvider, VaultAuth, VaultKvProvider, VaultSession};
 use credswap::rotation::{
-    Activity, AwsRotationStore, PostgresTarget, RotationOutcome, RotationStore, Rotator, Strategy,
-    VaultKvRotationStore,
+    AuditActivity, AwsRotationStore, PostgresTarget, RotationOutcome, RotationStore, Rotator,
+    Strategy, VaultKvRotationStore,
 };
 use credswap::testkit::{MotoServer, OpenBaoServer, PostgresServer};
 use credswap::{SecretCache, SecretProvider};
@@ -163,7 +163,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut events = rotator.subscribe();
     let progress = tokio::spawn(async move {
         while let Ok(event) = events.recv().await {
-            if let Activity::Step(step) = event.activity {
+            if let AuditActivity::Step(step) = event.activity {
                 println!(
                     "    {step:<13} {:<12} {:>8.1?}",
                     event.outcome.to_string(),

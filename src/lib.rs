@@ -26,7 +26,7 @@ pub mod value;
 pub mod testkit;
 
 pub use self::{
-    cache::events::{CacheStats, HandleState, SecretEvent},
+    cache::events::{CacheStats, SecretEvent},
     cache::{SecretCache, SecretCacheBuilder},
     error::{Error, ErrorKind, Result},
     handle::{HandleStatus, SecretHandle, Snapshot},

@@ -6,7 +6,7 @@ mod pg_common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use credswap::pg::{PoolMonitor, RotatingDeadpoolBuilder, RotationConfig};
+use credswap::pg::{PoolMonitor, RetryAndDrain, RotatingDeadpoolBuilder};
 use deadpool_postgres::Pool;
 use pg_common::{
     Fixture, Order, Query, creds_json, deadline_of, fixture, rotate, sessions_of, start_load,
@@ -19,8 +19,8 @@ fn target(port: u16) -> tokio_postgres::Config {
     config
 }
 
-fn rotation(drain: Duration) -> RotationConfig {
-    let mut config = RotationConfig::default();
+fn rotation(drain: Duration) -> RetryAndDrain {
+    let mut config = RetryAndDrain::default();
     config.drain_delay = drain;
     config.retry_budget = Duration::from_secs(20);
     config.retry_attempts = 12;
@@ -31,7 +31,7 @@ fn pool(fixture: &Fixture, drain: Duration) -> (Pool, PoolMonitor) {
     RotatingDeadpoolBuilder::new(fixture.handle.clone())
         .pg_config(target(fixture.port))
         .max_size(8)
-        .rotation(rotation(drain))
+        .retry_and_drain(rotation(drain))
         .build_monitored()
         .unwrap()
 }
@@ -131,7 +131,7 @@ async fn a_storm_of_rejected_logins_costs_the_store_one_call() {
     let (pool, monitor) = RotatingDeadpoolBuilder::new(storm.handle.clone())
         .pg_config(target(storm.pg.port()))
         .max_size(100)
-        .rotation(rotation(Duration::from_secs(60)))
+        .retry_and_drain(rotation(Duration::from_secs(60)))
         .build_monitored()
         .unwrap();
     let calls_before = storm.rotate_behind_the_handle().await;
@@ -214,12 +214,12 @@ async fn credentials_that_never_work_end_in_a_typed_error_not_a_hang() {
     let fixture = fixture().await;
     switch_secret(&fixture, &creds_json("app", "wrong-1")).await;
     switch_secret(&fixture, &creds_json("app", "wrong-2")).await;
-    let mut config = RotationConfig::default();
+    let mut config = RetryAndDrain::default();
     config.retry_attempts = 3;
     config.retry_budget = Duration::from_secs(3);
     let (pool, monitor) = RotatingDeadpoolBuilder::new(fixture.handle.clone())
         .pg_config(target(fixture.port))
-        .rotation(config)
+        .retry_and_drain(config)
         .build_monitored()
         .unwrap();
     let err = tokio::time::timeout(Duration::from_secs(20), pool.get())

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use credswap::ErrorKind;
-use credswap::pg::{PgCredentials, RotatingPgPool, RotationConfig};
+use credswap::pg::{PgCredentials, RetryAndDrain, RotatingPgPool};
 use pg_common::{
     Fixture, Order, Query, creds_json, deadline_of, fixture, rotate, sessions_of, start_load,
     switch_secret,
@@ -21,8 +21,8 @@ fn target(port: u16) -> PgConnectOptions {
         .database("postgres")
 }
 
-fn rotation(drain: Duration) -> RotationConfig {
-    let mut config = RotationConfig::default();
+fn rotation(drain: Duration) -> RetryAndDrain {
+    let mut config = RetryAndDrain::default();
     config.drain_delay = drain;
     config.retry_budget = Duration::from_secs(20);
     config.retry_attempts = 12;
@@ -37,7 +37,7 @@ async fn pool_with(fixture: &Fixture, drain: Duration, options: PgPoolOptions) -
     RotatingPgPool::builder(fixture.handle.clone())
         .pool_options(options)
         .connect_options(target(fixture.port))
-        .rotation(rotation(drain))
+        .retry_and_drain(rotation(drain))
         .connect()
         .await
         .expect("pool connects")
@@ -177,7 +177,7 @@ async fn a_storm_of_rejected_logins_costs_the_store_one_call() {
     let pool = RotatingPgPool::builder(storm.handle.clone())
         .pool_options(PgPoolOptions::new().max_connections(100))
         .connect_options(target(storm.pg.port()))
-        .rotation(rotation(Duration::from_secs(60)))
+        .retry_and_drain(rotation(Duration::from_secs(60)))
         .build()
         .unwrap();
     let calls_before = storm.rotate_behind_the_handle().await;
@@ -264,13 +264,13 @@ async fn credentials_that_never_work_end_in_a_typed_error_not_a_hang() {
     // Both the current and the previous credentials are wrong.
     switch_secret(&fixture, &creds_json("app", "wrong-1")).await;
     switch_secret(&fixture, &creds_json("app", "wrong-2")).await;
-    let mut config = RotationConfig::default();
+    let mut config = RetryAndDrain::default();
     config.retry_attempts = 3;
     config.retry_budget = Duration::from_secs(3);
     let builder = || {
         RotatingPgPool::builder(fixture.handle.clone())
             .connect_options(target(fixture.port))
-            .rotation(config.clone())
+            .retry_and_drain(config.clone())
     };
     let err = tokio::time::timeout(Duration::from_secs(20), builder().connect())
         .await

@@ -9,12 +9,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use credswap::MemoryProvider;
-use credswap::pg::{Endpoint, PoolEvent, RotationConfig};
+use credswap::pg::{Endpoint, PoolEvent, RetryAndDrain};
 use pg_common::{Held, Kind, Proxy, TestPool, creds_json, sessions_of, start_postgres, switch_now};
 use tokio::time::Instant;
 
-fn drain(delay: Duration) -> RotationConfig {
-    RotationConfig::default()
+fn drain(delay: Duration) -> RetryAndDrain {
+    RetryAndDrain::default()
         .drain_delay(delay)
         .retry_budget(Duration::from_secs(20))
         .retry_attempts(12)

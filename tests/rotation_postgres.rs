@@ -322,12 +322,12 @@ async fn set_done(
     events: &mut tokio::sync::broadcast::Receiver<credswap::rotation::RotationEvent>,
     secret: &str,
 ) {
-    use credswap::rotation::{Activity, Outcome, Step};
+    use credswap::rotation::{AuditActivity, AuditOutcome, Step};
     loop {
         let event = events.recv().await.expect("the rotator's events");
         if &*event.secret_id == secret
-            && event.activity == Activity::Step(Step::Set)
-            && event.outcome == Outcome::Done
+            && event.activity == AuditActivity::Step(Step::Set)
+            && event.outcome == AuditOutcome::Done
         {
             return;
         }

@@ -334,14 +334,14 @@ async fn a_killed_server_is_invisible_within_max_stale_then_a_transient_error() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pool_on_dynamic_credentials_moves_to_the_new_user_with_no_caller_error() {
-    use credswap::pg::{RotatingPgPool, RotationConfig};
+    use credswap::pg::{RetryAndDrain, RotatingPgPool};
     use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
     let engine = database_engine().await;
     let cache = dynamic_credentials_cache(&engine).await;
     let handle = cache.handle::<PgCredentials>("creds/dyn").await.unwrap();
     let first_user = handle.load().current().username.clone();
-    let mut rotation = RotationConfig::default();
+    let mut rotation = RetryAndDrain::default();
     rotation.drain_delay = Duration::from_secs(60); // the lease end (minus the margin) comes first
     rotation.lease_margin = Duration::from_secs(1);
     let pool = RotatingPgPool::builder(handle.clone())
@@ -352,7 +352,7 @@ async fn a_pool_on_dynamic_credentials_moves_to_the_new_user_with_no_caller_erro
                 .port(engine.pg.port())
                 .database("postgres"),
         )
-        .rotation(rotation)
+        .retry_and_drain(rotation)
         .connect()
         .await
         .unwrap();
@@ -385,7 +385,7 @@ async fn a_pool_on_dynamic_credentials_moves_to_the_new_user_with_no_caller_erro
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pools_on_renewed_dynamic_credentials_drain_the_old_user_at_the_drain_delay_not_at_once() {
-    use credswap::pg::RotationConfig;
+    use credswap::pg::RetryAndDrain;
     use pg_common::{Kind, TestPool, sessions_of};
 
     let engine = database_engine().await;
@@ -394,7 +394,7 @@ async fn pools_on_renewed_dynamic_credentials_drain_the_old_user_at_the_drain_de
     let first_user = handle.load().current().username.clone();
     // The lease (4 s, renewed every ~2.6 s up to its 12 s max TTL) is renewed several times before
     // new credentials come; the old user's lease then still has over a second to run.
-    let config = RotationConfig::default()
+    let config = RetryAndDrain::default()
         .drain_delay(Duration::from_secs(1))
         .lease_margin(Duration::from_millis(300));
     let mut pools = Vec::new();

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use crate::error::ErrorKind;
 use crate::events::Event;
+use crate::handle::HandleStatus;
 use crate::value::{Selector, VersionId};
 
 /// Something that happened to a secret in a [`SecretCache`](crate::SecretCache).
@@ -95,43 +96,9 @@ pub enum SecretEvent {
         id: Arc<str>,
         /// The version the handle serves.
         version: VersionId,
-        /// The new state.
-        state: HandleState,
-        /// The kind of the error behind it, for the stale, failing and decode-failed states.
-        kind: Option<ErrorKind>,
+        /// The new status, with the error behind it (which never carries a value).
+        status: HandleStatus,
     },
-}
-
-/// The state of a handle, as carried by [`SecretEvent::HandleStatusChanged`]: the
-/// [`HandleStatus`](crate::handle::HandleStatus) without its error.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum HandleState {
-    /// The store confirmed the version the handle serves at its last check.
-    Fresh,
-    /// The store could not be asked (unreachable, throttled): the handle serves last-known-good.
-    Stale,
-    /// The store answered that the secret is gone or access is denied: the handle still serves
-    /// its last value, which may no longer work.
-    Failing,
-    /// The lease of the value the handle serves has ended: those credentials no longer work.
-    LeaseExpired,
-    /// The store has a newer version that could not be decoded: the handle serves the last good
-    /// one.
-    DecodeFailed,
-}
-
-impl HandleState {
-    /// A short, stable, lower-case name (`"fresh"`, `"stale"`, …), for metrics labels.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            HandleState::Fresh => "fresh",
-            HandleState::Stale => "stale",
-            HandleState::Failing => "failing",
-            HandleState::LeaseExpired => "lease_expired",
-            HandleState::DecodeFailed => "decode_failed",
-        }
-    }
 }
 
 impl SecretEvent {
@@ -203,7 +170,7 @@ impl Event for SecretEvent {
             SecretEvent::DecodeFailed { .. } => {
                 tracing::error!(event = name, id, details = ?self, "secret event");
             }
-            SecretEvent::HandleStatusChanged { state, .. } if *state != HandleState::Fresh => {
+            SecretEvent::HandleStatusChanged { status, .. } if !status.is_fresh() => {
                 tracing::warn!(event = name, id, details = ?self, "secret event");
             }
             SecretEvent::Fetched { .. } => {

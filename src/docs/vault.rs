@@ -61,7 +61,7 @@
 //! lease at about two thirds of what remains; when a renewal is granted for less than the original
 //! duration, the max TTL is near, and the cache fetches new credentials at once. The handle swaps,
 //! and a [`RotatingPgPool`](crate::pg) drains connections of the old user before its lease ends
-//! (`RotationConfig::lease_margin`): Vault revoking a user does not end its open sessions, so the
+//! (`RetryAndDrain::lease_margin`): Vault revoking a user does not end its open sessions, so the
 //! pool must. The cache never serves a value past its lease's end, even from last-known-good; a
 //! handle keeps it (its `load()` never fails) but its [`status`](crate::SecretHandle::status)
 //! becomes [`HandleStatus::LeaseExpired`](crate::HandleStatus) at that moment, with an event.

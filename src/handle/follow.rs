@@ -7,7 +7,7 @@ use super::snapshot::{Previous, Snapshot};
 use super::status::HandleStatus;
 use super::{Shared, decode_guarded, lease_end};
 use crate::cache::Loaded;
-use crate::cache::events::{HandleState, SecretEvent};
+use crate::cache::events::SecretEvent;
 use crate::cache::watch::Follower;
 use crate::error::Error;
 use crate::time::{Instant, later};
@@ -23,7 +23,7 @@ pub(super) struct State {
     rejected: Option<VersionId>,
     /// The state last announced (an ended lease changes the state by the clock alone, so the
     /// change is found by comparing with what was said, not with what was stored).
-    reported: HandleState,
+    reported: &'static str,
 }
 
 impl State {
@@ -32,7 +32,7 @@ impl State {
             newest_seq: seq,
             status: HandleStatus::Fresh,
             rejected: None,
-            reported: HandleState::Fresh,
+            reported: HandleStatus::Fresh.as_str(),
         }
     }
 }
@@ -159,15 +159,14 @@ impl<T: Send + Sync + 'static> Shared<T> {
     fn status_change(&self, state: &mut State) -> Option<SecretEvent> {
         let snapshot = self.snapshot.load();
         let now = state.status.at(Instant::now(), snapshot.lease_end);
-        if now.state() == state.reported {
+        if now.as_str() == state.reported {
             return None;
         }
-        state.reported = now.state();
+        state.reported = now.as_str();
         Some(SecretEvent::HandleStatusChanged {
             id: Arc::clone(&self.key.id),
             version: snapshot.version.id.clone(),
-            state: now.state(),
-            kind: now.error().map(|e| e.kind()),
+            status: now,
         })
     }
 }

@@ -1,6 +1,5 @@
 //! What a handle can say about the value it serves.
 
-use crate::cache::events::HandleState;
 use crate::error::{Error, ErrorKind};
 use crate::time::Instant;
 use crate::value::VersionId;
@@ -54,15 +53,53 @@ pub enum HandleStatus {
     },
 }
 
+/// Equal when the variant and its details are: errors compare by kind and message.
+impl PartialEq for HandleStatus {
+    fn eq(&self, other: &Self) -> bool {
+        let same = |a: &Error, b: &Error| a.kind() == b.kind() && a.to_string() == b.to_string();
+        match (self, other) {
+            (HandleStatus::Fresh, HandleStatus::Fresh) => true,
+            (
+                HandleStatus::Stale { error, since },
+                HandleStatus::Stale {
+                    error: other_error,
+                    since: other_since,
+                },
+            )
+            | (
+                HandleStatus::Failing { error, since },
+                HandleStatus::Failing {
+                    error: other_error,
+                    since: other_since,
+                },
+            ) => since == other_since && same(error, other_error),
+            (HandleStatus::LeaseExpired { at }, HandleStatus::LeaseExpired { at: other }) => {
+                at == other
+            }
+            (
+                HandleStatus::DecodeFailed { error, version },
+                HandleStatus::DecodeFailed {
+                    error: other_error,
+                    version: other_version,
+                },
+            ) => version == other_version && same(error, other_error),
+            _ => false,
+        }
+    }
+}
+
+impl Eq for HandleStatus {}
+
 impl HandleStatus {
-    /// The state, without the details.
-    pub fn state(&self) -> HandleState {
+    /// A short, stable, lower-case name of the status without its details (`"fresh"`,
+    /// `"stale"`, `"failing"`, `"lease_expired"`, `"decode_failed"`), for logs and metrics labels.
+    pub fn as_str(&self) -> &'static str {
         match self {
-            HandleStatus::Fresh => HandleState::Fresh,
-            HandleStatus::Stale { .. } => HandleState::Stale,
-            HandleStatus::Failing { .. } => HandleState::Failing,
-            HandleStatus::LeaseExpired { .. } => HandleState::LeaseExpired,
-            HandleStatus::DecodeFailed { .. } => HandleState::DecodeFailed,
+            HandleStatus::Fresh => "fresh",
+            HandleStatus::Stale { .. } => "stale",
+            HandleStatus::Failing { .. } => "failing",
+            HandleStatus::LeaseExpired { .. } => "lease_expired",
+            HandleStatus::DecodeFailed { .. } => "decode_failed",
         }
     }
 

@@ -24,16 +24,16 @@ pub enum Endpoint {
 ///
 /// ```
 /// use std::time::Duration;
-/// use credswap::pg::{Endpoint, RotationConfig};
+/// use credswap::pg::{Endpoint, RetryAndDrain};
 ///
-/// let config = RotationConfig::default()
+/// let config = RetryAndDrain::default()
 ///     .drain_delay(Duration::from_secs(10))
 ///     .endpoint(Endpoint::Configured);
 /// assert_eq!(config.drain_delay, Duration::from_secs(10));
 /// ```
 #[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct RotationConfig {
+pub struct RetryAndDrain {
     /// Connection attempts after an authentication failure before the caller sees it. Default: 8.
     pub retry_attempts: u32,
     /// The longest a caller waits for a login to succeed again. Default: 30 s.
@@ -54,9 +54,9 @@ pub struct RotationConfig {
     pub endpoint: Endpoint,
 }
 
-impl Default for RotationConfig {
+impl Default for RetryAndDrain {
     fn default() -> Self {
-        RotationConfig {
+        RetryAndDrain {
             retry_attempts: 8,
             retry_budget: Duration::from_secs(30),
             backoff_min: Duration::from_millis(50),
@@ -68,7 +68,7 @@ impl Default for RotationConfig {
     }
 }
 
-impl RotationConfig {
+impl RetryAndDrain {
     /// Sets [`retry_attempts`](Self::retry_attempts).
     pub fn retry_attempts(mut self, attempts: u32) -> Self {
         self.retry_attempts = attempts;

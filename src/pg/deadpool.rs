@@ -12,7 +12,7 @@ use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
 use tokio_postgres::{Client, Config, NoTls, Socket};
 
 use super::auth_failure::AuthFailurePolicy;
-use super::config::RotationConfig;
+use super::config::RetryAndDrain;
 use super::connection::with_credentials;
 use super::credentials::PgCredentials;
 use super::monitor::PoolMonitor;
@@ -23,7 +23,7 @@ use crate::handle::SecretHandle;
 /// A [`deadpool_postgres::Connect`] that opens every connection with the handle's newest
 /// credentials, and retries rejected logins: one coalesced refresh, the previous credentials while
 /// inside their grace period (alternating users), jittered backoff, within the
-/// [`RotationConfig`] budget. It records which credentials each connection used, so that
+/// [`RetryAndDrain`] budget. It records which credentials each connection used, so that
 /// [`pre_recycle`](Self::pre_recycle) retires it once those are past their drain deadline.
 ///
 /// Most users build a whole pool with [`RotatingDeadpoolBuilder`] instead; use this to assemble a
@@ -32,11 +32,11 @@ use crate::handle::SecretHandle;
 /// ```no_run
 /// # #![allow(dead_code)]
 /// # async fn run(cache: credswap::SecretCache) -> Result<(), Box<dyn std::error::Error>> {
-/// use credswap::pg::{PgCredentials, RotatingConnect, RotationConfig};
+/// use credswap::pg::{PgCredentials, RotatingConnect, RetryAndDrain};
 /// use deadpool_postgres::{Manager, ManagerConfig, Pool};
 ///
 /// let creds = cache.handle::<PgCredentials>("prod/orders/db").await?;
-/// let connect = RotatingConnect::new(creds, RotationConfig::default(), tokio_postgres::NoTls);
+/// let connect = RotatingConnect::new(creds, RetryAndDrain::default(), tokio_postgres::NoTls);
 /// let retire = connect.pre_recycle();
 /// let manager = Manager::from_connect(tokio_postgres::Config::new(), connect, ManagerConfig::default());
 /// let pool = Pool::builder(manager).max_size(8).pre_recycle(retire).build()?;
@@ -60,13 +60,13 @@ impl<T> fmt::Debug for RotatingConnect<T> {
 impl<T> RotatingConnect<T> {
     /// Connects with `handle`'s newest credentials through `tls`, with the default
     /// authentication-failure policy.
-    pub fn new(handle: SecretHandle<PgCredentials>, config: RotationConfig, tls: T) -> Self {
+    pub fn new(handle: SecretHandle<PgCredentials>, config: RetryAndDrain, tls: T) -> Self {
         Self::with_policy(handle, config, None, tls)
     }
 
     fn with_policy(
         handle: SecretHandle<PgCredentials>,
-        config: RotationConfig,
+        config: RetryAndDrain,
         policy: Option<Arc<dyn AuthFailurePolicy>>,
         tls: T,
     ) -> Self {
@@ -166,7 +166,7 @@ pub struct RotatingDeadpoolBuilder<T = NoTls> {
     manager_config: ManagerConfig,
     max_size: usize,
     timeouts: Timeouts,
-    config: RotationConfig,
+    config: RetryAndDrain,
     policy: Option<Arc<dyn AuthFailurePolicy>>,
 }
 
@@ -191,7 +191,7 @@ impl RotatingDeadpoolBuilder<NoTls> {
             manager_config: ManagerConfig::default(),
             max_size: 16,
             timeouts: Timeouts::default(),
-            config: RotationConfig::default(),
+            config: RetryAndDrain::default(),
             policy: None,
         }
     }
@@ -265,7 +265,7 @@ where
     }
 
     /// Retry, drain and endpoint settings.
-    pub fn rotation(mut self, config: RotationConfig) -> Self {
+    pub fn retry_and_drain(mut self, config: RetryAndDrain) -> Self {
         self.config = config;
         self
     }

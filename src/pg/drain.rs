@@ -17,7 +17,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
-use super::config::RotationConfig;
+use super::config::RetryAndDrain;
 use super::events::RotationRecord;
 use crate::time::{Instant, later};
 use crate::value::VersionId;
@@ -140,7 +140,7 @@ impl Ledger {
         version: &VersionId,
         lease_end: Option<Instant>,
         now: Instant,
-        config: &RotationConfig,
+        config: &RetryAndDrain,
     ) {
         if self
             .records
@@ -157,7 +157,7 @@ impl Ledger {
         version: &VersionId,
         lease_end: Option<Instant>,
         now: Instant,
-        config: &RotationConfig,
+        config: &RetryAndDrain,
     ) -> Instant {
         let record = self.record(version, now);
         if let Some(end) = lease_end {
@@ -386,8 +386,8 @@ impl Ledger {
 mod tests {
     use super::*;
 
-    fn config() -> RotationConfig {
-        RotationConfig::default()
+    fn config() -> RetryAndDrain {
+        RetryAndDrain::default()
             .drain_delay(Duration::from_secs(1))
             .lease_margin(Duration::from_secs(5))
     }

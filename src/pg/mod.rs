@@ -6,7 +6,7 @@
 //! credentials, turn an authentication failure into one coalesced refresh and a retry, and drain
 //! connections opened with credentials that have been rotated away — each version at its own
 //! deadline, logins in flight at a rotation included. Both share one mechanism and one
-//! [`RotationConfig`], and report through a [`PoolMonitor`]. Pools know handles, not providers.
+//! [`RetryAndDrain`], and report through a [`PoolMonitor`]. Pools know handles, not providers.
 
 mod auth_failure;
 #[cfg(any(feature = "deadpool", feature = "rotation"))]
@@ -42,7 +42,7 @@ pub use self::{
 };
 #[cfg(any(feature = "sqlx", feature = "deadpool"))]
 pub use self::{
-    config::{Endpoint, RotationConfig},
+    config::{Endpoint, RetryAndDrain},
     events::{PoolEvent, PoolStats, RotationRecord},
     monitor::PoolMonitor,
 };

@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::sync::broadcast;
 
 use super::auth_failure::{AuthFailurePolicy, SqlStatePolicy, is_auth_failure};
-use super::config::RotationConfig;
+use super::config::RetryAndDrain;
 use super::credentials::PgCredentials;
 use super::drain::{Ledger, Verdict};
 use super::events::{PoolEvent, PoolStats, RotationRecord};
@@ -62,7 +62,7 @@ pub(crate) type Apply = Box<dyn Fn(&Chosen) + Send + Sync>;
 
 pub(crate) struct Rotation {
     pub(crate) handle: SecretHandle<PgCredentials>,
-    pub(crate) config: RotationConfig,
+    pub(crate) config: RetryAndDrain,
     policy: Arc<dyn AuthFailurePolicy>,
     state: Mutex<State>,
     counters: Counters,
@@ -83,7 +83,7 @@ fn lease_end(version: &Version) -> Option<Instant> {
 impl Rotation {
     pub(crate) fn new(
         handle: SecretHandle<PgCredentials>,
-        config: RotationConfig,
+        config: RetryAndDrain,
         policy: Option<Arc<dyn AuthFailurePolicy>>,
         apply: Apply,
     ) -> Arc<Self> {

@@ -13,7 +13,7 @@ use sqlx::postgres::{
 use sqlx::{Either, Execute, Executor, PgPool, Postgres, Transaction};
 
 use super::auth_failure::AuthFailurePolicy;
-use super::config::{Endpoint, RotationConfig};
+use super::config::{Endpoint, RetryAndDrain};
 use super::credentials::{PgCredentials, TlsLevel};
 use super::events::PoolStats;
 use super::monitor::PoolMonitor;
@@ -50,11 +50,11 @@ type Check = Arc<
 ///   (coalesced: a storm of failures costs the store one call), falls back to the previous
 ///   credentials while they are inside their grace period (alternating users only: with one user
 ///   the previous password no longer works), and retries with a jittered backoff, within
-///   [`RotationConfig::retry_attempts`] and [`retry_budget`](RotationConfig::retry_budget). Only
+///   [`RetryAndDrain::retry_attempts`] and [`retry_budget`](RetryAndDrain::retry_budget). Only
 ///   then does the caller see the error.
 /// - Each connection is judged by the credentials its login used, logins that were in flight at a
 ///   rotation included. Each version of the credentials gets its own deadline when it is replaced
-///   ([`drain_delay`](RotationConfig::drain_delay) later, or before its lease ends); its
+///   ([`drain_delay`](RetryAndDrain::drain_delay) later, or before its lease ends); its
 ///   connections are closed when they come back to, or are taken from, the pool after it, and idle
 ///   ones are swept then. A query in flight is never interrupted.
 ///
@@ -108,7 +108,7 @@ pub struct RotatingPgPoolBuilder {
     handle: SecretHandle<PgCredentials>,
     pool_options: PgPoolOptions,
     connect_options: PgConnectOptions,
-    config: RotationConfig,
+    config: RetryAndDrain,
     policy: Option<Arc<dyn AuthFailurePolicy>>,
     after_connect: Option<AfterConnect>,
     before_acquire: Option<Check>,
@@ -194,7 +194,7 @@ impl RotatingPgPoolBuilder {
     }
 
     /// Retry, drain and endpoint settings.
-    pub fn rotation(mut self, config: RotationConfig) -> Self {
+    pub fn retry_and_drain(mut self, config: RetryAndDrain) -> Self {
         self.config = config;
         self
     }
@@ -414,7 +414,7 @@ impl RotatingPgPool {
             handle,
             pool_options: PgPoolOptions::new(),
             connect_options: PgConnectOptions::new(),
-            config: RotationConfig::default(),
+            config: RetryAndDrain::default(),
             policy: None,
             after_connect: None,
             before_acquire: None,

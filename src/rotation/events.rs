@@ -12,7 +12,7 @@ use super::steps::Step;
 /// What an event reports on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
-pub enum Activity {
+pub enum AuditActivity {
     /// One of the four steps.
     Step(Step),
     /// Undoing a rotation whose `test` failed or whose `finish` found the secret written
@@ -22,12 +22,12 @@ pub enum Activity {
     Rotation,
 }
 
-impl fmt::Display for Activity {
+impl fmt::Display for AuditActivity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Activity::Step(step) => f.write_str(step.as_aws_str()),
-            Activity::Rollback => f.write_str("rollback"),
-            Activity::Rotation => f.write_str("rotation"),
+            AuditActivity::Step(step) => f.write_str(step.as_aws_str()),
+            AuditActivity::Rollback => f.write_str("rollback"),
+            AuditActivity::Rotation => f.write_str("rotation"),
         }
     }
 }
@@ -35,7 +35,7 @@ impl fmt::Display for Activity {
 /// How it went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
-pub enum Outcome {
+pub enum AuditOutcome {
     /// Done now.
     Done,
     /// Nothing to do: an earlier run had done it (a re-run after a crash or timeout).
@@ -50,15 +50,15 @@ pub enum Outcome {
     Failed(ErrorKind),
 }
 
-impl fmt::Display for Outcome {
+impl fmt::Display for AuditOutcome {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Outcome::Done => f.write_str("done"),
-            Outcome::AlreadyDone => f.write_str("already_done"),
-            Outcome::UnderWay => f.write_str("under_way"),
-            Outcome::NotDue => f.write_str("not_due"),
-            Outcome::RolledBack => f.write_str("rolled_back"),
-            Outcome::Failed(kind) => write!(f, "failed:{kind}"),
+            AuditOutcome::Done => f.write_str("done"),
+            AuditOutcome::AlreadyDone => f.write_str("already_done"),
+            AuditOutcome::UnderWay => f.write_str("under_way"),
+            AuditOutcome::NotDue => f.write_str("not_due"),
+            AuditOutcome::RolledBack => f.write_str("rolled_back"),
+            AuditOutcome::Failed(kind) => write!(f, "failed:{kind}"),
         }
     }
 }
@@ -77,7 +77,7 @@ pub struct RotationEvent {
     /// ([`canonical_id`](super::RotationStore::canonical_id): AWS its name, Vault mount and path).
     pub secret_id: Arc<str>,
     /// The step (or rollback, or the whole rotation).
-    pub activity: Activity,
+    pub activity: AuditActivity,
     /// The rotation's token: the pending version's id.
     pub token: Option<Arc<str>>,
     /// The version that was current when the step ran.
@@ -85,7 +85,7 @@ pub struct RotationEvent {
     /// The version that is current after it (set by `finish`).
     pub new_version: Option<VersionId>,
     /// How it went.
-    pub outcome: Outcome,
+    pub outcome: AuditOutcome,
     /// How long it took.
     pub duration: Duration,
 }
@@ -105,7 +105,7 @@ impl crate::events::Event for RotationEvent {
         let new = self.new_version.as_ref().map_or("", VersionId::as_str);
         let duration_ms = self.duration.as_secs_f64() * 1e3;
         match self.outcome {
-            Outcome::Failed(_) | Outcome::RolledBack => tracing::warn!(
+            AuditOutcome::Failed(_) | AuditOutcome::RolledBack => tracing::warn!(
                 target: "credswap::rotation",
                 rotation_id = %self.rotation_id,
                 secret_id = %self.secret_id,

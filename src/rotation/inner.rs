@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 
-use super::events::{Outcome, RotationEvent};
+use super::events::{AuditOutcome, RotationEvent};
 use super::password::PasswordPolicy;
 use super::steps::FinishedRotation;
 use super::store::RotationStore;
@@ -33,10 +33,10 @@ pub(crate) fn emit(inner: &Inner, event: RotationEvent) {
     inner.events.emit(event);
 }
 
-pub(crate) fn failure_outcome(error: &Error) -> Outcome {
+pub(crate) fn failure_outcome(error: &Error) -> AuditOutcome {
     if error.kind() == ErrorKind::RolledBack {
-        Outcome::RolledBack
+        AuditOutcome::RolledBack
     } else {
-        Outcome::Failed(error.kind())
+        AuditOutcome::Failed(error.kind())
     }
 }

@@ -142,7 +142,7 @@ mod tests;
 
 pub use self::{
     builder::RotatorBuilder,
-    events::{Activity, Outcome, RotationEvent},
+    events::{AuditActivity, AuditOutcome, RotationEvent},
     password::PasswordPolicy,
     rotator::Rotator,
     schedule::{Attempts, Schedule, ScheduledRotation, Window},

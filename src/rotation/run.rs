@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use futures_util::FutureExt;
 
-use super::events::{Activity, Outcome, RotationEvent};
+use super::events::{AuditActivity, AuditOutcome, RotationEvent};
 use super::inner::{Inner, emit, failure_outcome};
 use super::steps::{FinishedRotation, RotationOutcome, Step, StepOutcome, new_token};
 use super::strategy::SecretDocument;
@@ -120,11 +120,11 @@ impl<'a> Run<'a> {
 
     fn event(
         &self,
-        activity: Activity,
+        activity: AuditActivity,
         token: Option<Arc<str>>,
         old_version: Option<VersionId>,
         new_version: Option<VersionId>,
-        outcome: Outcome,
+        outcome: AuditOutcome,
         started: Instant,
     ) {
         emit(
@@ -154,14 +154,19 @@ impl<'a> Run<'a> {
                 Some(Arc::clone(token)),
                 Some(old_version.clone()),
                 Some(new_version.clone()),
-                Outcome::Done,
+                AuditOutcome::Done,
             ),
             Ok(RotationOutcome::UnderWay { token }) => {
-                (token.clone(), None, None, Outcome::UnderWay)
+                (token.clone(), None, None, AuditOutcome::UnderWay)
             }
             Ok(RotationOutcome::NotDue {
                 current_version, ..
-            }) => (None, Some(current_version.clone()), None, Outcome::NotDue),
+            }) => (
+                None,
+                Some(current_version.clone()),
+                None,
+                AuditOutcome::NotDue,
+            ),
             Err(error) => {
                 // As far as it got: the token and the version it started from.
                 let progress = self.progress();
@@ -173,7 +178,14 @@ impl<'a> Run<'a> {
                 )
             }
         };
-        self.event(Activity::Rotation, token, old, new, outcome, self.started);
+        self.event(
+            AuditActivity::Rotation,
+            token,
+            old,
+            new,
+            outcome,
+            self.started,
+        );
     }
 
     /// All four steps for `token`, in order; the new current version.
@@ -221,8 +233,8 @@ impl<'a> Run<'a> {
         match result {
             Ok(done) => {
                 let outcome = match done.outcome {
-                    StepOutcome::Done => Outcome::Done,
-                    StepOutcome::AlreadyDone => Outcome::AlreadyDone,
+                    StepOutcome::Done => AuditOutcome::Done,
+                    StepOutcome::AlreadyDone => AuditOutcome::AlreadyDone,
                 };
                 if let Some(old) = &done.old_version {
                     let mut progress = self.progress();
@@ -231,7 +243,7 @@ impl<'a> Run<'a> {
                     }
                 }
                 self.event(
-                    Activity::Step(step),
+                    AuditActivity::Step(step),
                     Some(token),
                     done.old_version,
                     done.new_version,
@@ -242,7 +254,7 @@ impl<'a> Run<'a> {
             }
             Err(error) => {
                 self.event(
-                    Activity::Step(step),
+                    AuditActivity::Step(step),
                     Some(token),
                     None,
                     None,
@@ -543,11 +555,11 @@ impl<'a> Run<'a> {
         let started = Instant::now();
         let result = self.undo_inner(session, token).await;
         let (old, outcome) = match &result {
-            Ok((old, _)) => (Some(old.clone()), Outcome::Done),
-            Err(failure) => (None, Outcome::Failed(failure.kind())),
+            Ok((old, _)) => (Some(old.clone()), AuditOutcome::Done),
+            Err(failure) => (None, AuditOutcome::Failed(failure.kind())),
         };
         self.event(
-            Activity::Rollback,
+            AuditActivity::Rollback,
             Some(token.into()),
             old,
             None,

@@ -320,7 +320,7 @@ impl TestPool {
         handle: &SecretHandle<PgCredentials>,
         port: u16,
         max: u32,
-        config: credswap::pg::RotationConfig,
+        config: credswap::pg::RetryAndDrain,
     ) -> TestPool {
         match kind {
             Kind::Sqlx => TestPool::Sqlx(
@@ -332,7 +332,7 @@ impl TestPool {
                             .port(port)
                             .database("postgres"),
                     )
-                    .rotation(config)
+                    .retry_and_drain(config)
                     .build()
                     .unwrap(),
             ),
@@ -343,7 +343,7 @@ impl TestPool {
                     .pg_config(target)
                     .max_size(max as usize)
                     .wait_timeout(Some(Duration::from_secs(30)))
-                    .rotation(config)
+                    .retry_and_drain(config)
                     .build_monitored()
                     .unwrap();
                 TestPool::Deadpool(pool, monitor)

@@ -9,7 +9,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use aws_sdk_secretsmanager::config::{Credentials, Region};
 use credswap::pg::{
-    PgCredentials, PoolMonitor, RotatingDeadpoolBuilder, RotatingPgPool, RotationConfig,
+    PgCredentials, PoolMonitor, RetryAndDrain, RotatingDeadpoolBuilder, RotatingPgPool,
 };
 use credswap::rotation::{PostgresTarget, RotationStore, Rotator, Strategy};
 use credswap::testkit::PostgresServer;
@@ -262,8 +262,8 @@ pub async fn handle(
 /// How long the pools keep connections of a replaced version.
 pub const DRAIN_DELAY: Duration = Duration::from_millis(500);
 
-fn pool_rotation() -> RotationConfig {
-    let mut config = RotationConfig::default();
+fn pool_rotation() -> RetryAndDrain {
+    let mut config = RetryAndDrain::default();
     config.drain_delay = DRAIN_DELAY;
     config.retry_budget = Duration::from_secs(30);
     config.retry_attempts = 20;
@@ -293,7 +293,7 @@ pub async fn pools_under_load(handle: &SecretHandle<PgCredentials>, port: u16) -
                 .port(port)
                 .database("postgres"),
         )
-        .rotation(pool_rotation())
+        .retry_and_drain(pool_rotation())
         .connect()
         .await
         .expect("the sqlx pool connects");
@@ -305,7 +305,7 @@ pub async fn pools_under_load(handle: &SecretHandle<PgCredentials>, port: u16) -
     let (deadpool, monitor) = RotatingDeadpoolBuilder::new(handle.clone())
         .pg_config(target)
         .max_size(4)
-        .rotation(pool_rotation())
+        .retry_and_drain(pool_rotation())
         .build_monitored()
         .unwrap();
     // deadpool has no max lifetime: retire old connections so new logins keep happening.

@@ -201,8 +201,8 @@ async fn a_write_during_the_rotation_fails_finish_and_rolls_the_database_back() 
     assert_eq!(
         seen,
         [
-            (Activity::Rollback, Outcome::Done),
-            (Activity::Step(Step::Finish), Outcome::RolledBack)
+            (AuditActivity::Rollback, AuditOutcome::Done),
+            (AuditActivity::Step(Step::Finish), AuditOutcome::RolledBack)
         ]
     );
 }
@@ -224,8 +224,8 @@ async fn events_tell_every_step_and_never_a_password() {
     }
     let expected: Vec<_> = Step::ALL
         .iter()
-        .map(|s| (Activity::Step(*s), Outcome::Done))
-        .chain([(Activity::Rotation, Outcome::Done)])
+        .map(|s| (AuditActivity::Step(*s), AuditOutcome::Done))
+        .chain([(AuditActivity::Rotation, AuditOutcome::Done)])
         .collect();
     assert_eq!(seen, expected);
 }
@@ -239,8 +239,8 @@ async fn a_failed_rotation_closes_with_its_token_and_old_version() {
     let events = drain(&mut events);
     let create = &events[0];
     let closing = events.last().unwrap();
-    assert_eq!(closing.activity, Activity::Rotation);
-    assert_eq!(closing.outcome, Outcome::RolledBack);
+    assert_eq!(closing.activity, AuditActivity::Rotation);
+    assert_eq!(closing.outcome, AuditOutcome::RolledBack);
     assert!(closing.token.is_some());
     assert_eq!(closing.token, create.token);
     assert_eq!(
@@ -274,8 +274,8 @@ async fn a_panicking_hook_does_not_undo_a_finished_rotation() {
     assert_eq!(
         &seen[seen.len() - 2..],
         [
-            (Activity::Step(Step::Finish), Outcome::Done),
-            (Activity::Rotation, Outcome::Done)
+            (AuditActivity::Step(Step::Finish), AuditOutcome::Done),
+            (AuditActivity::Rotation, AuditOutcome::Done)
         ]
     );
 }
