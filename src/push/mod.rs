@@ -29,12 +29,8 @@ mod recheck;
 #[cfg(feature = "push-redis")]
 mod redis;
 mod refresh;
-#[cfg(test)]
-mod refresh_tests;
 mod settings;
 mod shared;
-#[cfg(test)]
-mod signed_tests;
 mod signing;
 mod subscriber;
 #[cfg(test)]

@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
-use super::tests::{TestChannel, cache_over, eventually, next, settled, store_calls, store_with};
-use super::*;
+use super::super::*;
+use super::{TestChannel, cache_over, eventually, next, settled, store_calls, store_with};
 use crate::{SecretValue, VersionId};
 
 const KEY_1: &str = "key-one-0123456789abcdef";

@@ -6,10 +6,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::tests::{
-    TestChannel, cache_over, eventually, idle, next, settled, store_calls, store_with,
-};
-use super::*;
+use super::super::*;
+use super::{TestChannel, cache_over, eventually, idle, next, settled, store_calls, store_with};
 use crate::VersionId;
 
 #[tokio::test(start_paused = true)]

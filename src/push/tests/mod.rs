@@ -1,7 +1,10 @@
 //! The subscriber's connection loop against an in-process channel whose connections the test
 //! controls, all under paused time: the backoff, re-checks after reconnects, keepalives, event
-//! hooks, settings and shutdown. What announcements cost is in `refresh_tests.rs`; real brokers are
-//! in `tests/push_postgres.rs` and `tests/push_redis.rs`.
+//! hooks, settings and shutdown. What announcements cost is in `refresh.rs`, signed announcements
+//! in `signing.rs`; real brokers are in `tests/push_postgres.rs` and `tests/push_redis.rs`.
+
+mod refresh;
+mod signing;
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
