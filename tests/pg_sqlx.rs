@@ -9,8 +9,7 @@ use std::time::Duration;
 use credswap::ErrorKind;
 use credswap::pg::{PgCredentials, RetryAndDrain, RotatingPgPool};
 use pg_common::{
-    Fixture, Order, Query, creds_json, deadline_of, fixture, rotate, sessions_of, start_load,
-    switch_secret,
+    Fixture, Kind, Order, Query, creds_json, fixture, rotate, scenarios, start_load, switch_secret,
 };
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
@@ -21,23 +20,11 @@ fn target(port: u16) -> PgConnectOptions {
         .database("postgres")
 }
 
-fn rotation(drain: Duration) -> RetryAndDrain {
-    let mut config = RetryAndDrain::default();
-    config.drain_delay = drain;
-    config.retry_budget = Duration::from_secs(20);
-    config.retry_attempts = 12;
-    config
-}
-
-async fn pool(fixture: &Fixture, drain: Duration) -> RotatingPgPool {
-    pool_with(fixture, drain, PgPoolOptions::new().max_connections(8)).await
-}
-
 async fn pool_with(fixture: &Fixture, drain: Duration, options: PgPoolOptions) -> RotatingPgPool {
     RotatingPgPool::builder(fixture.handle.clone())
         .pool_options(options)
         .connect_options(target(fixture.port))
-        .retry_and_drain(rotation(drain))
+        .retry_and_drain(scenarios::retry_and_drain(drain))
         .connect()
         .await
         .expect("pool connects")
@@ -172,93 +159,6 @@ async fn a_plain_pool_with_static_credentials_fails_under_the_same_rotations() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_storm_of_rejected_logins_costs_the_store_one_call() {
-    let storm = pg_common::storm().await;
-    let pool = RotatingPgPool::builder(storm.handle.clone())
-        .pool_options(PgPoolOptions::new().max_connections(100))
-        .connect_options(target(storm.pg.port()))
-        .retry_and_drain(rotation(Duration::from_secs(60)))
-        .build()
-        .unwrap();
-    let calls_before = storm.rotate_behind_the_handle().await;
-
-    // 100 tasks need a connection at once: 100 new logins with the stale password.
-    let barrier = Arc::new(tokio::sync::Barrier::new(100));
-    let tasks: Vec<_> = (0..100)
-        .map(|_| {
-            let pool = pool.clone();
-            let barrier = barrier.clone();
-            tokio::spawn(async move {
-                let mut conn = {
-                    let _ = barrier.wait().await;
-                    pool.acquire().await?
-                };
-                let _: i32 = sqlx::query_scalar("SELECT 1").fetch_one(&mut *conn).await?;
-                // Hold it so every task needs its own connection.
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                Ok::<_, sqlx::Error>(())
-            })
-        })
-        .collect();
-    for task in tasks {
-        task.await.unwrap().expect("every task gets through");
-    }
-    let stats = pool.stats();
-    assert!(stats.auth_failures >= 50, "{stats:?}");
-    assert_eq!(
-        storm.provider.calls() - calls_before,
-        1,
-        "one store call for the whole storm ({stats:?})"
-    );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn old_user_sessions_are_gone_within_the_drain_delay() {
-    let fixture = fixture().await;
-    let version_a = switch_secret(&fixture, &creds_json("app_a", "ab")).await;
-    let pool = pool(&fixture, Duration::from_millis(500)).await;
-    // Open several connections as app_a, then leave them idle in the pool.
-    let held: Vec<_> = futures_util::future::join_all((0..4).map(|_| pool.acquire()))
-        .await
-        .into_iter()
-        .map(Result::unwrap)
-        .collect();
-    drop(held);
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    // Four, or five if the connection `connect()` opened was not reused.
-    assert!(sessions_of(&fixture.admin, "app_a").await >= 4);
-
-    // Alternating users: the secret moves to app_b.
-    switch_secret(&fixture, &creds_json("app_b", "ab")).await;
-    let _: i32 = sqlx::query_scalar("SELECT 1")
-        .fetch_one(&pool)
-        .await
-        .unwrap();
-    // The old user's idle sessions go at the pool's deadline for its version (the drain delay
-    // after the switch), not before; the bound only catches a drain that never comes.
-    let deadline = deadline_of(&pool.monitor(), &version_a).await;
-    let drained_at = loop {
-        let sessions = sessions_of(&fixture.admin, "app_a").await;
-        let checked = tokio::time::Instant::now();
-        if sessions == 0 {
-            break checked;
-        }
-        assert!(
-            checked < deadline + Duration::from_secs(10),
-            "old user's idle sessions never drained"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    assert!(drained_at >= deadline, "drained before the deadline");
-    let _: i32 = sqlx::query_scalar("SELECT 1")
-        .fetch_one(&pool)
-        .await
-        .unwrap();
-    assert!(sessions_of(&fixture.admin, "app_b").await >= 1);
-    assert!(pool.stats().connections_drained >= 4);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn credentials_that_never_work_end_in_a_typed_error_not_a_hang() {
     let fixture = fixture().await;
     // Both the current and the previous credentials are wrong.
@@ -302,34 +202,6 @@ async fn credentials_that_never_work_end_in_a_typed_error_not_a_hang() {
     for password in ["wrong-1", "wrong-2", "pw-0"] {
         assert!(!printed.contains(password), "{password} in {printed}");
     }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_pool_recovers_from_a_database_restart_without_leaking_connections() {
-    let fixture = fixture().await;
-    let pool = pool(&fixture, Duration::from_millis(300)).await;
-    let load = start_load(4, query_through(&pool));
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let pg = fixture.pg.clone();
-    tokio::task::spawn_blocking(move || pg.lock().unwrap().restart().unwrap())
-        .await
-        .unwrap();
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let (_, errors_during_restart) = load.stop().await;
-    // Connections that were open when the server went down fail; that is expected.
-    let _ = errors_during_restart;
-
-    for _ in 0..20 {
-        let _: i32 = sqlx::query_scalar("SELECT 1")
-            .fetch_one(&pool)
-            .await
-            .expect("recovered");
-    }
-    // The restart ended the fixture's admin session: open a new one.
-    let admin = pg_common::admin_client_at(fixture.port, &fixture.superuser_password).await;
-    let sessions = sessions_of(&admin, "app").await;
-    assert!(sessions <= 8, "{sessions} sessions for a pool of 8");
-    assert!(pool.inner().size() <= 8);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -385,4 +257,22 @@ async fn the_users_own_sqlx_callbacks_still_run() {
         pool.monitor().rotations()[0].connections_opened,
         connected.load(Ordering::SeqCst)
     );
+}
+
+// The runs both pools share (`pg_common/scenarios.rs`).
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_storm_of_rejected_logins_costs_the_store_one_call() {
+    scenarios::a_storm_of_rejected_logins_costs_the_store_one_call(Kind::Sqlx).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn old_user_sessions_are_gone_within_the_drain_delay() {
+    scenarios::old_user_sessions_are_gone_within_the_drain_delay(Kind::Sqlx).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pool_recovers_from_a_database_restart_without_leaking_connections() {
+    scenarios::the_pool_recovers_from_a_database_restart_without_leaking_connections(Kind::Sqlx)
+        .await;
 }

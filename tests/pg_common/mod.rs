@@ -11,6 +11,8 @@ use credswap::testkit::PostgresServer;
 use credswap::{MemoryProvider, SecretCache, SecretHandle};
 use futures_util::future::BoxFuture;
 
+pub mod scenarios;
+
 pub struct Fixture {
     pub pg: Arc<std::sync::Mutex<PostgresServer>>,
     pub superuser_password: String,
@@ -313,6 +315,24 @@ pub enum Held {
     Deadpool(deadpool_postgres::Object),
 }
 
+impl Held {
+    /// `SELECT 1` on this connection.
+    pub async fn select_one(&mut self) -> Result<(), String> {
+        match self {
+            Held::Sqlx(conn) => sqlx::query_scalar::<_, i32>("SELECT 1")
+                .fetch_one(&mut **conn)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+            Held::Deadpool(client) => client
+                .query_one("SELECT 1", &[])
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+        }
+    }
+}
+
 impl TestPool {
     /// A pool of `kind` on `handle`, to 127.0.0.1:`port` (database `postgres`), with `config`.
     pub async fn open(
@@ -381,6 +401,14 @@ impl TestPool {
                     .map(|row| row.get(0))
                     .map_err(|e| e.to_string())
             }
+        }
+    }
+
+    /// Connections the pool holds now.
+    pub fn size(&self) -> usize {
+        match self {
+            TestPool::Sqlx(pool) => pool.inner().size() as usize,
+            TestPool::Deadpool(pool, _) => pool.status().size,
         }
     }
 
