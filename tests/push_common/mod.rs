@@ -1,7 +1,7 @@
 //! The harness of the push integration tests: a [`Broker`] says how to reach, cut off and restart
 //! a real one, an [`EventLog`] records what subscribers report, and a [`Reader`] reads as callers
-//! would. The scenarios, written once and run against each broker (`tests/push_postgres.rs`,
-//! `tests/push_redis.rs`), are in `scenarios.rs`.
+//! would. The scenarios, written once and run against each broker (`tests/push/postgres.rs`,
+//! `tests/push/redis.rs`), are in `scenarios.rs`.
 #![allow(dead_code, unreachable_pub)]
 
 use std::sync::{Arc, Mutex};

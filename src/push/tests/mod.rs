@@ -1,7 +1,7 @@
 //! The subscriber's connection loop against an in-process channel whose connections the test
 //! controls, all under paused time: the backoff, re-checks after reconnects, keepalives, event
 //! hooks, settings and shutdown. What announcements cost is in `refresh.rs`, signed announcements
-//! in `signing.rs`; real brokers are in `tests/push_postgres.rs` and `tests/push_redis.rs`.
+//! in `signing.rs`; real brokers are in `tests/push/postgres.rs` and `tests/push/redis.rs`.
 
 mod refresh;
 mod signing;

@@ -1,9 +1,7 @@
 //! The Vault providers against a real OpenBao dev server (and, for database credentials, a real
 //! PostgreSQL), both started by the test kit.
 
-mod common;
-mod pg_common;
-mod vault_common;
+use crate::{common, pg_common, vault_common};
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,7 +1,6 @@
 //! The deadpool-postgres pool against a real PostgreSQL whose passwords are rotated from outside.
 
-mod common;
-mod pg_common;
+use crate::pg_common;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -2,8 +2,7 @@
 //! PostgreSQL: logins in flight at a rotation, frequent rotations (each version at its own
 //! deadline), and where connections go when the secret names a host.
 
-mod common;
-mod pg_common;
+use crate::{common, pg_common};
 
 use std::sync::Arc;
 use std::time::Duration;

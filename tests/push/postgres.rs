@@ -1,8 +1,7 @@
 //! Push invalidation over PostgreSQL `LISTEN`/`NOTIFY`, against a real server from the test kit.
 //! Latencies are printed (`--nocapture`), never asserted; counts are.
 
-mod common;
-mod push_common;
+use crate::push_common;
 
 use std::sync::Arc;
 

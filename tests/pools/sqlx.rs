@@ -1,7 +1,6 @@
 //! The sqlx pool against a real PostgreSQL whose passwords are rotated from outside.
 
-mod common;
-mod pg_common;
+use crate::{common, pg_common};
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,8 +1,7 @@
 //! Push invalidation over Redis pub/sub, against a real `redis-server` from the test kit.
 //! Latencies are printed (`--nocapture`), never asserted; counts are.
 
-mod common;
-mod push_common;
+use crate::{common, push_common};
 
 use std::sync::Arc;
 

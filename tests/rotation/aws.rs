@@ -1,10 +1,6 @@
 //! The rotation engine with AWS Secrets Manager (a real moto server) and a real PostgreSQL.
 
-mod common;
-mod pg_common;
-mod rotation_common;
-#[path = "../examples/rotation_function.rs"]
-mod rotation_function;
+use crate::{rotation_common, rotation_function};
 
 use credswap::rotation::Strategy;
 use rotation_common::{Store, edges, recovery, scenarios};

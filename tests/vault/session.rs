@@ -1,8 +1,7 @@
 //! The Vault session under stress, against a real OpenBao: expired tokens, denied paths, replaced
 //! tokens, TLS with a private CA, namespaces. What reaches the server is counted in its audit log.
 
-mod common;
-mod vault_common;
+use crate::{common, vault_common};
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -2,9 +2,7 @@
 //! quotes and spaces, the 63-byte limit, and no value in any log line, error or `Debug` output.
 //! The store is the in-memory one; the AWS and Vault stores have their own tests.
 
-mod common;
-mod pg_common;
-mod rotation_common;
+use crate::{common, rotation_common};
 
 use std::sync::Arc;
 

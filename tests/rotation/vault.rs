@@ -1,8 +1,6 @@
 //! The rotation engine with Vault KV v2 (a real OpenBao dev server) and a real PostgreSQL.
 
-mod common;
-mod pg_common;
-mod rotation_common;
+use crate::rotation_common;
 
 use credswap::rotation::Strategy;
 use rotation_common::{Store, edges, recovery, scenarios};
