@@ -586,3 +586,41 @@ async fn a_database_that_trusts_every_login_is_refused_before_the_store_promotes
     assert_eq!(store.current("trusted").await.unwrap().version.id, before);
     assert_eq!(store.pending_token("trusted").await.unwrap(), None);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plaintext_target_connects_to_its_hostaddr_without_a_name_lookup() {
+    let (pg, admin) = postgres(&[]).await;
+    create_role(&admin, "addr_app", "Initial-Addr-0001").await;
+    // A host name that cannot resolve: only `hostaddr` gets the connection to the server.
+    let host = "db.credswap.invalid";
+    let store = Arc::new(MemoryProvider::new());
+    let _ = store.set(
+        "by-addr",
+        serde_json::json!({
+            "engine": "postgres", "host": host, "port": pg.port(), "dbname": "postgres",
+            "username": "addr_app", "password": "Initial-Addr-0001",
+        })
+        .to_string(),
+    );
+    let mut endpoint = tokio_postgres::Config::new();
+    let _ = endpoint
+        .host(host)
+        .hostaddr(std::net::IpAddr::from([127, 0, 0, 1]))
+        .port(pg.port())
+        .dbname("postgres")
+        .connect_timeout(std::time::Duration::from_secs(5));
+    let target = credswap::rotation::PostgresTarget::new()
+        .allow_plaintext()
+        .connection(endpoint);
+    let rotator = Rotator::builder(store.clone(), Arc::new(target))
+        .build()
+        .unwrap();
+    let outcome = rotator.rotate("by-addr").await.unwrap();
+    assert!(
+        matches!(outcome, RotationOutcome::Rotated { .. }),
+        "{outcome:?}"
+    );
+    let (user, password) = login_of(&store.current("by-addr").await.unwrap().value);
+    assert_eq!(user, "addr_app");
+    assert_ne!(password, "Initial-Addr-0001");
+}

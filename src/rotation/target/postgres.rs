@@ -426,12 +426,32 @@ where
         let unreachable = |error: std::io::Error| {
             Error::transient(secret_id, format!("{what}: connecting failed: {error}"))
         };
+        // As tokio-postgres does: `hostaddr` skips the name lookup, `connect_timeout` bounds
+        // reaching the server (each attempt; the whole login is bounded below).
+        let hostaddr = config.get_hostaddrs().first().copied();
+        let connect_timeout = config.get_connect_timeout().copied();
+        let timed_out = || {
+            Error::transient(
+                secret_id,
+                format!("{what}: connecting timed out after {connect_timeout:?}"),
+            )
+        };
         let connecting = async {
             let (client, refused) = match host {
                 Some(Host::Tcp(name)) => {
-                    let socket = tokio::net::TcpStream::connect((name.as_str(), port))
-                        .await
-                        .map_err(unreachable)?;
+                    let reaching = async {
+                        match hostaddr {
+                            Some(addr) => tokio::net::TcpStream::connect((addr, port)).await,
+                            None => tokio::net::TcpStream::connect((name.as_str(), port)).await,
+                        }
+                    };
+                    let socket = match connect_timeout {
+                        Some(limit) => tokio::time::timeout(limit, reaching)
+                            .await
+                            .map_err(|_| timed_out())?,
+                        None => reaching.await,
+                    }
+                    .map_err(unreachable)?;
                     let _ = socket.set_nodelay(true);
                     connect_refusing_cleartext(config, socket).await
                 }
