@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use crate::error::ErrorKind;
 use crate::events::Event;
-use crate::handle::HandleStatus;
+use crate::handle::status::HandleStatus;
 use crate::value::{Selector, VersionId};
 
 /// Something that happened to a secret in a [`SecretCache`](crate::SecretCache).

@@ -2,7 +2,7 @@
 
 mod follow;
 mod snapshot;
-mod status;
+pub(crate) mod status;
 
 use std::fmt;
 use std::sync::{Arc, Mutex, Weak};
