@@ -32,7 +32,8 @@ fn parse_time(text: &str) -> Option<SystemTime> {
     humantime::parse_rfc3339_weak(text).ok()
 }
 
-fn is_live(deletion_time: &str, destroyed: bool) -> bool {
+/// Whether a KV version is neither deleted nor destroyed.
+pub(crate) fn is_live(deletion_time: &str, destroyed: bool) -> bool {
     deletion_time.is_empty() && !destroyed
 }
 

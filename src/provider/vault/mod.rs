@@ -19,6 +19,6 @@ pub use self::{
     session::{SessionEvent, VaultSession},
 };
 pub(crate) use self::{
-    kv::{read_metadata, read_version},
+    kv::{is_live, read_metadata, read_version},
     path::vault_path,
 };

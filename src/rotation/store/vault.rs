@@ -46,7 +46,7 @@ use serde_json::{Value, json};
 
 use super::RotationStore;
 use crate::error::{Error, ErrorKind, Result};
-use crate::provider::vault::{read_metadata, read_version};
+use crate::provider::vault::{is_live, read_metadata, read_version};
 use crate::provider::{VaultSession, vault_path};
 use crate::rotation::strategy::parse_json;
 use crate::value::{SecretValue, Stage, Version, VersionId, Versioned};
@@ -126,7 +126,7 @@ impl VaultKvRotationStore {
         let live_versions = metadata
             .versions
             .iter()
-            .filter(|(_, meta)| meta.deletion_time.is_empty() && !meta.destroyed)
+            .filter(|(_, meta)| is_live(&meta.deletion_time, meta.destroyed))
             .filter_map(|(number, _)| number.parse().ok())
             .collect();
         Ok(Metadata {
