@@ -18,6 +18,7 @@ pub mod push;
 #[cfg(feature = "rotation")]
 #[cfg_attr(docsrs, doc(cfg(feature = "rotation")))]
 pub mod rotation;
+mod sharded;
 mod time;
 pub mod value;
 

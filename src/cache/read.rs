@@ -24,7 +24,7 @@ impl SecretCache {
             let found = map.get(cache_key(id, selector).as_ref());
             if let (Some(entry), Mode::Read) = (found, mode) {
                 if now < entry.refresh_at {
-                    bump(&inner.counters.hits);
+                    inner.hits.add(1);
                     return Ok(entry.loaded());
                 }
             }
@@ -72,7 +72,7 @@ impl Inner {
             Mode::Read => {
                 if now < entry.expires_at {
                     // Past the refresh point: serve, and let one reader start a background load.
-                    bump(&self.counters.hits);
+                    self.hits.add(1);
                     if now >= retry_at && !entry.refreshing.swap(true, Ordering::AcqRel) {
                         // The load runs as its own task; nobody here needs to wait for it.
                         drop(Inner::start_load(
@@ -103,7 +103,7 @@ impl Inner {
                     return None;
                 }
                 if now < entry.expires_at {
-                    bump(&self.counters.hits);
+                    self.hits.add(1);
                     return Some(Ok(entry.loaded()));
                 }
                 if now < entry.stale_until(&self.policy) {

@@ -16,6 +16,7 @@ use super::watch::{Follower, Watchers};
 use crate::error::Result;
 use crate::events::{Emitter, Hook};
 use crate::provider::SecretProvider;
+use crate::sharded::ShardedCounter;
 use crate::value::{SecretValue, Selector, Versioned};
 
 /// A TTL-cached, version-aware view of one [`SecretProvider`].
@@ -71,7 +72,7 @@ impl std::fmt::Debug for SecretCache {
 
 crate::events::counters! {
     pub(super) struct Counters => CacheStats {
-        hits, misses, fetches, probes, refresh_failures, stale_serves, negative_hits, rotations,
+        misses, fetches, probes, refresh_failures, stale_serves, negative_hits, rotations,
         lease_renewals,
     }
 }
@@ -86,6 +87,8 @@ pub(crate) struct Inner {
     pub(super) loads: Loads,
     pub(super) negatives: Negatives,
     pub(super) counters: Counters,
+    /// Hits, bumped by every reader: sharded so readers on different threads write different lines.
+    pub(super) hits: ShardedCounter,
     pub(super) events: Emitter<SecretEvent>,
     pub(super) watchers: Watchers,
     closed: AtomicBool,
@@ -134,6 +137,7 @@ impl SecretCache {
                 loads: Loads::default(),
                 negatives: Negatives::new(usize::try_from(max_entries).unwrap_or(usize::MAX)),
                 counters: Counters::default(),
+                hits: ShardedCounter::default(),
                 events: Emitter::new(event_capacity, hooks),
                 watchers: Watchers::default(),
                 closed: AtomicBool::new(false),
@@ -296,6 +300,7 @@ impl SecretCache {
     pub fn stats(&self) -> CacheStats {
         let mut stats = CacheStats::default();
         self.inner.counters.fill(&mut stats);
+        stats.hits = self.inner.hits.load();
         stats.provider_calls = stats.fetches + stats.probes + stats.lease_renewals;
         stats
     }
