@@ -52,7 +52,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .ttl(Duration::from_secs(1)) // re-read the file every ~0.75-0.9 s
         .grace_period(Duration::from_millis(1500)) // the old key works 1.5 s past a swap
         .on_event(move |event| match event {
-            SecretEvent::HandleSwapped { id, old, new } => {
+            SecretEvent::HandleSwapped { id, old, new, .. } => {
                 println!(
                     "[{:>5.2}s] hook: {id} swapped {old} -> {new}",
                     secs(started)

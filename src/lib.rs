@@ -10,6 +10,10 @@ pub mod docs;
 pub mod error;
 mod events;
 pub mod handle;
+pub mod health;
+#[cfg(feature = "metrics")]
+#[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
+pub mod metrics;
 #[cfg(feature = "pg")]
 #[cfg_attr(docsrs, doc(cfg(any(feature = "sqlx", feature = "deadpool"))))]
 pub mod pg;

@@ -294,6 +294,13 @@ pub struct Version {
 }
 
 impl Version {
+    /// How long ago the store created this version, by the wall clock; `None` when the store
+    /// does not say (or says it was created in the future).
+    pub fn since_created(&self) -> Option<Duration> {
+        self.created_at
+            .and_then(|created| SystemTime::now().duration_since(created).ok())
+    }
+
     /// A version with this id, labelled current.
     pub fn current(id: impl Into<VersionId>) -> Self {
         Version {

@@ -88,6 +88,9 @@ pub enum SecretEvent {
         old: VersionId,
         /// The version it holds now.
         new: VersionId,
+        /// From the new version's creation in the store (its wall-clock time, when the store
+        /// says) to the swap: the first part of the consumer update latency.
+        since_created: Option<Duration>,
     },
     /// What a handle can say about the value it serves changed: it became stale, failing, expired
     /// or fresh again. See [`HandleStatus`](crate::handle::HandleStatus).
@@ -158,6 +161,79 @@ pub struct CacheStats {
     pub rotations: u64,
     /// Lease renewals that kept the credentials.
     pub lease_renewals: u64,
+    /// Of the misses, reads that joined a load already under way instead of starting one.
+    pub coalesced_waits: u64,
+    /// Leased credentials replaced by new ones because their lease could not be renewed in full.
+    pub lease_replacements: u64,
+}
+
+/// What one call of a [`SecretCache`](crate::SecretCache) to its store asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum StoreOperation {
+    /// A cheap version check ([`SecretProvider::probe`](crate::provider::SecretProvider::probe)).
+    Probe,
+    /// A read of the value.
+    Fetch,
+    /// A lease renewal.
+    RenewLease,
+}
+
+impl StoreOperation {
+    /// A short, stable, lower-case name (`"probe"`, `"fetch"`, `"renew_lease"`), for metrics labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StoreOperation::Probe => "probe",
+            StoreOperation::Fetch => "fetch",
+            StoreOperation::RenewLease => "renew_lease",
+        }
+    }
+}
+
+/// One call a [`SecretCache`](crate::SecretCache) made to its store, reported to the hooks of
+/// [`on_store_call`](crate::SecretCache::on_store_call) (for metrics: one per call, rarer than
+/// reads by the cache's design). Carries the id, never a value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StoreCall {
+    /// The secret id.
+    pub id: Arc<str>,
+    /// The provider's [`name`](crate::provider::SecretProvider::name).
+    pub provider: Arc<str>,
+    /// What was asked.
+    pub operation: StoreOperation,
+    /// `None` when the store answered, else the kind of error.
+    pub error: Option<ErrorKind>,
+    /// How long the call took.
+    pub duration: Duration,
+}
+
+impl StoreCall {
+    /// `"ok"`, or the error kind's name: the outcome label of a store-call metric.
+    pub fn outcome(&self) -> &'static str {
+        self.error.map_or("ok", ErrorKind::as_str)
+    }
+}
+
+impl Event for StoreCall {
+    fn log(&self) {
+        tracing::trace!(
+            id = %self.id,
+            provider = %self.provider,
+            operation = self.operation.as_str(),
+            outcome = self.outcome(),
+            duration_ms = self.duration.as_secs_f64() * 1e3,
+            "credswap: store call"
+        );
+    }
+
+    fn name(&self) -> &'static str {
+        "store_call"
+    }
+
+    fn id(&self) -> Option<&str> {
+        Some(&self.id)
+    }
 }
 
 impl Event for SecretEvent {

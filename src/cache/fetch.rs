@@ -8,11 +8,12 @@ use std::time::Duration;
 use backon::Retryable;
 
 use super::entry::Entry;
-use super::events::SecretEvent;
+use super::events::{SecretEvent, StoreCall, StoreOperation};
 use super::key::Key;
 use super::secret_cache::Inner;
 use crate::error::{ErrorKind, Result};
 use crate::events::bump;
+use crate::time::Instant;
 use crate::value::{Lease, SecretValue, Versioned};
 
 /// What the store answered.
@@ -40,7 +41,8 @@ impl Inner {
         if !probe_denied {
             // A cheap probe first: an unchanged version needs no fetch. `Ok(None)` means the
             // provider cannot probe and made no call.
-            match self.provider.probe(&key.id, &key.selector).await {
+            let probe = self.provider.probe(&key.id, &key.selector);
+            match self.timed(key, StoreOperation::Probe, probe).await {
                 Ok(Some(version)) => {
                     bump(&self.counters.probes);
                     if version == previous.value.version.id {
@@ -69,7 +71,8 @@ impl Inner {
             }
         }
         bump(&self.counters.fetches);
-        let value = self.provider.fetch(&key.id, &key.selector).await?;
+        let fetch = self.provider.fetch(&key.id, &key.selector);
+        let value = self.timed(key, StoreOperation::Fetch, fetch).await?;
         Ok(Answer {
             value: Arc::new(value),
             probe_denied,
@@ -86,7 +89,8 @@ impl Inner {
         lease: &Lease,
     ) -> Result<Arc<Versioned<SecretValue>>> {
         if lease.renewable {
-            match self.provider.renew_lease(lease).await {
+            let renew = self.provider.renew_lease(lease);
+            match self.timed(key, StoreOperation::RenewLease, renew).await {
                 Ok(Some(renewed)) if renewed.duration >= lease.duration => {
                     bump(&self.counters.lease_renewals);
                     self.events.emit(SecretEvent::LeaseRenewed {
@@ -107,14 +111,35 @@ impl Inner {
                 }
             }
         }
+        bump(&self.counters.lease_replacements);
         self.fetch_with_retries(key).await
+    }
+
+    /// Runs one store call and reports it (operation, outcome, duration) to the store-call hooks.
+    async fn timed<T>(
+        &self,
+        key: &Key,
+        operation: StoreOperation,
+        call: impl Future<Output = Result<T>>,
+    ) -> Result<T> {
+        let started = Instant::now();
+        let result = call.await;
+        self.calls.emit(StoreCall {
+            id: Arc::clone(&key.id),
+            provider: Arc::clone(&self.provider_name),
+            operation,
+            error: result.as_ref().err().map(crate::Error::kind),
+            duration: started.elapsed(),
+        });
+        result
     }
 
     async fn fetch_with_retries(&self, key: &Key) -> Result<Arc<Versioned<SecretValue>>> {
         // Retry passing failures a few times before giving up.
         let fetch = || async {
             bump(&self.counters.fetches);
-            self.provider.fetch(&key.id, &key.selector).await
+            let fetch = self.provider.fetch(&key.id, &key.selector);
+            self.timed(key, StoreOperation::Fetch, fetch).await
         };
         fetch
             .retry(

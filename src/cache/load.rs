@@ -58,6 +58,7 @@ impl Inner {
         }
         let mut loads = this.loads.lock();
         if let Some(load) = loads.map.get(&key.cache_key) {
+            bump(&this.counters.coalesced_waits);
             return load.load.clone();
         }
         // A load may have finished between the caller's look at the index and this lock.

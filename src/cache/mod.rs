@@ -22,7 +22,10 @@ mod secret_cache;
 pub(crate) mod watch;
 
 pub(crate) use self::entry::Loaded;
+#[cfg(feature = "metrics")]
+pub(crate) use self::secret_cache::WeakCache;
 pub use self::{
     builder::SecretCacheBuilder,
+    events::{StoreCall, StoreOperation},
     secret_cache::{Refreshed, SecretCache},
 };

@@ -6,7 +6,7 @@ use tokio::sync::{broadcast, watch};
 
 use super::builder::SecretCacheBuilder;
 use super::entry::{Entry, Loaded};
-use super::events::{CacheStats, SecretEvent};
+use super::events::{CacheStats, SecretEvent, StoreCall};
 use super::index::Index;
 use super::inflight::{Fate, Loads, Seen};
 use super::key::{Key, Mode, cache_key};
@@ -73,8 +73,30 @@ impl std::fmt::Debug for SecretCache {
 crate::events::counters! {
     pub(super) struct Counters => CacheStats {
         misses, fetches, probes, refresh_failures, stale_serves, negative_hits, rotations,
-        lease_renewals,
+        lease_renewals, coalesced_waits, lease_replacements,
     }
+}
+
+/// A [`SecretCache`] that may be gone.
+#[cfg(feature = "metrics")]
+pub(crate) struct WeakCache(std::sync::Weak<Inner>);
+
+#[cfg(feature = "metrics")]
+impl WeakCache {
+    /// The cache, while it lives.
+    pub(crate) fn upgrade(&self) -> Option<SecretCache> {
+        self.0.upgrade().map(|inner| SecretCache { inner })
+    }
+}
+
+/// What [`SecretCache::held`] reports of one secret.
+#[cfg(feature = "metrics")]
+pub(crate) struct Held {
+    pub(crate) id: Arc<str>,
+    pub(crate) since_created: Option<Duration>,
+    pub(crate) lease_remaining: Option<Duration>,
+    /// Past its TTL while the store fails, by this much.
+    pub(crate) stale_for: Option<Duration>,
 }
 
 pub(crate) struct Inner {
@@ -90,6 +112,10 @@ pub(crate) struct Inner {
     /// Hits, bumped by every reader: sharded so readers on different threads write different lines.
     pub(super) hits: ShardedCounter,
     pub(super) events: Emitter<SecretEvent>,
+    /// Every store call, for metrics.
+    pub(super) calls: Emitter<StoreCall>,
+    /// The provider's name, for store-call reports.
+    pub(super) provider_name: Arc<str>,
     pub(super) watchers: Watchers,
     closed: AtomicBool,
     /// Flips to true at shutdown: watchers stop.
@@ -117,6 +143,7 @@ impl SecretCache {
     ) -> Self {
         // moka only bounds memory here; freshness is ours. An entry is useless once it can no
         // longer be served stale, so let moka drop it a little after that.
+        let provider_name = Arc::from(provider.name());
         let index = Arc::new(Index::default());
         let evicted_from = Arc::clone(&index);
         let store = moka::sync::Cache::builder()
@@ -139,6 +166,8 @@ impl SecretCache {
                 counters: Counters::default(),
                 hits: ShardedCounter::default(),
                 events: Emitter::new(event_capacity, hooks),
+                calls: Emitter::new(1, Vec::new()),
+                provider_name,
                 watchers: Watchers::default(),
                 closed: AtomicBool::new(false),
                 shutdown: watch::Sender::new(false),
@@ -317,6 +346,13 @@ impl SecretCache {
         self.inner.events.add_hook(Arc::new(hook));
     }
 
+    /// Calls `hook` after every call this cache makes to its store (probe, fetch, lease renewal),
+    /// with its outcome and duration; for metrics. As for [`on_event`](Self::on_event): keep it
+    /// short, a panic is contained.
+    pub fn on_store_call(&self, hook: impl Fn(&StoreCall) + Send + Sync + 'static) {
+        self.inner.calls.add_hook(Arc::new(hook));
+    }
+
     /// The shortest time between two store calls for one key that [`refresh`](Self::refresh)
     /// forces (see [`SecretCacheBuilder::min_refresh_interval`]).
     pub fn min_refresh_interval(&self) -> Duration {
@@ -337,6 +373,45 @@ impl SecretCache {
             .keys()
             .any(|key| Key::is_of(key, id))
             || self.inner.watchers.watches(id)
+    }
+
+    /// How long past its TTL the cache serves last-known-good while the store fails
+    /// ([`SecretCacheBuilder::max_stale`]).
+    pub fn max_stale(&self) -> Duration {
+        self.inner.policy.max_stale
+    }
+
+    /// The current version of each secret the cache holds, with its timing, for gauges.
+    #[cfg(feature = "metrics")]
+    pub(crate) fn held(&self) -> Vec<Held> {
+        let now = crate::time::Instant::now();
+        self.inner
+            .index
+            .load()
+            .values()
+            .filter(|entry| entry.key.selector == Selector::Current)
+            .map(|entry| Held {
+                id: Arc::clone(&entry.key.id),
+                since_created: entry.value.version.since_created(),
+                lease_remaining: entry
+                    .lease_end
+                    .map(|end| end.saturating_duration_since(now)),
+                stale_for: (entry.failures.load(Ordering::Acquire) > 0 && now > entry.expires_at)
+                    .then(|| now.saturating_duration_since(entry.expires_at)),
+            })
+            .collect()
+    }
+
+    /// The number of entries (every selector) the cache holds.
+    #[cfg(feature = "metrics")]
+    pub(crate) fn len(&self) -> usize {
+        self.inner.index.len()
+    }
+
+    /// A reference that does not keep the cache alive.
+    #[cfg(feature = "metrics")]
+    pub(crate) fn downgrade(&self) -> WeakCache {
+        WeakCache(Arc::downgrade(&self.inner))
     }
 
     /// The ids of the secrets the cache holds or follows with a handle, each once: what a push

@@ -2,6 +2,9 @@
 
 pub mod architecture;
 pub mod aws;
+#[cfg(feature = "metrics")]
+#[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
+pub mod metrics;
 pub mod patterns;
 pub mod performance;
 pub mod pitfalls;

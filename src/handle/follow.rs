@@ -2,6 +2,7 @@
 //! failures, and the status that follows from them.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use super::snapshot::{Previous, Snapshot};
 use super::status::HandleStatus;
@@ -42,6 +43,7 @@ enum Announce {
     Swapped {
         old: VersionId,
         new: VersionId,
+        since_created: Option<Duration>,
     },
     DecodeFailed {
         version: VersionId,
@@ -120,6 +122,7 @@ impl<T: Send + Sync + 'static> Shared<T> {
                 Some(Announce::Swapped {
                     old: old.version.id.clone(),
                     new: value.version.id.clone(),
+                    since_created: value.version.since_created(),
                 })
             }
             Err(error) => {
@@ -141,8 +144,17 @@ impl<T: Send + Sync + 'static> Shared<T> {
         let id = Arc::clone(&self.key.id);
         match announce {
             None => {}
-            Some(Announce::Swapped { old, new }) => {
-                self.cache.emit(SecretEvent::HandleSwapped { id, old, new });
+            Some(Announce::Swapped {
+                old,
+                new,
+                since_created,
+            }) => {
+                self.cache.emit(SecretEvent::HandleSwapped {
+                    id,
+                    old,
+                    new,
+                    since_created,
+                });
             }
             Some(Announce::DecodeFailed { version, reason }) => {
                 self.cache.emit(SecretEvent::DecodeFailed {

@@ -15,10 +15,12 @@ use super::auth_failure::AuthFailurePolicy;
 use super::config::RetryAndDrain;
 use super::connection::with_credentials;
 use super::credentials::PgCredentials;
+use super::events::{ConnectionTiming, Connections};
 use super::monitor::PoolMonitor;
 use super::rotation::{Rotation, spawn_follower, with_auth_retry};
 use crate::error::{Error, Result};
 use crate::handle::SecretHandle;
+use crate::time::Instant;
 
 /// A [`deadpool_postgres::Connect`] that opens every connection with the handle's newest
 /// credentials, and retries rejected logins: one coalesced refresh, the previous credentials while
@@ -117,7 +119,9 @@ where
                 let tls = self.tls.clone();
                 let rotation = &self.rotation;
                 async move {
+                    let started = Instant::now();
                     let (client, connection) = config.connect(tls).await?;
+                    rotation.timing(ConnectionTiming::Created(started.elapsed()));
                     let task = tokio::spawn(async move {
                         if let Err(error) = connection.await {
                             tracing::debug!(%error, "credswap: PostgreSQL connection ended with an error");
@@ -304,6 +308,18 @@ where
             .build()
             .map_err(|e| Error::config(format!("deadpool rejected the pool settings: {e}")))?;
 
+        let counted = pool.weak();
+        rotation.count_connections_with(move || {
+            counted.upgrade().map_or_else(Connections::default, |pool| {
+                let status = pool.status();
+                Connections {
+                    used: status.size.saturating_sub(status.available) as u64,
+                    idle: status.available as u64,
+                    max: status.max_size as u64,
+                    pending: status.waiting as u64,
+                }
+            })
+        });
         let weak_pool = pool.weak();
         let sweep: Weak<Rotation> = Arc::downgrade(&rotation);
         spawn_follower(

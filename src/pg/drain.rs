@@ -237,6 +237,11 @@ impl Ledger {
         }
     }
 
+    /// When `version` was replaced, if it was and is still recorded.
+    pub(crate) fn replaced_at(&self, version: &VersionId) -> Option<Instant> {
+        self.records.get(version)?.record.replaced_at
+    }
+
     /// Whether a connection created at `created` must be closed now.
     pub(crate) fn judge(&mut self, created: Instant, now: Instant) -> Verdict {
         if self.floor.is_some_and(|floor| created < floor) {

@@ -31,6 +31,45 @@ pub struct PoolStats {
     pub last_update_latency: Option<Duration>,
 }
 
+/// How many connections a pool has, for the OpenTelemetry `db.client.connection.*` gauges.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Connections {
+    /// Open connections in use by a caller.
+    pub used: u64,
+    /// Open connections waiting in the pool.
+    pub idle: u64,
+    /// The most connections the pool opens.
+    pub max: u64,
+    /// Callers waiting for a connection.
+    pub pending: u64,
+}
+
+/// A measured step of handing out a connection, for the OpenTelemetry `create_time` and
+/// `wait_time` histograms. See [`PoolMonitor::on_timing`](super::PoolMonitor::on_timing).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConnectionTiming {
+    /// A new connection was opened (login included) in this long. The deadpool pool measures
+    /// its own connect; the sqlx pool measures from the acquire that caused it (sqlx opens the
+    /// connection inside it, at once unless every connection is in use).
+    Created(Duration),
+    /// A caller of [`RotatingPgPool::acquire`](super::RotatingPgPool::acquire) waited this long
+    /// for a connection, retries included. (deadpool's `get` is deadpool's own and is not timed.)
+    Waited(Duration),
+}
+
+impl crate::events::Event for ConnectionTiming {
+    fn log(&self) {}
+
+    fn name(&self) -> &'static str {
+        match self {
+            ConnectionTiming::Created(_) => "connection_created",
+            ConnectionTiming::Waited(_) => "connection_waited",
+        }
+    }
+}
+
 /// What a rotating pool knows about one version of its credentials.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -73,6 +112,17 @@ pub enum PoolEvent {
         version: VersionId,
         /// From the pool taking it in to this connection.
         update_latency: Duration,
+        /// From the version's creation in the store (when the store says) to this connection:
+        /// the consumer update latency end to end.
+        since_created: Option<Duration>,
+    },
+    /// A connection opened with `version` was closed because its drain deadline had passed.
+    ConnectionRetired {
+        /// The version it was opened with.
+        version: VersionId,
+        /// From the version's replacement to this close; the largest is when the version's
+        /// last drained connection went.
+        since_replaced: Duration,
     },
     /// The current credentials were rejected and the pool tries the previous ones (alternating
     /// users, inside their grace period).
@@ -106,6 +156,7 @@ impl crate::events::Event for PoolEvent {
             PoolEvent::FirstConnection {
                 version,
                 update_latency,
+                ..
             } => tracing::debug!(
                 %version,
                 latency = ?update_latency,
@@ -114,6 +165,14 @@ impl crate::events::Event for PoolEvent {
             PoolEvent::FallbackToPrevious { version } => tracing::info!(
                 %version,
                 "credswap: current credentials rejected; trying the previous ones"
+            ),
+            PoolEvent::ConnectionRetired {
+                version,
+                since_replaced,
+            } => tracing::trace!(
+                %version,
+                ?since_replaced,
+                "credswap: closed a connection opened with rotated credentials"
             ),
             PoolEvent::Drained { version, drained } => tracing::debug!(
                 %version,
@@ -128,6 +187,7 @@ impl crate::events::Event for PoolEvent {
             PoolEvent::NewCredentials { .. } => "new_credentials",
             PoolEvent::FirstConnection { .. } => "first_connection",
             PoolEvent::FallbackToPrevious { .. } => "fallback_to_previous",
+            PoolEvent::ConnectionRetired { .. } => "connection_retired",
             PoolEvent::Drained { .. } => "drained",
         }
     }

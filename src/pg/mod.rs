@@ -20,7 +20,7 @@ mod drain;
 #[cfg(any(feature = "sqlx", feature = "deadpool"))]
 mod events;
 #[cfg(any(feature = "sqlx", feature = "deadpool"))]
-mod monitor;
+pub(crate) mod monitor;
 #[cfg(any(feature = "sqlx", feature = "deadpool"))]
 mod rotation;
 
@@ -43,7 +43,7 @@ pub use self::{
 #[cfg(any(feature = "sqlx", feature = "deadpool"))]
 pub use self::{
     config::{Endpoint, RetryAndDrain},
-    events::{PoolEvent, PoolStats, RotationRecord},
+    events::{ConnectionTiming, Connections, PoolEvent, PoolStats, RotationRecord},
     monitor::PoolMonitor,
 };
 

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use tokio::sync::broadcast;
 
 use super::credentials::PgCredentials;
-use super::events::{PoolEvent, PoolStats, RotationRecord};
+use super::events::{ConnectionTiming, Connections, PoolEvent, PoolStats, RotationRecord};
 use super::rotation::Rotation;
 use crate::handle::SecretHandle;
 
@@ -44,8 +44,43 @@ impl PoolMonitor {
         self.rotation.subscribe()
     }
 
+    /// The pool's connections now: in use, idle, the maximum and the callers waiting.
+    pub fn connections(&self) -> Connections {
+        self.rotation.connections().unwrap_or_default()
+    }
+
+    /// Calls `hook` with each measured connection step (a connection opened, a caller's wait
+    /// for one), on the task where it happened: keep it short; a hook that panics is contained.
+    /// Timings are not broadcast: there is one per acquire.
+    pub fn on_timing(&self, hook: impl Fn(&ConnectionTiming) + Send + Sync + 'static) {
+        self.rotation.on_timing(Arc::new(hook));
+    }
+
+    /// Calls `hook` with every [`PoolEvent`] from now on, on the task where it happened.
+    pub fn on_event(&self, hook: impl Fn(&PoolEvent) + Send + Sync + 'static) {
+        self.rotation.on_event(Arc::new(hook));
+    }
+
+    /// A reference that does not keep the pool's rotation state alive.
+    #[cfg(feature = "metrics")]
+    pub(crate) fn downgrade(&self) -> WeakMonitor {
+        WeakMonitor(Arc::downgrade(&self.rotation))
+    }
+
     /// The credentials handle the pool follows.
     pub fn handle(&self) -> &SecretHandle<PgCredentials> {
         &self.rotation.handle
+    }
+}
+
+/// A [`PoolMonitor`] whose pool may be gone.
+#[cfg(feature = "metrics")]
+pub(crate) struct WeakMonitor(std::sync::Weak<Rotation>);
+
+#[cfg(feature = "metrics")]
+impl WeakMonitor {
+    /// The monitor, while the pool's rotation state lives.
+    pub(crate) fn upgrade(&self) -> Option<PoolMonitor> {
+        self.0.upgrade().map(|rotation| PoolMonitor { rotation })
     }
 }

@@ -2,7 +2,7 @@
 //! which connections to retire and when, and what to report about it.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
 use tokio::sync::broadcast;
@@ -11,7 +11,7 @@ use super::auth_failure::{AuthFailurePolicy, SqlStatePolicy, is_auth_failure};
 use super::config::RetryAndDrain;
 use super::credentials::PgCredentials;
 use super::drain::{Ledger, Verdict};
-use super::events::{PoolEvent, PoolStats, RotationRecord};
+use super::events::{ConnectionTiming, Connections, PoolEvent, PoolStats, RotationRecord};
 use crate::events::{Emitter, bump};
 use crate::handle::{SecretHandle, Snapshot};
 use crate::time::{Instant, instant_of};
@@ -69,6 +69,10 @@ pub(crate) struct Rotation {
     last_update_latency: LastLatency,
     apply: Apply,
     events: Emitter<PoolEvent>,
+    /// Connection create and wait times (hooks only: one per acquire).
+    timings: Emitter<ConnectionTiming>,
+    /// How the pool counts its connections, set once the pool exists.
+    connections: OnceLock<Box<dyn Fn() -> Connections + Send + Sync>>,
     /// Dropped with the rotation: tells its follower task to stop.
     shutdown: tokio::sync::watch::Sender<()>,
 }
@@ -107,6 +111,8 @@ impl Rotation {
             last_update_latency: LastLatency::new(0),
             apply,
             events: Emitter::new(64, Vec::new()),
+            timings: Emitter::new(1, Vec::new()),
+            connections: OnceLock::new(),
             shutdown: tokio::sync::watch::Sender::new(()),
             handle,
         });
@@ -200,10 +206,46 @@ impl Rotation {
 
     /// A login with the credentials of `epoch` finished now.
     pub(crate) fn login_finished(&self, epoch: u64) {
-        let first = self.lock().ledger.login_finished(epoch, Instant::now());
-        if let Some((version, latency)) = first {
-            self.first_connection(version, latency);
+        let first = {
+            let mut state = self.lock();
+            let first = state.ledger.login_finished(epoch, Instant::now());
+            first.map(|(version, latency)| {
+                let since_created = [
+                    Some(state.snapshot.version()),
+                    state.snapshot.previous_version(),
+                ]
+                .into_iter()
+                .flatten()
+                .find(|known| known.id == version)
+                .and_then(Version::since_created);
+                (version, latency, since_created)
+            })
+        };
+        if let Some((version, latency, since_created)) = first {
+            self.first_connection(version, latency, since_created);
         }
+    }
+
+    /// Reports a measured connection step to the timing hooks.
+    pub(crate) fn timing(&self, timing: ConnectionTiming) {
+        self.timings.deliver(timing);
+    }
+
+    pub(crate) fn on_timing(&self, hook: crate::events::Hook<ConnectionTiming>) {
+        self.timings.add_hook(hook);
+    }
+
+    /// Tells the rotation how to count the pool's connections (once, when the pool exists).
+    pub(crate) fn count_connections_with(
+        &self,
+        count: impl Fn() -> Connections + Send + Sync + 'static,
+    ) {
+        let _ = self.connections.set(Box::new(count));
+    }
+
+    /// The pool's connections now (`None` before the pool exists).
+    pub(crate) fn connections(&self) -> Option<Connections> {
+        self.connections.get().map(|count| count())
     }
 
     /// A login finished now whose credentials the pool did not choose (it did not go through
@@ -215,12 +257,18 @@ impl Rotation {
             .login_finished_unseen(bound, Instant::now());
     }
 
-    fn first_connection(&self, version: VersionId, latency: Duration) {
+    fn first_connection(
+        &self,
+        version: VersionId,
+        latency: Duration,
+        since_created: Option<Duration>,
+    ) {
         let nanos = u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX - 1);
         self.last_update_latency.store(nanos + 1, Ordering::Relaxed);
         self.emit(PoolEvent::FirstConnection {
             version,
             update_latency: latency,
+            since_created,
         });
     }
 
@@ -234,8 +282,19 @@ impl Rotation {
         let created = now.checked_sub(age).unwrap_or(now);
         match state.ledger.judge(created, now) {
             Verdict::Keep => false,
-            Verdict::Retire(_) => {
+            Verdict::Retire(version) => {
                 bump(&self.counters.connections_drained);
+                let replaced = version.and_then(|version| {
+                    let at = state.ledger.replaced_at(&version)?;
+                    Some((version, now.saturating_duration_since(at)))
+                });
+                drop(state);
+                if let Some((version, since_replaced)) = replaced {
+                    self.emit(PoolEvent::ConnectionRetired {
+                        version,
+                        since_replaced,
+                    });
+                }
                 true
             }
         }
@@ -348,6 +407,10 @@ impl Rotation {
 
     pub(crate) fn subscribe(&self) -> broadcast::Receiver<PoolEvent> {
         self.events.subscribe()
+    }
+
+    pub(crate) fn on_event(&self, hook: crate::events::Hook<PoolEvent>) {
+        self.events.add_hook(hook);
     }
 }
 

@@ -1,6 +1,7 @@
 //! A sqlx PostgreSQL pool that follows a credentials handle.
 
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 
 use futures_util::future::BoxFuture;
@@ -15,16 +16,25 @@ use sqlx::{Either, Execute, Executor, PgPool, Postgres, Transaction};
 use super::auth_failure::AuthFailurePolicy;
 use super::config::{Endpoint, RetryAndDrain};
 use super::credentials::{PgCredentials, TlsLevel};
-use super::events::PoolStats;
+use super::events::{ConnectionTiming, Connections, PoolStats};
 use super::monitor::PoolMonitor;
 use super::rotation::{Rotation, spawn_follower, with_auth_retry};
 use crate::error::{Error, Result};
 use crate::handle::SecretHandle;
+use crate::time::Instant;
 
 tokio::task_local! {
     /// The epoch of the credentials in force when this task's acquire started: a login inside it
     /// used those or newer ones.
-    static LOGIN_EPOCH: u64;
+    static LOGIN_EPOCH: Login;
+}
+
+/// What a login inside an acquire knows of it.
+#[derive(Clone, Copy)]
+struct Login {
+    epoch: u64,
+    /// When the acquire (which opened the connection) started.
+    started: Instant,
 }
 
 type AfterConnect = Arc<
@@ -89,6 +99,24 @@ pub struct RotatingPgPool {
 struct Shared {
     pool: PgPool,
     rotation: Arc<Rotation>,
+    /// Callers inside `acquire` now.
+    waiting: Arc<AtomicU64>,
+}
+
+/// Counts a caller waiting in `acquire` until it is dropped (the acquire ended or was cancelled).
+struct Waiting<'a>(&'a AtomicU64);
+
+impl<'a> Waiting<'a> {
+    fn new(waiting: &'a AtomicU64) -> Self {
+        let _ = waiting.fetch_add(1, Ordering::Relaxed);
+        Waiting(waiting)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl fmt::Debug for RotatingPgPool {
@@ -303,8 +331,23 @@ impl RotatingPgPoolBuilder {
             rotation.shutdown_signal(),
             move || sweep_idle(&drain_pool),
         );
+        let waiting = Arc::new(AtomicU64::new(0));
+        let (counted, counted_waiting) = (pool.clone(), Arc::clone(&waiting));
+        rotation.count_connections_with(move || {
+            let (size, idle) = (u64::from(counted.size()), counted.num_idle() as u64);
+            Connections {
+                used: size.saturating_sub(idle),
+                idle,
+                max: u64::from(counted.options().get_max_connections()),
+                pending: counted_waiting.load(Ordering::Relaxed),
+            }
+        });
         Ok(RotatingPgPool {
-            shared: Arc::new(Shared { pool, rotation }),
+            shared: Arc::new(Shared {
+                pool,
+                rotation,
+                waiting,
+            }),
         })
     }
 
@@ -345,8 +388,11 @@ fn with_callbacks(
                 // Which credentials did this login use? Those in force when our acquire started,
                 // or newer; a login outside it (sqlx's own upkeep, `inner()`) is judged by the
                 // oldest it may have used.
-                match LOGIN_EPOCH.try_with(|epoch| *epoch) {
-                    Ok(epoch) => rotation.login_finished(epoch),
+                match LOGIN_EPOCH.try_with(|login| *login) {
+                    Ok(login) => {
+                        rotation.timing(ConnectionTiming::Created(login.started.elapsed()));
+                        rotation.login_finished(login.epoch);
+                    }
                     Err(_) => rotation.login_finished_unseen(login_bound),
                 }
             }
@@ -430,11 +476,21 @@ impl RotatingPgPool {
     /// sqlx's error: the last authentication failure once the retry budget is spent
     /// (`as_database_error().code()` is `28P01` or `28000`), or any other error at once.
     pub async fn acquire(&self) -> Result<PoolConnection<Postgres>, sqlx::Error> {
-        let pool = &self.shared.pool;
-        with_auth_retry(&self.shared.rotation, |chosen| {
-            LOGIN_EPOCH.scope(chosen.epoch, pool.acquire())
+        let shared = &self.shared;
+        let started = Instant::now();
+        let _waiting = Waiting::new(&shared.waiting);
+        let result = with_auth_retry(&shared.rotation, |chosen| {
+            let login = Login {
+                epoch: chosen.epoch,
+                started: Instant::now(),
+            };
+            LOGIN_EPOCH.scope(login, shared.pool.acquire())
         })
-        .await
+        .await;
+        shared
+            .rotation
+            .timing(ConnectionTiming::Waited(started.elapsed()));
+        result
     }
 
     /// A transaction on a connection from [`acquire`](Self::acquire).

@@ -96,6 +96,8 @@ impl Stored {
         self.stages.contains(stage)
     }
 
+    // Used by the rotation store (`rotation/store/memory.rs`).
+    #[cfg(feature = "rotation")]
     /// Pending and not yet current (a promoted version keeps its pending mark until `complete`).
     pub(crate) fn is_pending(&self) -> bool {
         self.has(&Stage::Pending) && !self.has(&Stage::Current)
@@ -111,10 +113,12 @@ impl Secret {
         self.versions.iter().find(|v| v.id.as_str() == id)
     }
 
+    #[cfg(feature = "rotation")]
     pub(crate) fn index_of(&self, id: &str) -> Option<usize> {
         self.versions.iter().position(|v| v.id.as_str() == id)
     }
 
+    #[cfg(feature = "rotation")]
     fn current_index(&self) -> Option<usize> {
         self.versions.iter().position(|v| v.has(&Stage::Current))
     }
@@ -125,10 +129,13 @@ impl Secret {
         }
     }
 
+    #[cfg(feature = "rotation")]
     pub(crate) fn pending_token(&self) -> Option<&VersionId> {
         self.versions.iter().find(|v| v.is_pending()).map(|v| &v.id)
     }
 
+    // Used by the rotation store (`rotation/store/memory.rs`).
+    #[cfg(feature = "rotation")]
     /// Whether the version at `index` is one a rollback left: unlabelled and newer than the
     /// current version, so never current (versions become current in the order they were made).
     pub(crate) fn is_abandoned(&self, index: usize) -> bool {

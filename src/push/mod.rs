@@ -32,7 +32,7 @@ mod refresh;
 mod settings;
 mod shared;
 mod signing;
-mod subscriber;
+pub(crate) mod subscriber;
 #[cfg(test)]
 mod tests;
 mod throttle;

@@ -132,6 +132,13 @@ impl Subscriber {
         self.shared.events.subscribe()
     }
 
+    /// Calls `hook` with every [`PushEvent`] from now on, as
+    /// [`SubscriberBuilder::on_event`](super::SubscriberBuilder::on_event) does for hooks set
+    /// before the start.
+    pub fn on_event(&self, hook: impl Fn(&PushEvent) + Send + Sync + 'static) {
+        self.shared.events.add_hook(Arc::new(hook));
+    }
+
     /// Adds a cache to keep current, from the next announcement on. The follow-up delay is raised
     /// to the cache's `min_refresh_interval` if that is longer.
     pub fn add_cache(&self, cache: SecretCache) {
@@ -150,12 +157,16 @@ impl Subscriber {
 
     /// Counters since the subscriber started.
     pub fn stats(&self) -> PushStats {
-        let mut stats = PushStats {
-            connected: self.is_connected(),
-            ..PushStats::default()
-        };
-        self.shared.counters.fill(&mut stats);
-        stats
+        stats_of(&self.shared)
+    }
+
+    /// A reference that does not keep the subscriber's state alive.
+    #[cfg(all(
+        feature = "metrics",
+        any(feature = "push-postgres", feature = "push-redis")
+    ))]
+    pub(crate) fn downgrade(&self) -> WeakSubscriber {
+        WeakSubscriber(Arc::downgrade(&self.shared))
     }
 
     /// Stops the subscriber and waits until it has: its connection is closed, waiting follow-ups
@@ -427,4 +438,31 @@ async fn receive(
 
 fn timed_out(what: &str) -> Error {
     Error::new(ErrorKind::Transient).with_message(format!("timed out {what}"))
+}
+
+fn stats_of(shared: &Shared) -> PushStats {
+    let mut stats = PushStats {
+        connected: shared.connected.load(Ordering::Acquire),
+        ..PushStats::default()
+    };
+    shared.counters.fill(&mut stats);
+    stats
+}
+
+/// A [`Subscriber`]'s state that may be gone.
+#[cfg(all(
+    feature = "metrics",
+    any(feature = "push-postgres", feature = "push-redis")
+))]
+pub(crate) struct WeakSubscriber(std::sync::Weak<Shared>);
+
+#[cfg(all(
+    feature = "metrics",
+    any(feature = "push-postgres", feature = "push-redis")
+))]
+impl WeakSubscriber {
+    /// The subscriber's counters, while its state lives.
+    pub(crate) fn stats(&self) -> Option<PushStats> {
+        self.0.upgrade().map(|shared| stats_of(&shared))
+    }
 }

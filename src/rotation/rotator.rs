@@ -77,6 +77,12 @@ impl Rotator {
         self.inner.events.subscribe()
     }
 
+    /// Calls `hook` with every [`RotationEvent`] from now on, on the task where it happens (for
+    /// metrics and audit logs that must not lag); a hook that panics is contained.
+    pub fn on_event(&self, hook: impl Fn(&RotationEvent) + Send + Sync + 'static) {
+        self.inner.events.add_hook(Arc::new(hook));
+    }
+
     /// Rotates `secret_id` now: `create`, `set`, `test`, `finish` under one lock, with a new token.
     ///
     /// When the lock is free but the store holds a pending version (a rotator died mid-rotation),
