@@ -62,8 +62,8 @@ pub(crate) struct VersionRecord {
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Verdict {
     Keep,
-    /// Retire it: it may have used this version, past its deadline (`None`: a version the ledger
-    /// no longer tracks, all of whose connections are retired).
+    /// Retire it: it may have used this version, past its deadline (`None`: opened before any
+    /// version the ledger remembers).
     Retire(Option<VersionId>),
 }
 
@@ -76,6 +76,9 @@ pub(crate) struct Ledger {
     order: VecDeque<VersionId>,
     /// Connections created before this are retired: their spans were forgotten.
     floor: Option<Instant>,
+    /// The newest version of the forgotten spans: what a connection below the floor was opened
+    /// with, as near as the ledger still knows.
+    floor_version: Option<VersionId>,
 }
 
 impl Ledger {
@@ -91,6 +94,7 @@ impl Ledger {
             records: HashMap::new(),
             order: VecDeque::new(),
             floor: None,
+            floor_version: None,
         };
         ledger.record(&version, now).lease_end = lease_end;
         ledger.spans.push_back(Span {
@@ -245,7 +249,7 @@ impl Ledger {
     /// Whether a connection created at `created` must be closed now.
     pub(crate) fn judge(&mut self, created: Instant, now: Instant) -> Verdict {
         if self.floor.is_some_and(|floor| created < floor) {
-            return Verdict::Retire(None);
+            return Verdict::Retire(self.floor_version.clone());
         }
         // A version no longer recorded is long gone: its connections go.
         // A version no longer recorded is long gone: its connections go.
@@ -353,7 +357,9 @@ impl Ledger {
             if !dead {
                 break;
             }
-            let _ = self.spans.pop_front();
+            if let Some(popped) = self.spans.pop_front() {
+                self.floor_version = Some(popped.version);
+            }
             // A connection created just after the next span began may still be the old one's.
             let next_from = self.spans[0].from;
             self.floor = Some(later(next_from, MARGIN));
@@ -504,7 +510,8 @@ mod tests {
         assert_eq!(ledger.newly_due(now).len(), 1);
         assert!(ledger.newly_due(now).is_empty(), "announced once");
         ledger.prune(now);
-        assert_eq!(ledger.judge(old, now), Verdict::Retire(None));
+        assert_eq!(ledger.judge(old, now), Verdict::Retire(Some(v("v0"))));
+        assert!(ledger.replaced_at(&v("v0")).is_some());
         // v0 had one connection, not drained yet: sweeps go on for a while, then stop.
         assert!(ledger.next_sweep(now).is_some());
         tokio::time::advance(SWEEP_FOR + Duration::from_secs(1)).await;
