@@ -1,15 +1,16 @@
 //! Serves the crate's metrics on `/metrics` (Prometheus text format) and a readiness verdict on
 //! `/ready`, while a secret rotates with the engine and a rotating pool serves traffic.
 //!
-//! Starts a throwaway PostgreSQL and moto (AWS Secrets Manager) from the test kit. A rotating sqlx
-//! pool queries all the time on a handle of the secret; the rotation engine rotates it every few
-//! seconds (alternating users) and announces each new version over PostgreSQL NOTIFY, which a push
-//! subscriber applies to the cache. Everything is watched by `credswap::metrics::Metrics` and
+//! Starts a throwaway PostgreSQL, moto (AWS Secrets Manager) and OpenBao from the test kit. A
+//! rotating sqlx pool queries all the time on a handle of the secret in moto; the rotation engine
+//! rotates it every few seconds (alternating users) and announces each new version over
+//! PostgreSQL NOTIFY, which a push subscriber applies to the cache. A second pool logs in with
+//! dynamic credentials from OpenBao's database engine, whose one-minute leases the cache renews. Everything is watched by `credswap::metrics::Metrics` and
 //! recorded by `metrics-exporter-prometheus`; `dashboards/credswap.json` and
 //! `dashboards/alerts.yml` read what it serves.
 //!
 //! ```text
-//! cargo run --example metrics_server --features metrics,rotation,aws,sqlx,push-postgres,testkit -- \
+//! cargo run --example metrics_server --features metrics,rotation,aws,vault,sqlx,push-postgres,testkit -- \
 //!     --listen 127.0.0.1:9464 --rotate-every 10
 //! curl -s localhost:9464/metrics | grep credswap_
 //! curl -s localhost:9464/ready
@@ -33,14 +34,17 @@ use credswap::SecretCache;
 use credswap::health::Readiness;
 use credswap::metrics::{BUCKETS, Metrics};
 use credswap::pg::{PgCredentials, RetryAndDrain, RotatingPgPool};
-use credswap::provider::AwsSecretsManagerProvider;
+use credswap::provider::{
+    AwsSecretsManagerProvider, VaultAuth, VaultDatabaseProvider, VaultSession,
+};
 use credswap::push::{DEFAULT_CHANNEL, PgListener, PgPublisher, Publisher, Subscriber};
 use credswap::rotation::{AwsRotationStore, PostgresTarget, Rotator, Strategy};
-use credswap::testkit::{MotoServer, PostgresServer};
+use credswap::testkit::{MotoServer, OpenBaoServer, PostgresServer};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 const SECRET_ID: &str = "example/orders/db";
+const REPORTS_ID: &str = "creds/reports";
 
 struct Options {
     listen: SocketAddr,
@@ -99,6 +103,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let metrics = Metrics::builder()
         .interval(Duration::from_secs(1))
         .name_secret(SECRET_ID, "orders-db")
+        .name_secret(REPORTS_ID, "reports-db")
         .build()?;
 
     // The servers: PostgreSQL (the database, and the push broker) and moto (the secret store).
@@ -139,19 +144,46 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .connect()
         .await?;
     metrics.watch_pool("orders", &pool.monitor());
-    let readiness = Readiness::new().require("orders-db", &handle);
-    let traffic = {
-        let pool = pool.clone();
+
+    // Dynamic credentials: OpenBao's database engine issues a user per lease.
+    let bao = tokio::task::spawn_blocking(OpenBaoServer::start).await??;
+    mount_database_engine(&bao, &pg)?;
+    let session = VaultSession::connect(
+        bao.addr(),
+        VaultAuth::Token(bao.root_token().to_owned().into()),
+    )
+    .await?;
+    let leased = SecretCache::builder(Arc::new(VaultDatabaseProvider::new(session, "database")))
+        .ttl(Duration::from_secs(300))
+        .build()?;
+    metrics.watch_cache("vault", &leased);
+    let reports_handle = leased.handle::<PgCredentials>(REPORTS_ID).await?;
+    let reports = RotatingPgPool::builder(reports_handle.clone())
+        .pool_options(PgPoolOptions::new().max_connections(2))
+        .connect_options(
+            PgConnectOptions::new()
+                .host("127.0.0.1")
+                .port(pg.port())
+                .database("postgres"),
+        )
+        .connect()
+        .await?;
+    metrics.watch_pool("reports", &reports.monitor());
+
+    let readiness = Readiness::new()
+        .require("orders-db", &handle)
+        .require("reports-db", &reports_handle);
+    let traffic = [(pool.clone(), 20), (reports.clone(), 200)].map(|(pool, every_ms)| {
         tokio::spawn(async move {
             loop {
                 let result: Result<i32, _> = sqlx::query_scalar("SELECT 1").fetch_one(&pool).await;
                 if let Err(error) = result {
                     eprintln!("metrics_server: a query failed: {error}");
                 }
-                tokio::time::sleep(Duration::from_millis(20)).await;
+                tokio::time::sleep(Duration::from_millis(every_ms)).await;
             }
         })
-    };
+    });
 
     // Push: every new version is announced over NOTIFY and applied to the cache at once.
     let mut broker = tokio_postgres::Config::new();
@@ -241,9 +273,44 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         None => serve.await?,
     }
     rotations.abort();
-    traffic.abort();
+    for task in traffic {
+        task.abort();
+    }
     subscriber.shutdown().await;
-    drop((pg, moto));
+    let _ = leased.shutdown_revoking_leases().await;
+    drop((pg, moto, bao));
+    Ok(())
+}
+
+/// Mounts OpenBao's database engine on `pg` (as its superuser) with the dynamic role `reports`:
+/// one-minute leases, renewable up to ten.
+fn mount_database_engine(
+    bao: &OpenBaoServer,
+    pg: &PostgresServer,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let _ = bao.cli(&["secrets", "enable", "database"])?;
+    let url = format!(
+        "connection_url=postgresql://{{{{username}}}}:{{{{password}}}}@127.0.0.1:{}/postgres?sslmode=disable",
+        pg.port()
+    );
+    let password = format!("password={}", pg.superuser_password());
+    let _ = bao.cli(&[
+        "write",
+        "database/config/pg",
+        "plugin_name=postgresql-database-plugin",
+        &url,
+        "username=postgres",
+        &password,
+        "allowed_roles=reports",
+    ])?;
+    let _ = bao.cli(&[
+        "write",
+        "database/roles/reports",
+        "db_name=pg",
+        "creation_statements=CREATE ROLE \"{{name}}\" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}';",
+        "default_ttl=60s",
+        "max_ttl=10m",
+    ])?;
     Ok(())
 }
 

@@ -1,4 +1,4 @@
-//! Throwaway servers for tests: PostgreSQL, OpenBao, moto and Redis, each a child process on a
+//! Throwaway servers for tests: PostgreSQL, OpenBao, moto, Redis and Prometheus, each a child process on a
 //! free loopback port in a temp dir, stopped on drop.
 //!
 //! A missing binary is an error that says how to install it ([`TestkitError::MissingBinary`]),
@@ -10,12 +10,14 @@ mod moto;
 mod openbao;
 mod postgres;
 mod process;
+mod prometheus;
 mod redis;
 
 pub use self::{
     moto::{MotoServer, find_moto},
     openbao::{OpenBaoServer, find_bao},
     postgres::{PostgresServer, find_pg_bin},
+    prometheus::{PrometheusServer, find_prometheus},
     redis::{RedisServer, find_redis},
 };
 
