@@ -1,5 +1,6 @@
 //! The read paths every request takes: `handle.load()` and a fresh-hit `cache.get()`, on one and
-//! two threads, next to the `RwLock<Arc<T>>` a hand-rolled solution would use.
+//! two threads, next to the `RwLock<Arc<T>>` a hand-rolled solution would use; then the same with
+//! a metrics recorder installed and the cache watched.
 
 use std::hint::black_box;
 use std::sync::{Arc, Barrier, RwLock};
@@ -60,10 +61,30 @@ fn on_threads(threads: usize, iters: u64, op: impl Fn() + Sync) -> Duration {
 }
 
 fn hot_path(c: &mut Criterion) {
+    reads(c, "read");
+    // The same reads with a Prometheus recorder installed and the cache watched by `Metrics`
+    // (publishing every second): a hit must cost the same, as it records nothing itself.
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    let prometheus = recorder.handle();
+    metrics::set_global_recorder(recorder).expect("no recorder installed yet");
+    reads(c, "read_with_recorder");
+    assert!(prometheus.render().contains("credswap_cache_hits_total"));
+}
+
+fn reads(c: &mut Criterion, name: &str) {
     let (runtime, cache, handle) = setup();
+    let metrics = (name != "read").then(|| {
+        let _guard = runtime.enter();
+        let metrics = credswap::metrics::Metrics::builder()
+            .interval(Duration::from_secs(1))
+            .build()
+            .unwrap();
+        metrics.watch_cache("bench", &cache);
+        metrics
+    });
     let baseline = RwLock::new(Arc::new(String::from("app")));
 
-    let mut group = c.benchmark_group("read");
+    let mut group = c.benchmark_group(name);
     for threads in [1usize, 2] {
         group.bench_function(format!("handle_load/{threads}t"), |b| {
             b.iter_custom(|iters| {
@@ -90,6 +111,7 @@ fn hot_path(c: &mut Criterion) {
         });
     }
     group.finish();
+    drop(metrics);
     drop(runtime);
 }
 
@@ -108,6 +130,9 @@ criterion_group! {
     name = benches;
     config = Criterion::default()
         .warm_up_time(Duration::from_secs(1))
+        // No plots: the example charts enable plotters' `ab_glyph` fonts, which
+        // criterion's report does not register. The numbers are what BENCHMARKS.md keeps.
+        .without_plots()
         .measurement_time(Duration::from_secs(3));
     targets = hot_path
 }

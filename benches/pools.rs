@@ -430,6 +430,9 @@ fn main() {
     let setup = runtime.block_on(setup());
     let mut criterion = Criterion::default()
         .warm_up_time(Duration::from_secs(1))
+        // No plots: the example charts enable plotters' `ab_glyph` fonts, which
+        // criterion's report does not register. The numbers are what BENCHMARKS.md keeps.
+        .without_plots()
         .measurement_time(Duration::from_secs(5))
         .configure_from_args();
     throughput(&mut criterion, &runtime, &setup);
