@@ -11,6 +11,12 @@ pub mod error;
 mod events;
 pub mod handle;
 pub mod health;
+#[cfg(any(feature = "http-client", feature = "http-server"))]
+#[cfg_attr(docsrs, doc(cfg(any(feature = "http-client", feature = "http-server"))))]
+pub mod http;
+#[cfg(feature = "jwt")]
+#[cfg_attr(docsrs, doc(cfg(feature = "jwt")))]
+pub mod jwt;
 #[cfg(feature = "metrics")]
 #[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
 pub mod metrics;
@@ -24,6 +30,9 @@ pub mod push;
 pub mod rotation;
 mod sharded;
 mod time;
+#[cfg(feature = "tls")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
+pub mod tls;
 pub mod value;
 
 #[cfg(feature = "testkit")]

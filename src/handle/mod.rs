@@ -225,6 +225,17 @@ impl<T: Send + Sync + 'static> SecretHandle<T> {
         Ok(self.load_full())
     }
 
+    /// [`refresh`](Self::refresh) past the cache's rate limit (still coalesced): for a consumer
+    /// that was just refused the credential and keeps its own limit on refreshes that find
+    /// nothing newer.
+    #[cfg(feature = "http-client")]
+    pub(crate) async fn refresh_past_limit(&self) -> Result<Arc<Snapshot<T>>> {
+        let shared = &self.shared;
+        let loaded = shared.cache.read_key(&shared.key, Mode::PastLimit).await?;
+        shared.take(&loaded)?;
+        Ok(self.load_full())
+    }
+
     /// How far to trust what [`load`](Self::load) serves: fresh, stale through an outage,
     /// failing (gone or denied), expired lease, or a new version that did not decode. See
     /// [`HandleStatus`].
@@ -316,5 +327,20 @@ impl SecretCache {
     /// A handle on the raw content of `id`, text or bytes.
     pub async fn handle_raw(&self, id: &str) -> Result<SecretHandle<SecretValue>> {
         SecretHandle::open(self, id, &Selector::Current, decode_raw).await
+    }
+
+    /// A handle on `id` decoded by `decoder`, for the crate's own typed consumers (certificates,
+    /// signing keys). A version the decoder refuses is a decode failure like a bad JSON one: the
+    /// handle keeps its last good snapshot.
+    #[cfg(any(feature = "tls", feature = "jwt", feature = "http-server"))]
+    pub(crate) async fn handle_decoded<T>(
+        &self,
+        id: &str,
+        decoder: Decoder<T>,
+    ) -> Result<SecretHandle<T>>
+    where
+        T: Send + Sync + 'static,
+    {
+        SecretHandle::open(self, id, &Selector::Current, decoder).await
     }
 }

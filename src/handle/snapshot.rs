@@ -71,6 +71,13 @@ impl<T> Snapshot<T> {
         self.lease_end
     }
 
+    /// The value before the last swap and until when it is accepted, also after that: a validator
+    /// telling a retired key from an unknown one.
+    #[cfg(any(feature = "http-server", feature = "jwt"))]
+    pub(crate) fn previous_with_deadline(&self) -> Option<(&T, Instant)> {
+        self.previous.as_ref().map(|p| (&*p.value, p.valid_until))
+    }
+
     /// Whether `check` accepts the current value, or the previous one while its grace period lasts:
     /// a validator's dual-read during a rotation (an API key checked against both the new and the
     /// old key, until every client has moved on).

@@ -1,0 +1,1 @@
+//! TLS certificates that rotate without a restart.
