@@ -20,6 +20,7 @@
 //! # Example
 //!
 //! ```no_run
+//! # #![allow(dead_code)]
 //! # async fn run(cache: credswap::SecretCache) -> Result<(), Box<dyn std::error::Error>> {
 //! use credswap::jwt::{SigningKeys, jsonwebtoken::Validation};
 //!

@@ -2,6 +2,12 @@
 
 pub mod architecture;
 pub mod aws;
+#[cfg(all(feature = "http-client", feature = "http-server", feature = "jwt"))]
+#[cfg_attr(
+    docsrs,
+    doc(cfg(all(feature = "http-client", feature = "http-server", feature = "jwt")))
+)]
+pub mod http;
 #[cfg(feature = "metrics")]
 #[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
 pub mod metrics;

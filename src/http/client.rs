@@ -43,6 +43,7 @@ use crate::value::VersionId;
 /// # Example
 ///
 /// ```no_run
+/// # #![allow(dead_code)]
 /// # async fn run(cache: credswap::SecretCache) -> Result<(), Box<dyn std::error::Error>> {
 /// use credswap::http::{AuthMiddleware, Bearer};
 ///

@@ -9,7 +9,8 @@
 //!   during the grace period, the previous one — in constant time, from plain or SHA-256 hashed
 //!   keys, counting rejections by reason and never logging a presented key.
 //!
-//! See the [HTTP and signing-key guide](crate::docs::http) for both sides of a key rotation.
+//! The guide `credswap::docs::http` (with the `http-client`, `http-server` and `jwt` features)
+//! walks through both sides of a key rotation.
 
 #[cfg(feature = "http-client")]
 mod client;

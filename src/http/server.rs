@@ -225,6 +225,7 @@ pub enum KeyLocation {
 /// # Example
 ///
 /// ```no_run
+/// # #![allow(dead_code)]
 /// # async fn run(cache: credswap::SecretCache) -> Result<(), Box<dyn std::error::Error>> {
 /// use credswap::http::{ApiKeyLayer, ApiKeys};
 ///

@@ -163,6 +163,7 @@ fn verify(key: &SecretValue, message: &[u8], signature: &[u8; 32]) -> bool {
 /// ```no_run
 /// # #![allow(dead_code)]
 /// # async fn run(cache: credswap::SecretCache) -> credswap::Result<()> {
+/// # let _ = &cache;
 /// # #[cfg(feature = "push-redis")] {
 /// use credswap::push::{AnnouncementKey, DEFAULT_CHANNEL, RedisPublisher, SignedPublisher};
 ///
