@@ -4,7 +4,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aws_sdk_secretsmanager::Client;
-use aws_sdk_secretsmanager::config::{Credentials, Region};
 use aws_sdk_secretsmanager::primitives::Blob;
 use credswap::provider::AwsSecretsManagerProvider;
 use credswap::secrecy::{ExposeSecret, SecretString};
@@ -34,25 +33,7 @@ fn rds_json(password: &str) -> String {
 }
 
 async fn moto() -> (MotoServer, Client) {
-    let moto = tokio::task::spawn_blocking(MotoServer::start)
-        .await
-        .unwrap()
-        .expect("start moto");
-    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .endpoint_url(moto.endpoint())
-        .region(Region::new("us-east-1"))
-        .credentials_provider(Credentials::new("test", "test", None, None, "static"))
-        // The cache does the retrying; keep the SDK from adding its own on top in tests.
-        .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(1))
-        .timeout_config(
-            aws_config::timeout::TimeoutConfig::builder()
-                .connect_timeout(Duration::from_secs(1))
-                .operation_timeout(Duration::from_secs(5))
-                .build(),
-        )
-        .load()
-        .await;
-    (moto, Client::new(&config))
+    MotoServer::start_with_client().await.expect("start moto")
 }
 
 async fn create(client: &Client, name: &str, value: &str) -> String {

@@ -5,9 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::{Duration, Instant};
 
-use aws_config::Region;
 use aws_sdk_secretsmanager::Client;
-use aws_sdk_secretsmanager::config::Credentials;
 use credswap::testkit::{MotoServer, OpenBaoServer, PostgresServer, find_pg_bin};
 use tokio::process::Command;
 
@@ -41,17 +39,7 @@ fn text(output: &Output) -> (String, String) {
 }
 
 async fn moto() -> (MotoServer, Client) {
-    let moto = tokio::task::spawn_blocking(MotoServer::start)
-        .await
-        .unwrap()
-        .expect("start moto");
-    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .endpoint_url(moto.endpoint())
-        .region(Region::new("us-east-1"))
-        .credentials_provider(Credentials::new("test", "test", None, None, "static"))
-        .load()
-        .await;
-    (moto, Client::new(&config))
+    MotoServer::start_with_client().await.expect("start moto")
 }
 
 async fn postgres() -> PostgresServer {

@@ -7,7 +7,6 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use aws_sdk_secretsmanager::Client;
-use aws_sdk_secretsmanager::config::{Credentials, Region};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
@@ -24,18 +23,7 @@ use sha2::{Digest, Sha256};
 const GET: &str = "secretsmanager.GetSecretValue";
 
 async fn moto() -> (MotoServer, Client) {
-    let moto = tokio::task::spawn_blocking(MotoServer::start)
-        .await
-        .unwrap()
-        .expect("start moto");
-    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .endpoint_url(moto.endpoint())
-        .region(Region::new("us-east-1"))
-        .credentials_provider(Credentials::new("test", "test", None, None, "static"))
-        .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(1))
-        .load()
-        .await;
-    (moto, Client::new(&config))
+    MotoServer::start_with_client().await.expect("start moto")
 }
 
 async fn create(client: &Client, name: &str, value: &str) {

@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aws_sdk_secretsmanager::Client;
-use aws_sdk_secretsmanager::config::{Credentials, Region};
 use credswap::jwt::jsonwebtoken::{self, Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use credswap::jwt::{SigningKeys, VerifyError};
 use credswap::provider::AwsSecretsManagerProvider;
@@ -16,18 +15,7 @@ use credswap::{ErrorKind, HandleStatus, SecretCache};
 use serde::{Deserialize, Serialize};
 
 async fn moto() -> (MotoServer, Client) {
-    let moto = tokio::task::spawn_blocking(MotoServer::start)
-        .await
-        .unwrap()
-        .expect("start moto");
-    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .endpoint_url(moto.endpoint())
-        .region(Region::new("us-east-1"))
-        .credentials_provider(Credentials::new("test", "test", None, None, "static"))
-        .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(1))
-        .load()
-        .await;
-    (moto, Client::new(&config))
+    MotoServer::start_with_client().await.expect("start moto")
 }
 
 async fn put(client: &Client, name: &str, value: &str, create: bool) -> String {

@@ -102,6 +102,49 @@ impl MotoServer {
         self.port
     }
 
+    /// An AWS Secrets Manager client for this server: test credentials, `us-east-1`, one attempt
+    /// per call (retrying is the cache's job, and a test should see each call), and timeouts
+    /// that turn a hung server into an error rather than a hung test.
+    #[cfg(feature = "aws")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "aws")))]
+    pub async fn client(&self) -> aws_sdk_secretsmanager::Client {
+        use aws_sdk_secretsmanager::config::{Credentials, Region};
+        let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .endpoint_url(self.endpoint())
+            .region(Region::new("us-east-1"))
+            .credentials_provider(Credentials::new("test", "test", None, None, "static"))
+            .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(1))
+            .timeout_config(
+                aws_config::timeout::TimeoutConfig::builder()
+                    .connect_timeout(Duration::from_secs(2))
+                    .operation_timeout(Duration::from_secs(10))
+                    .build(),
+            )
+            .load()
+            .await;
+        aws_sdk_secretsmanager::Client::new(&config)
+    }
+
+    /// Starts a server (on a blocking thread, so an async test does not stall its runtime) and
+    /// returns it with a [`client`](Self::client).
+    ///
+    /// # Errors
+    ///
+    /// As for [`start`](Self::start).
+    #[cfg(feature = "aws")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "aws")))]
+    pub async fn start_with_client() -> Result<(Self, aws_sdk_secretsmanager::Client), TestkitError>
+    {
+        let moto = tokio::task::spawn_blocking(MotoServer::start)
+            .await
+            .map_err(|error| TestkitError::Startup {
+                what: "moto",
+                detail: format!("the starting thread failed: {error}"),
+            })??;
+        let client = moto.client().await;
+        Ok((moto, client))
+    }
+
     /// How many requests for `operation` (the `X-Amz-Target` of JSON APIs, such as
     /// `secretsmanager.GetSecretValue`) the server has received since it started or since
     /// [`reset_request_log`](Self::reset_request_log).

@@ -7,7 +7,6 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use aws_sdk_secretsmanager::config::{Credentials, Region};
 use credswap::pg::{
     PgCredentials, PoolMonitor, RetryAndDrain, RotatingDeadpoolBuilder, RotatingPgPool,
 };
@@ -43,23 +42,9 @@ pub enum Store {
 impl Store {
     /// A throwaway moto server and a client for it.
     pub async fn aws() -> Store {
-        let moto = tokio::task::spawn_blocking(credswap::testkit::MotoServer::start)
+        let (moto, client) = credswap::testkit::MotoServer::start_with_client()
             .await
-            .unwrap()
             .expect("start moto");
-        let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .endpoint_url(moto.endpoint())
-            .region(Region::new("us-east-1"))
-            .credentials_provider(Credentials::new("test", "test", None, None, "static"))
-            .timeout_config(
-                aws_config::timeout::TimeoutConfig::builder()
-                    .connect_timeout(Duration::from_secs(2))
-                    .operation_timeout(Duration::from_secs(10))
-                    .build(),
-            )
-            .load()
-            .await;
-        let client = aws_sdk_secretsmanager::Client::new(&config);
         Store::Aws { moto, client }
     }
 
