@@ -574,6 +574,140 @@ async fn rotate_against_moto_then_status_json_field_by_field() {
     );
 }
 
+/// A CA, and a certificate for `127.0.0.1` it signed: (CA PEM, server certificate PEM, key PEM).
+fn test_ca(name: &str) -> (String, String, String) {
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, name);
+    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, rcgen::KeyPair::generate().unwrap())
+        .unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let server = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()])
+        .unwrap()
+        .signed_by(&key, &ca)
+        .unwrap();
+    (ca.pem(), server.pem(), key.serialize_pem())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotate_over_tls_to_a_database_that_refuses_plaintext() {
+    let (ca, chain, key) = test_ca("credswap test CA");
+    let pg = tokio::task::spawn_blocking(move || PostgresServer::start_tls(&chain, &key))
+        .await
+        .unwrap()
+        .expect("start PostgreSQL with TLS");
+    let (moto, client) = moto().await;
+    pg.execute("CREATE ROLE tls_app LOGIN PASSWORD 'tls-first-pw'")
+        .unwrap();
+    let _ = client
+        .create_secret()
+        .name("prod/tls")
+        .secret_string(db_secret(&pg, "tls_app", "tls-first-pw"))
+        .send()
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, &ca).unwrap();
+    let (other_ca, _, _) = test_ca("someone else's CA");
+    let other_file = dir.path().join("other-ca.pem");
+    std::fs::write(&other_file, &other_ca).unwrap();
+    let rotate_with = |db_args: Vec<String>| {
+        let mut command = credswap();
+        let _ = command
+            .args(moto_args(&moto))
+            .args(["rotate", "aws:prod/tls", "--db-host", "127.0.0.1"])
+            .args(["--db-port", &pg.port().to_string()])
+            .args(db_args)
+            .env("CREDSWAP_ADMIN_USER", PostgresServer::SUPERUSER)
+            .env("CREDSWAP_ADMIN_PASSWORD", pg.superuser_password());
+        command
+    };
+    let current = || async {
+        let described = client
+            .describe_secret()
+            .secret_id("prod/tls")
+            .send()
+            .await
+            .unwrap();
+        let stages = described.version_ids_to_stages().unwrap();
+        let current = stages
+            .iter()
+            .find(|(_, s)| s.iter().any(|s| s == "AWSCURRENT"));
+        current.unwrap().0.clone()
+    };
+    let before = current().await;
+
+    // Plaintext is refused by the server, and the failed rotation changes nothing.
+    let output = rotate_with(vec!["--db-plaintext".into()])
+        .output()
+        .await
+        .unwrap();
+    let (stdout, stderr) = text(&output);
+    assert_ne!(output.status.code(), Some(0), "{stdout}{stderr}");
+    assert_eq!(current().await, before);
+    assert!(
+        stderr.contains("no encryption") && stderr.contains("--db-plaintext"),
+        "{stderr}"
+    );
+    // A CA that did not sign the server's certificate: the handshake fails, nothing is sent.
+    let output = rotate_with(vec!["--db-ca".into(), other_file.display().to_string()])
+        .output()
+        .await
+        .unwrap();
+    let (stdout, stderr) = text(&output);
+    assert_ne!(output.status.code(), Some(0), "{stdout}{stderr}");
+    assert!(
+        stderr.contains("UnknownIssuer") && stderr.contains("--db-ca"),
+        "{stderr}"
+    );
+    assert_eq!(current().await, before);
+    // Not a certificate file, and contradicting flags: usage errors before anything runs.
+    let output = rotate_with(vec![
+        "--db-ca".into(),
+        dir.path().join("missing.pem").display().to_string(),
+    ])
+    .output()
+    .await
+    .unwrap();
+    assert_eq!(output.status.code(), Some(64), "{}", text(&output).1);
+    assert!(text(&output).1.contains("--db-ca"), "{}", text(&output).1);
+    let output = rotate_with(vec![
+        "--db-ca".into(),
+        ca_file.display().to_string(),
+        "--db-plaintext".into(),
+    ])
+    .output()
+    .await
+    .unwrap();
+    assert_eq!(output.status.code(), Some(64), "{}", text(&output).1);
+
+    // The right CA: rotated over TLS, and the new password logs in (over TLS too).
+    let output = rotate_with(vec!["--db-ca".into(), ca_file.display().to_string()])
+        .output()
+        .await
+        .unwrap();
+    let (stdout, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(0), "{stdout}{stderr}");
+    assert!(stdout.contains("rotated:"), "{stdout}");
+    assert_ne!(current().await, before);
+    let output = run_psql(
+        &moto_args(&moto),
+        "aws:prod/tls",
+        &pg,
+        "select ssl from pg_stat_ssl where pid = pg_backend_pid()",
+    )
+    .output()
+    .await
+    .unwrap();
+    assert_eq!(text(&output).0.trim(), "t", "{}", text(&output).1);
+    for printed in [&stdout, &stderr] {
+        assert!(!printed.contains("tls-first-pw") && !printed.contains(pg.superuser_password()));
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotate_against_openbao_kv() {
     let pg = postgres().await;

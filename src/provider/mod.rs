@@ -25,7 +25,8 @@ pub use self::aws::AwsSecretsManagerProvider;
 pub(crate) use self::vault::vault_path;
 #[cfg(feature = "vault")]
 pub use self::vault::{
-    SessionEvent, VaultAuth, VaultConfig, VaultDatabaseProvider, VaultKvProvider, VaultSession,
+    PkiRequest, SessionEvent, VaultAuth, VaultConfig, VaultDatabaseProvider, VaultKvProvider,
+    VaultPkiProvider, VaultSession,
 };
 /// The `vaultrs` this crate talks to Vault through, for
 /// [`VaultSession::from_client`](crate::provider::VaultSession::from_client).

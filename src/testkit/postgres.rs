@@ -38,6 +38,43 @@ pub struct PostgresServer {
     dir: tempfile::TempDir,
 }
 
+/// Writes the certificate and key where the server reads them (the key private to the server's
+/// user, as PostgreSQL demands) and a `pg_hba.conf` that takes TCP logins over TLS only; returns
+/// the settings that turn TLS on.
+fn tls_only(
+    dir: &Path,
+    data: &Path,
+    run_as: Option<(u32, u32)>,
+    chain: &str,
+    key: &str,
+) -> Result<Vec<(String, String)>, TestkitError> {
+    use std::os::unix::fs::PermissionsExt;
+    let cert_path = dir.join("server.crt");
+    let key_path = dir.join("server.key");
+    std::fs::write(&cert_path, chain).map_err(|e| TestkitError::io("write server.crt", e))?;
+    std::fs::write(&key_path, key).map_err(|e| TestkitError::io("write server.key", e))?;
+    std::fs::set_permissions(&key_path, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| TestkitError::io("chmod server.key", e))?;
+    if let Some((uid, gid)) = run_as {
+        for path in [&cert_path, &key_path] {
+            std::os::unix::fs::chown(path, Some(uid), Some(gid))
+                .map_err(|e| TestkitError::io("chown the TLS files", e))?;
+        }
+    }
+    std::fs::write(
+        data.join("pg_hba.conf"),
+        "local all all scram-sha-256\n\
+         hostssl all all 127.0.0.1/32 scram-sha-256\n\
+         hostnossl all all 127.0.0.1/32 reject\n",
+    )
+    .map_err(|e| TestkitError::io("write pg_hba.conf", e))?;
+    Ok(vec![
+        ("ssl".to_owned(), "on".to_owned()),
+        ("ssl_cert_file".to_owned(), cert_path.display().to_string()),
+        ("ssl_key_file".to_owned(), key_path.display().to_string()),
+    ])
+}
+
 impl std::fmt::Debug for PostgresServer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PostgresServer")
@@ -102,6 +139,18 @@ impl PostgresServer {
     /// Like [`start`](Self::start), with server settings passed as `-c name=value` (they override
     /// the test kit's own, such as `max_connections=300`): `&[("log_statement", "all")]`.
     pub fn start_with(settings: &[(&str, &str)]) -> Result<Self, TestkitError> {
+        Self::create(settings, None)
+    }
+
+    /// A server that accepts TCP connections **only over TLS**, with `certificate_chain` (PEM,
+    /// the server's certificate first) and its `private_key` (PEM): plaintext TCP logins are
+    /// rejected by `pg_hba.conf` (`hostnossl … reject`). Clients must trust the issuer of the
+    /// chain; for tests, make a CA and a certificate for `127.0.0.1` with `rcgen` or `openssl`.
+    pub fn start_tls(certificate_chain: &str, private_key: &str) -> Result<Self, TestkitError> {
+        Self::create(&[], Some((certificate_chain, private_key)))
+    }
+
+    fn create(settings: &[(&str, &str)], tls: Option<(&str, &str)>) -> Result<Self, TestkitError> {
         let bin = find_pg_bin()?;
         let dir = tempfile::Builder::new()
             .prefix("credswap-pg-")
@@ -151,6 +200,13 @@ impl PostgresServer {
                 detail: String::from_utf8_lossy(&output.stderr).into_owned(),
             });
         }
+        let mut settings: Vec<(String, String)> = settings
+            .iter()
+            .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
+            .collect();
+        if let Some((chain, key)) = tls {
+            settings.extend(tls_only(dir.path(), &data, run_as, chain, key)?);
+        }
         let mut server = PostgresServer {
             process: None,
             bin,
@@ -158,10 +214,7 @@ impl PostgresServer {
             run_as,
             port: 0,
             password,
-            settings: settings
-                .iter()
-                .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
-                .collect(),
+            settings,
             dir,
         };
         server.launch()?;

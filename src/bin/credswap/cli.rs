@@ -216,6 +216,10 @@ pub struct RotateArgs {
     pub db_port: u16,
     #[arg(long, env = "CREDSWAP_DB_NAME", default_value = "postgres")]
     pub db_name: String,
+    /// The CA certificate(s), PEM, that the database server's certificate must chain to (default:
+    /// the system's trusted roots). Connections always use TLS unless --db-plaintext.
+    #[arg(long, env = "CREDSWAP_DB_CA", value_name = "FILE")]
+    pub db_ca: Option<std::path::PathBuf>,
     /// Connect without TLS (a local or otherwise protected network only).
     #[arg(long)]
     pub db_plaintext: bool,

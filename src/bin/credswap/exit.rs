@@ -76,6 +76,25 @@ impl Failure {
         Failure::new(code, format!("{what}: {error}\n  hint: {hint}"))
     }
 
+    /// A rotation that failed: the store's codes, with hints that name the database too (the
+    /// engine talks to both).
+    pub fn rotation(what: &str, error: &Error) -> Failure {
+        let hint = match error.kind() {
+            ErrorKind::Transient | ErrorKind::Closed => {
+                "check that the store and the database (--db-host, --db-port) are reachable; a \
+                 TLS failure means --db-ca does not name the CA that signed the database's \
+                 certificate"
+            }
+            ErrorKind::AuthRejected => {
+                "the database refused a login: the admin credential, the secret's, or a \
+                 connection without TLS (--db-plaintext) that the server does not allow"
+            }
+            _ => return Failure::store(what, error),
+        };
+        let code = Failure::store(what, error).code;
+        Failure::new(code, format!("{what}: {error}\n  hint: {hint}"))
+    }
+
     /// A store that did not answer within `timeout`.
     pub fn timed_out(what: &str, timeout: std::time::Duration) -> Failure {
         Failure::new(

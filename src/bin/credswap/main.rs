@@ -4,6 +4,7 @@
 mod child;
 mod cli;
 mod config;
+mod db_tls;
 mod exit;
 mod fields;
 mod get;

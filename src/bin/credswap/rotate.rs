@@ -76,12 +76,14 @@ pub async fn rotate(args: RotateArgs, mut stores: Stores) -> Result<i32, Failure
         .connection(endpoint)
         .admin(user, password.expose_secret().to_owned());
     let target: Arc<dyn credswap::rotation::RotationTarget> = if args.db_plaintext {
+        if args.db_ca.is_some() {
+            return Err(Failure::usage(
+                "--db-ca and --db-plaintext contradict each other",
+            ));
+        }
         Arc::new(target.allow_plaintext())
     } else {
-        return Err(Failure::usage(
-            "rotate needs --db-plaintext for now: TLS to the database from the command line is \
-             not built yet (use the library's PostgresTarget::tls)",
-        ));
+        Arc::new(target.tls(crate::db_tls::connector(args.db_ca.as_deref())?))
     };
     let strategy = match args.strategy {
         StrategyArg::Single => Strategy::SingleUser,
@@ -172,6 +174,6 @@ pub async fn rotate(args: RotateArgs, mut stores: Stores) -> Result<i32, Failure
             println!("{summary}");
             Ok(0)
         }
-        Err(e) => Err(Failure::store(&secret.text, &e)),
+        Err(e) => Err(Failure::rotation(&secret.text, &e)),
     }
 }

@@ -1,5 +1,5 @@
-//! Vault and OpenBao: a session that keeps its token alive, KV v2 and database credentials, all
-//! through one `vaultrs` client, configured once ([`VaultConfig`]) or handed in
+//! Vault and OpenBao: a session that keeps its token alive, KV v2, database credentials and PKI
+//! certificates, all through one `vaultrs` client, configured once ([`VaultConfig`]) or handed in
 //! ([`VaultSession::from_client`]).
 
 mod auth;
@@ -9,6 +9,7 @@ mod database;
 mod keep_alive;
 mod kv;
 mod path;
+mod pki;
 mod session;
 
 pub use self::{
@@ -16,6 +17,7 @@ pub use self::{
     config::VaultConfig,
     database::VaultDatabaseProvider,
     kv::VaultKvProvider,
+    pki::{PkiRequest, VaultPkiProvider},
     session::{SessionEvent, VaultSession},
 };
 pub(crate) use self::{
