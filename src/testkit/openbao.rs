@@ -207,6 +207,39 @@ impl OpenBaoServer {
         Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
     }
 
+    /// Mounts the PKI engine at `pki` with a root CA (`credswap-test-ca`, valid for a day) and a
+    /// role `role` that issues EC P-256 certificates for `localhost`, its subdomains and IP
+    /// addresses (server and client use), lasting up to `max_ttl` (whole seconds); returns the CA
+    /// certificate (PEM) for peers to trust.
+    ///
+    /// The engine backdates certificates by 30 s, as Vault does, so they are valid at once on
+    /// any machine whose clock is not far behind.
+    pub fn enable_pki(&self, role: &str, max_ttl: Duration) -> Result<String, TestkitError> {
+        let max_ttl = format!("{}s", max_ttl.as_secs().max(1));
+        let _ = self.cli(&["secrets", "enable", "pki"])?;
+        let _ = self.cli(&["secrets", "tune", "-max-lease-ttl=24h", "pki"])?;
+        let ca = self.cli(&[
+            "write",
+            "-field=certificate",
+            "pki/root/generate/internal",
+            "common_name=credswap-test-ca",
+            "ttl=24h",
+        ])?;
+        let _ = self.cli(&[
+            "write",
+            &format!("pki/roles/{role}"),
+            "allowed_domains=localhost",
+            "allow_bare_domains=true",
+            "allow_subdomains=true",
+            "allow_ip_sans=true",
+            "key_type=ec",
+            "key_bits=256",
+            &format!("ttl={max_ttl}"),
+            &format!("max_ttl={max_ttl}"),
+        ])?;
+        Ok(format!("{ca}\n"))
+    }
+
     /// The server's audit log (one JSON object per request and per response; secret values in it
     /// are HMAC-hashed).
     pub fn audit_log(&self) -> std::path::PathBuf {
