@@ -18,6 +18,9 @@ pub mod push;
 #[cfg(feature = "rotation")]
 #[cfg_attr(docsrs, doc(cfg(feature = "rotation")))]
 pub mod rotation;
+#[cfg(feature = "tls")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
+pub mod tls;
 #[cfg(feature = "vault")]
 #[cfg_attr(docsrs, doc(cfg(feature = "vault")))]
 pub mod vault;

@@ -13,6 +13,9 @@
 //! `vault` feature, [`VaultPkiProvider`](crate::provider::VaultPkiProvider) issues short-lived
 //! certificates from Vault's or OpenBao's PKI engine and the cache issues the next one before the
 //! current one expires.
+//!
+//! The guide [`docs::tls`](crate::docs::tls) walks through a server, mutual TLS and what happens
+//! on a bad certificate.
 
 mod certified;
 mod resolver;
