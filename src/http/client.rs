@@ -68,11 +68,11 @@ struct Inner<T, S> {
     /// One refresh at a time: rejections that arrive meanwhile wait and reuse its result. Holds
     /// until when a refresh that found nothing newer keeps the next one from asking the store.
     refreshing: tokio::sync::Mutex<Option<Instant>>,
-    counters: Counters,
+    counters: Arc<Counters>,
 }
 
 #[derive(Default)]
-struct Counters {
+pub(crate) struct Counters {
     rejections: AtomicU64,
     refreshes: AtomicU64,
     replays: AtomicU64,
@@ -96,6 +96,18 @@ pub struct AuthStats {
     pub not_replayed: u64,
     /// Rejections for which the store had nothing newer (returned as they were).
     pub nothing_newer: u64,
+}
+
+impl Counters {
+    pub(crate) fn snapshot(&self) -> AuthStats {
+        AuthStats {
+            rejections: self.rejections.load(Ordering::Relaxed),
+            refreshes: self.refreshes.load(Ordering::Relaxed),
+            replays: self.replays.load(Ordering::Relaxed),
+            not_replayed: self.not_replayed.load(Ordering::Relaxed),
+            nothing_newer: self.nothing_newer.load(Ordering::Relaxed),
+        }
+    }
 }
 
 impl<T, S> Clone for AuthMiddleware<T, S> {
@@ -133,7 +145,7 @@ where
                 handle,
                 scheme,
                 refreshing: tokio::sync::Mutex::new(None),
-                counters: Counters::default(),
+                counters: Arc::default(),
             }),
             rejected_on: Arc::new([StatusCode::UNAUTHORIZED, StatusCode::FORBIDDEN]),
         }
@@ -154,14 +166,13 @@ where
 
     /// What the middleware has done so far (shared by its clones).
     pub fn stats(&self) -> AuthStats {
-        let c = &self.inner.counters;
-        AuthStats {
-            rejections: c.rejections.load(Ordering::Relaxed),
-            refreshes: c.refreshes.load(Ordering::Relaxed),
-            replays: c.replays.load(Ordering::Relaxed),
-            not_replayed: c.not_replayed.load(Ordering::Relaxed),
-            nothing_newer: c.nothing_newer.load(Ordering::Relaxed),
-        }
+        self.inner.counters.snapshot()
+    }
+
+    /// The counters, for a metrics source that must not keep the middleware alive.
+    #[cfg(feature = "metrics")]
+    pub(crate) fn counters(&self) -> std::sync::Weak<Counters> {
+        Arc::downgrade(&self.inner.counters)
     }
 }
 

@@ -13,11 +13,11 @@
 //! walks through both sides of a key rotation.
 
 #[cfg(feature = "http-client")]
-mod client;
+pub(crate) mod client;
 #[cfg(feature = "http-client")]
 mod scheme;
 #[cfg(feature = "http-server")]
-mod server;
+pub(crate) mod server;
 
 #[cfg(feature = "http-server")]
 pub use self::server::{

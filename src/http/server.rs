@@ -246,7 +246,25 @@ pub struct ApiKeyLayer {
 struct Shared {
     keys: ApiKeys,
     location: KeyLocation,
-    counters: [AtomicU64; 6],
+    counters: Arc<Counters>,
+}
+
+/// Accepted and refused requests: one slot per [`Rejection`], then current and previous.
+#[derive(Default)]
+pub(crate) struct Counters([AtomicU64; 6]);
+
+impl Counters {
+    pub(crate) fn snapshot(&self) -> RejectionStats {
+        let count = |i: usize| self.0[i].load(Ordering::Relaxed);
+        RejectionStats {
+            missing: count(slot(Rejection::Missing)),
+            malformed: count(slot(Rejection::Malformed)),
+            unknown: count(slot(Rejection::Unknown)),
+            previous_expired: count(slot(Rejection::PreviousExpired)),
+            accepted_current: count(ACCEPTED_CURRENT),
+            accepted_previous: count(ACCEPTED_PREVIOUS),
+        }
+    }
 }
 
 const ACCEPTED_CURRENT: usize = 4;
@@ -306,22 +324,20 @@ impl ApiKeyLayer {
             shared: Arc::new(Shared {
                 keys,
                 location,
-                counters: Default::default(),
+                counters: Arc::default(),
             }),
         }
     }
 
     /// What the layer let through and refused so far.
     pub fn stats(&self) -> RejectionStats {
-        let count = |i: usize| self.shared.counters[i].load(Ordering::Relaxed);
-        RejectionStats {
-            missing: count(slot(Rejection::Missing)),
-            malformed: count(slot(Rejection::Malformed)),
-            unknown: count(slot(Rejection::Unknown)),
-            previous_expired: count(slot(Rejection::PreviousExpired)),
-            accepted_current: count(ACCEPTED_CURRENT),
-            accepted_previous: count(ACCEPTED_PREVIOUS),
-        }
+        self.shared.counters.snapshot()
+    }
+
+    /// The counters, for a metrics source that must not keep the layer alive.
+    #[cfg(feature = "metrics")]
+    pub(crate) fn counters(&self) -> std::sync::Weak<Counters> {
+        Arc::downgrade(&self.shared.counters)
     }
 
     /// The keys the layer checks against.
@@ -372,7 +388,7 @@ impl Shared {
             Ok(_) => ACCEPTED_CURRENT,
             Err(rejection) => slot(*rejection),
         };
-        let _ = self.counters[counter].fetch_add(1, Ordering::Relaxed);
+        let _ = self.counters.0[counter].fetch_add(1, Ordering::Relaxed);
         if let Err(rejection) = &outcome {
             tracing::debug!(secret = self.keys.id(), reason = %rejection, "credswap: API key refused");
         }

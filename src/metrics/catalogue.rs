@@ -142,6 +142,18 @@ catalogue! {
         "1 while the subscriber is connected to its broker, else 0.";
     PUSH_APPLY_LATENCY = "credswap_push_apply_latency_seconds", Histogram, "seconds", ["subscriber"],
         "From an announcement's sending (or receipt, when the send time is unknown) to a cache holding its version.";
+    HTTP_CLIENT_REJECTIONS = "credswap_http_client_rejections_total", Counter, "", ["client"],
+        "Responses (401, 403) refusing the credential an HTTP client middleware sent.";
+    HTTP_CLIENT_REFRESHES = "credswap_http_client_refreshes_total", Counter, "", ["client"],
+        "Refreshes a rejection made the middleware ask for (one per rotation when it works).";
+    HTTP_CLIENT_REPLAYS = "credswap_http_client_replays_total", Counter, "", ["client"],
+        "Rejected requests sent again with a newer credential.";
+    HTTP_CLIENT_UNRESOLVED = "credswap_http_client_unresolved_rejections_total", Counter, "", ["client", "reason"],
+        "Rejections returned to the caller: nothing newer in the store, or a body that cannot be replayed.";
+    HTTP_SERVER_ACCEPTED = "credswap_http_server_accepted_total", Counter, "", ["server", "key"],
+        "Requests an API-key layer let through, by the key version they matched (current, previous).";
+    HTTP_SERVER_REJECTED = "credswap_http_server_rejected_total", Counter, "", ["server", "reason"],
+        "Requests an API-key layer refused: missing, malformed, unknown, previous_expired.";
 }
 
 /// Hands every metric's unit and help text to the installed recorder.

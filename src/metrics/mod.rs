@@ -40,6 +40,8 @@
 
 mod cache;
 pub(crate) mod catalogue;
+#[cfg(any(feature = "http-client", feature = "http-server"))]
+mod http;
 mod labels;
 #[cfg(any(feature = "sqlx", feature = "deadpool"))]
 mod pool;
@@ -217,6 +219,29 @@ impl Metrics {
     #[cfg(any(feature = "push-postgres", feature = "push-redis"))]
     pub fn watch_subscriber(&self, name: &str, subscriber: &crate::push::Subscriber) {
         self.add(push::watch(name, subscriber));
+    }
+
+    /// Publishes an HTTP client middleware's counters under `client="name"`: rejections,
+    /// refreshes, replays and the rejections its callers saw.
+    #[cfg(feature = "http-client")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "http-client")))]
+    pub fn watch_http_client<T, S>(
+        &self,
+        name: &str,
+        middleware: &crate::http::AuthMiddleware<T, S>,
+    ) where
+        T: Send + Sync + 'static,
+        S: crate::http::AuthScheme<T>,
+    {
+        self.add(http::watch_client(name, middleware.counters()));
+    }
+
+    /// Publishes an API-key layer's counters under `server="name"`: requests accepted by key
+    /// version and refused by reason.
+    #[cfg(feature = "http-server")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "http-server")))]
+    pub fn watch_api_keys(&self, name: &str, layer: &crate::http::ApiKeyLayer) {
+        self.add(http::watch_server(name, layer.counters()));
     }
 }
 

@@ -306,3 +306,98 @@ fn a_publishing_interval_outside_a_runtime_is_a_config_error() {
     assert_eq!(error.kind(), crate::ErrorKind::Config);
     assert!(Metrics::builder().interval(Duration::ZERO).build().is_ok());
 }
+
+#[cfg(all(feature = "http-server", feature = "http-client"))]
+#[test]
+fn http_consumers_publish_their_counts_and_are_forgotten_when_gone() {
+    use crate::http::{ApiKeyLayer, ApiKeys, AuthMiddleware, Bearer};
+    use tower_layer::Layer as _;
+    use tower_service::Service as _;
+
+    /// The service behind the layer: always 200.
+    #[derive(Clone)]
+    struct Ok200;
+    impl tower_service::Service<http::Request<()>> for Ok200 {
+        type Response = http::Response<()>;
+        type Error = std::convert::Infallible;
+        type Future = std::future::Ready<Result<http::Response<()>, Self::Error>>;
+        fn poll_ready(
+            &mut self,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Result<(), Self::Error>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+        fn call(&mut self, _: http::Request<()>) -> Self::Future {
+            std::future::ready(Ok(http::Response::new(())))
+        }
+    }
+
+    let recorded = recorded(|| async {
+        let store = store();
+        let _ = store.set("api/key", PASSWORD);
+        let cache = cache(&store);
+        let metrics = Metrics::builder().build().unwrap();
+        let layer = ApiKeyLayer::bearer(ApiKeys::plain(&cache, "api/key").await.unwrap());
+        let client = AuthMiddleware::new(cache.handle_raw("api/key").await.unwrap(), Bearer::new());
+        metrics.watch_api_keys("orders-api", &layer);
+        metrics.watch_http_client("payments", &client);
+        let mut service = layer.layer(Ok200);
+        for key in [Some(PASSWORD), Some("wrong"), None, Some(PASSWORD)] {
+            let mut request = http::Request::new(());
+            if let Some(key) = key {
+                let _ = request
+                    .headers_mut()
+                    .insert("authorization", format!("Bearer {key}").parse().unwrap());
+            }
+            let _ = service.call(request).await.unwrap();
+        }
+        metrics.publish();
+        drop((service, layer, client));
+        metrics.publish();
+        assert_eq!(metrics.shared.sources.lock().unwrap().len(), 0);
+    });
+    let count = |name: &str, with: &[(&str, &str)]| match find(&recorded, name, with)[..] {
+        [DebugValue::Counter(n)] => *n,
+        ref other => panic!("{name} {with:?}: {other:?}"),
+    };
+    let server = ("server", "orders-api");
+    assert_eq!(
+        count(
+            catalogue::HTTP_SERVER_ACCEPTED,
+            &[server, ("key", "current")]
+        ),
+        2
+    );
+    assert_eq!(
+        count(
+            catalogue::HTTP_SERVER_ACCEPTED,
+            &[server, ("key", "previous")]
+        ),
+        0
+    );
+    assert_eq!(
+        count(
+            catalogue::HTTP_SERVER_REJECTED,
+            &[server, ("reason", "unknown")]
+        ),
+        1
+    );
+    assert_eq!(
+        count(
+            catalogue::HTTP_SERVER_REJECTED,
+            &[server, ("reason", "missing")]
+        ),
+        1
+    );
+    let client = ("client", "payments");
+    assert_eq!(count(catalogue::HTTP_CLIENT_REJECTIONS, &[client]), 0);
+    assert_eq!(
+        count(
+            catalogue::HTTP_CLIENT_UNRESOLVED,
+            &[client, ("reason", "not_replayable")]
+        ),
+        0
+    );
+    let printed = format!("{recorded:?}");
+    assert!(!printed.contains(PASSWORD), "{printed}");
+}
