@@ -12,7 +12,10 @@ mod events;
 pub mod handle;
 pub mod health;
 #[cfg(any(feature = "http-client", feature = "http-server"))]
-#[cfg_attr(docsrs, doc(cfg(any(feature = "http-client", feature = "http-server"))))]
+#[cfg_attr(
+    docsrs,
+    doc(cfg(any(feature = "http-client", feature = "http-server")))
+)]
 pub mod http;
 #[cfg(feature = "jwt")]
 #[cfg_attr(docsrs, doc(cfg(feature = "jwt")))]

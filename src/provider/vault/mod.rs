@@ -20,6 +20,8 @@ pub use self::{
     pki::{PkiRequest, VaultPkiProvider},
     session::{SessionEvent, VaultSession},
 };
+// For the rotation engine's Vault store.
+#[cfg(feature = "rotation")]
 pub(crate) use self::{
     kv::{is_live, read_metadata, read_version},
     path::vault_path,
