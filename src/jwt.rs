@@ -9,7 +9,9 @@
 //!
 //! `alg` is one of `RS256`, `RS384`, `RS512`, `PS256`, `PS384`, `PS512`, `ES256`, `ES384`,
 //! `EdDSA`; `private_key` is PEM (PKCS#8, or PKCS#1 for RSA); `kid` is optional and defaults to
-//! the key's RFC 7638 thumbprint. Rotating the key means storing a new version (with the
+//! the key's RFC 7638 thumbprint. Give every key its own `kid` (the thumbprint always differs):
+//! a new key stored under its predecessor's `kid` still works — `verify` tries both, the JWKS
+//! lists both — but verifiers elsewhere that pick one key per `kid` will refuse half the tokens. Rotating the key means storing a new version (with the
 //! rotation engine, the store's console, or a script): every [`SigningKeys`] in the fleet swaps
 //! to it, signs with it, and keeps verifying tokens signed with the previous key for the cache's
 //! [grace period](crate::SecretCacheBuilder::grace_period) — set it to at least your tokens'
@@ -58,8 +60,7 @@ use sha2::Digest as _;
 
 use crate::SecretCache;
 use crate::error::{Error, Result, describe_json_error};
-use crate::handle::{HandleStatus, SecretHandle};
-use crate::time::Instant;
+use crate::handle::{HandleStatus, Matched, SecretHandle};
 use crate::value::{SecretValue, VersionId};
 
 pub use jsonwebtoken;
@@ -111,10 +112,12 @@ struct StoredKey {
 fn decode_signing_key(id: &str, value: &SecretValue) -> Result<SigningKey> {
     let stored: StoredKey = serde_json::from_slice(value.expose_secret())
         .map_err(|err| Error::decode(id, describe_json_error(&err)))?;
-    let alg: Algorithm = stored
-        .alg
-        .parse()
-        .map_err(|_| Error::decode(id, format!("`{}` is not a JWT algorithm", stored.alg)))?;
+    let alg: Algorithm = stored.alg.parse().map_err(|_| {
+        Error::decode(
+            id,
+            "`alg` is not a JWT algorithm (RS256, PS256, ES256, ES384, EdDSA, …)",
+        )
+    })?;
     let pem = stored.private_key.expose_secret().as_bytes();
     let encoding = match alg {
         Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512 => {
@@ -344,22 +347,29 @@ impl SigningKeys {
         let header = jsonwebtoken::decode_header(token).map_err(VerifyError::Invalid)?;
         let kid = header.kid.ok_or(VerifyError::MissingKid)?;
         let snapshot = self.handle.load();
-        let key = if snapshot.current().kid == kid {
-            snapshot.current()
-        } else {
-            match snapshot.previous_with_deadline() {
-                Some((previous, until)) if previous.kid == kid => {
-                    if Instant::now() >= until {
-                        return Err(VerifyError::RetiredKey { kid });
-                    }
-                    previous
-                }
-                _ => return Err(VerifyError::UnknownKey { kid }),
-            }
+        // Keys are chosen by `kid`; a new key stored under its predecessor's `kid` (a mistake
+        // the default thumbprint never makes) is tried first, then the predecessor in grace.
+        let candidates: Vec<&SigningKey> = match snapshot.matching(|key| key.kid == kid) {
+            Matched::Current(current) => std::iter::once(current)
+                .chain(snapshot.previous().filter(|previous| previous.kid == kid))
+                .collect(),
+            Matched::Previous(previous, _) => vec![previous],
+            Matched::PreviousExpired => return Err(VerifyError::RetiredKey { kid }),
+            Matched::Neither => return Err(VerifyError::UnknownKey { kid }),
         };
-        let mut validation = validation.clone();
-        validation.algorithms = vec![key.alg];
-        jsonwebtoken::decode(token, &key.decoding, &validation).map_err(VerifyError::Invalid)
+        let mut last = None;
+        for key in candidates {
+            let mut validation = validation.clone();
+            validation.algorithms = vec![key.alg];
+            match jsonwebtoken::decode(token, &key.decoding, &validation) {
+                Ok(data) => return Ok(data),
+                Err(error) => last = Some(error),
+            }
+        }
+        // `candidates` is never empty: `Matched::Current` holds at least the current key.
+        Err(VerifyError::Invalid(last.unwrap_or_else(|| {
+            jsonwebtoken::errors::ErrorKind::InvalidSignature.into()
+        })))
     }
 
     /// The JWKS document: the current key and, while its grace period lasts, the previous one.
@@ -367,8 +377,9 @@ impl SigningKeys {
     pub fn jwks(&self) -> JwkSet {
         let snapshot = self.handle.load();
         let mut keys = vec![snapshot.current().jwk.clone()];
+        // Also under the same `kid` (see `verify`), unless it is the same key.
         if let Some(previous) = snapshot.previous() {
-            if previous.kid != snapshot.current().kid {
+            if previous.jwk != snapshot.current().jwk {
                 keys.push(previous.jwk.clone());
             }
         }

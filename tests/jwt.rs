@@ -114,10 +114,16 @@ async fn tokens_signed_before_a_rotation_verify_within_grace_and_are_refused_aft
 
     // A rotation to another algorithm, kid from the RFC 7638 thumbprint.
     let second = key("EdDSA", &rcgen::PKCS_ED25519, None);
-    let _ = put(&store, "auth/signing-key", &second.json, false).await;
-    let new_kid = tokio::time::timeout(Duration::from_secs(20), keys.changed())
-        .await
-        .expect("the keys follow the store within a refresh");
+    let version = put(&store, "auth/signing-key", &second.json, false).await;
+    // Polling: a swap can land before a `changed()` would start listening.
+    tokio::time::timeout(Duration::from_secs(20), async {
+        while keys.version().as_str() != version {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the keys follow the store within a refresh");
+    let new_kid = keys.current_kid();
     assert_ne!(new_kid, "k-2026-11");
     assert_eq!(new_kid.len(), 43, "a base64url SHA-256 thumbprint");
     let after = keys.sign(&claims("after")).unwrap();
@@ -322,4 +328,47 @@ async fn an_unusable_key_is_a_typed_error_and_the_last_good_key_keeps_signing() 
     );
     assert_eq!(kids(&keys), BTreeSet::from(["k-good".to_owned()]));
     assert!(!format!("{keys:?} {:?}", keys.status()).contains(&body_of(&good.pem)));
+}
+
+#[tokio::test]
+async fn a_new_key_under_the_old_kid_still_verifies_the_old_tokens_within_grace() {
+    let (_moto, store) = moto().await;
+    let first = key("ES256", &rcgen::PKCS_ECDSA_P256_SHA256, Some("k-same"));
+    let _ = put(&store, "auth/signing-key", &first.json, true).await;
+    let cache = cache(&store);
+    let keys = SigningKeys::open(&cache, "auth/signing-key").await.unwrap();
+    let before = keys.sign(&claims("before")).unwrap();
+    let second = key("ES256", &rcgen::PKCS_ECDSA_P256_SHA256, Some("k-same"));
+    let version = put(&store, "auth/signing-key", &second.json, false).await;
+    tokio::time::timeout(Duration::from_secs(20), async {
+        while keys.version().as_str() != version {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the keys follow the store within a refresh");
+    let after = keys.sign(&claims("after")).unwrap();
+    let validation = Validation::default();
+    assert_eq!(
+        keys.verify::<Claims>(&after, &validation)
+            .unwrap()
+            .claims
+            .sub,
+        "after"
+    );
+    assert_eq!(
+        keys.verify::<Claims>(&before, &validation)
+            .unwrap()
+            .claims
+            .sub,
+        "before"
+    );
+    // Both published, under the one kid.
+    assert_eq!(keys.jwks().keys.len(), 2);
+    assert!(
+        keys.jwks()
+            .keys
+            .iter()
+            .all(|jwk| jwk.common.key_id.as_deref() == Some("k-same"))
+    );
 }

@@ -13,6 +13,8 @@ use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 
 use self::follow::State;
+#[cfg(any(feature = "http-server", feature = "jwt"))]
+pub(crate) use self::snapshot::Matched;
 pub use self::{snapshot::Snapshot, status::HandleStatus};
 use crate::cache::SecretCache;
 use crate::cache::key::Key;

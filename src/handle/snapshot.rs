@@ -71,11 +71,24 @@ impl<T> Snapshot<T> {
         self.lease_end
     }
 
-    /// The value before the last swap and until when it is accepted, also after that: a validator
-    /// telling a retired key from an unknown one.
+    /// Which value `check` accepts: the current one, the previous one within its grace period,
+    /// the previous one after it (a retired key, told apart from an unknown one), or neither.
+    /// `check` always runs on both values, so a constant-time `check` keeps the whole answer
+    /// constant-time.
     #[cfg(any(feature = "http-server", feature = "jwt"))]
-    pub(crate) fn previous_with_deadline(&self) -> Option<(&T, Instant)> {
-        self.previous.as_ref().map(|p| (&*p.value, p.valid_until))
+    pub(crate) fn matching(&self, check: impl Fn(&T) -> bool) -> Matched<'_, T> {
+        let current = check(&self.current);
+        let previous = self.previous.as_ref().map(|p| (check(&p.value), p));
+        if current {
+            return Matched::Current(&self.current);
+        }
+        match previous {
+            Some((true, p)) if Instant::now() < p.valid_until => {
+                Matched::Previous(&p.value, &p.version)
+            }
+            Some((true, _)) => Matched::PreviousExpired,
+            _ => Matched::Neither,
+        }
     }
 
     /// Whether `check` accepts the current value, or the previous one while its grace period lasts:
@@ -84,6 +97,15 @@ impl<T> Snapshot<T> {
     pub fn accepts(&self, check: impl Fn(&T) -> bool) -> bool {
         check(&self.current) || self.previous().is_some_and(check)
     }
+}
+
+/// What [`Snapshot::matching`] found.
+#[cfg(any(feature = "http-server", feature = "jwt"))]
+pub(crate) enum Matched<'a, T> {
+    Current(&'a T),
+    Previous(&'a T, &'a Version),
+    PreviousExpired,
+    Neither,
 }
 
 impl<T> fmt::Debug for Snapshot<T> {

@@ -23,10 +23,12 @@ use crate::value::VersionId;
 ///    request refreshed, or the background refresh swapped), the request is replayed with it,
 ///    with no store call.
 /// 2. Otherwise the middleware refreshes the handle: **one** refresh at a time for this
-///    middleware, coalesced by the cache with every other load of the secret in the process.
+///    middleware and its clones (share one middleware for every client of an API), coalesced by
+///    the cache with every other load of the secret in the process.
 ///    Rejections that wait for it then find the newer version and replay without a call of their
 ///    own: concurrent 401s cost one store call.
-/// 3. If the store has nothing newer, the 401 is the answer and is returned as it is; for
+/// 3. If the store has nothing newer (or does not answer), the 401 is the answer and is returned
+///    as it is; for
 ///    [`min_refresh_interval`](crate::SecretCacheBuilder::min_refresh_interval) after that,
 ///    further rejections are returned without asking the store again, so a key the server
 ///    refuses for good costs one store call per interval, not one per request. (A refresh that
@@ -78,6 +80,7 @@ pub(crate) struct Counters {
     replays: AtomicU64,
     not_replayed: AtomicU64,
     nothing_newer: AtomicU64,
+    refresh_failures: AtomicU64,
 }
 
 /// What an [`AuthMiddleware`] has done so far.
@@ -96,6 +99,9 @@ pub struct AuthStats {
     pub not_replayed: u64,
     /// Rejections for which the store had nothing newer (returned as they were).
     pub nothing_newer: u64,
+    /// Rejections returned as they were because the refresh failed (the store unreachable,
+    /// throttling, denied).
+    pub refresh_failures: u64,
 }
 
 impl Counters {
@@ -106,6 +112,7 @@ impl Counters {
             replays: self.replays.load(Ordering::Relaxed),
             not_replayed: self.not_replayed.load(Ordering::Relaxed),
             nothing_newer: self.nothing_newer.load(Ordering::Relaxed),
+            refresh_failures: self.refresh_failures.load(Ordering::Relaxed),
         }
     }
 }
@@ -192,48 +199,52 @@ where
     }
 
     /// A snapshot newer than `sent`, from the handle or, failing that, from one refresh.
-    async fn newer_than(&self, sent: &VersionId) -> Option<Arc<Snapshot<T>>> {
+    async fn newer_than(&self, sent: &VersionId) -> Newer<T> {
         let newer =
             |snapshot: Arc<Snapshot<T>>| (snapshot.version().id != *sent).then_some(snapshot);
         if let Some(snapshot) = newer(self.handle.load_full()) {
-            return Some(snapshot);
+            return Newer::Found(snapshot);
         }
         let mut quiet_until = self.refreshing.lock().await;
         // A refresh that finished while we waited may have brought it.
         if let Some(snapshot) = newer(self.handle.load_full()) {
-            return Some(snapshot);
+            return Newer::Found(snapshot);
         }
-        // The store said "nothing newer" moments ago: a storm of rejections costs one call per
-        // `min_refresh_interval`.
+        // The store answered "nothing newer" (or failed) moments ago: a storm of rejections
+        // costs one call per `min_refresh_interval`.
         if quiet_until.is_some_and(|until| Instant::now() < until) {
-            return None;
+            return Newer::Nothing;
         }
         let _ = self.counters.refreshes.fetch_add(1, Ordering::Relaxed);
         // Past the cache's own rate limit: a rotation right after a routine refresh must not
-        // leave callers with 401s until the limit lapses. Ours above applies instead.
-        let refreshed = self.handle.refresh_past_limit().await;
-        let found = refreshed
-            .as_ref()
-            .ok()
-            .and_then(|snapshot| newer(Arc::clone(snapshot)));
-        if found.is_none() {
-            *quiet_until = Some(crate::time::later(
-                Instant::now(),
-                self.handle.cache().min_refresh_interval(),
-            ));
-        }
-        match refreshed {
-            Ok(_) => found,
+        // leave callers with 401s until the limit lapses. Ours above applies instead (and the
+        // cache's backoff after failures still does).
+        let outcome = match self.handle.refresh_past_limit().await {
+            Ok(snapshot) => newer(snapshot).map_or(Newer::Nothing, Newer::Found),
             Err(error) => {
                 tracing::warn!(
                     id = self.handle.id(),
                     kind = %error.kind(),
                     "credswap: refreshing a rejected HTTP credential failed"
                 );
-                None
+                Newer::RefreshFailed
             }
+        };
+        if !matches!(outcome, Newer::Found(_)) {
+            *quiet_until = Some(crate::time::later(
+                Instant::now(),
+                self.handle.cache().min_refresh_interval(),
+            ));
         }
+        outcome
     }
+}
+
+/// What a rejection found: a newer credential, nothing newer, or a store that did not answer.
+enum Newer<T> {
+    Found(Arc<Snapshot<T>>),
+    Nothing,
+    RefreshFailed,
 }
 
 #[async_trait::async_trait]
@@ -250,16 +261,28 @@ where
     ) -> reqwest_middleware::Result<Response> {
         let inner = &*self.inner;
         let sent = inner.handle.load_full();
-        inner.authorize(&sent, &mut request)?;
+        // The copy for a replay is taken before the credential goes on, so that a replay carries
+        // the new credential only, whatever the scheme does with headers.
         let replay = request.try_clone();
+        inner.authorize(&sent, &mut request)?;
         let response = next.clone().run(request, extensions).await?;
         if !self.rejected_on.contains(&response.status()) {
             return Ok(response);
         }
         let _ = inner.counters.rejections.fetch_add(1, Ordering::Relaxed);
-        let Some(fresh) = inner.newer_than(&sent.version().id).await else {
-            let _ = inner.counters.nothing_newer.fetch_add(1, Ordering::Relaxed);
-            return Ok(response);
+        let fresh = match inner.newer_than(&sent.version().id).await {
+            Newer::Found(fresh) => fresh,
+            Newer::Nothing => {
+                let _ = inner.counters.nothing_newer.fetch_add(1, Ordering::Relaxed);
+                return Ok(response);
+            }
+            Newer::RefreshFailed => {
+                let _ = inner
+                    .counters
+                    .refresh_failures
+                    .fetch_add(1, Ordering::Relaxed);
+                return Ok(response);
+            }
         };
         let Some(mut replay) = replay else {
             let _ = inner.counters.not_replayed.fetch_add(1, Ordering::Relaxed);

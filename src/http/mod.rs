@@ -3,7 +3,8 @@
 //! - **Clients** (feature `http-client`): [`AuthMiddleware`], a `reqwest-middleware` middleware
 //!   that puts a credential from a handle on each request ([`Bearer`], [`Basic`], a
 //!   [`NamedHeader`], or your own [`AuthScheme`]) and, when the server rejects it, refreshes once
-//!   for the whole process and replays the request with the new credential.
+//!   for all the requests refused together (coalesced with every other load of the secret) and
+//!   replays each request once with the new credential.
 //! - **Servers** (feature `http-server`): [`ApiKeyLayer`], a `tower` layer (usable from axum)
 //!   that checks a presented API key or bearer token against a handle — the current version and,
 //!   during the grace period, the previous one — in constant time, from plain or SHA-256 hashed

@@ -8,6 +8,8 @@ use http::header::{AUTHORIZATION, HeaderMap, HeaderName, HeaderValue};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
+use zeroize::Zeroizing;
+
 use crate::error::{Error, Result};
 use crate::value::SecretValue;
 
@@ -81,7 +83,7 @@ fn token<'a>(id: &str, secret: &'a SecretValue, field: Option<&str>) -> Result<T
         return Err(Error::decode(id, "the secret is not text"));
     };
     let Some(field) = field else {
-        return Ok(Token::Borrowed(text.trim()));
+        return Ok(Token::Borrowed(text.trim_ascii()));
     };
     let object: serde_json::Map<String, serde_json::Value> = serde_json::from_str(text)
         .map_err(|_| Error::decode(id, "the secret is not a JSON object"))?;
@@ -141,7 +143,7 @@ impl Bearer {
 impl AuthScheme<SecretValue> for Bearer {
     fn apply(&self, id: &str, secret: &SecretValue, headers: &mut HeaderMap) -> Result<()> {
         let token = token(id, secret, self.field.as_deref())?;
-        let value = sensitive(id, &format!("Bearer {}", token.as_str()))?;
+        let value = sensitive(id, &Zeroizing::new(format!("Bearer {}", token.as_str())))?;
         let _ = headers.insert(AUTHORIZATION, value);
         Ok(())
     }
@@ -149,7 +151,10 @@ impl AuthScheme<SecretValue> for Bearer {
 
 impl AuthScheme<SecretString> for Bearer {
     fn apply(&self, id: &str, secret: &SecretString, headers: &mut HeaderMap) -> Result<()> {
-        let value = sensitive(id, &format!("Bearer {}", secret.expose_secret()))?;
+        let value = sensitive(
+            id,
+            &Zeroizing::new(format!("Bearer {}", secret.expose_secret())),
+        )?;
         let _ = headers.insert(AUTHORIZATION, value);
         Ok(())
     }
@@ -182,13 +187,13 @@ impl AuthScheme<BasicCredentials> for Basic {
         if secret.username.contains(':') {
             return Err(Error::decode(id, "a Basic user name cannot contain `:`"));
         }
-        let pair = zeroize::Zeroizing::new(format!(
+        let pair = Zeroizing::new(format!(
             "{}:{}",
             secret.username,
             secret.password.expose_secret()
         ));
-        let encoded = zeroize::Zeroizing::new(BASE64.encode(pair.as_bytes()));
-        let value = sensitive(id, &format!("Basic {}", encoded.as_str()))?;
+        let encoded = Zeroizing::new(BASE64.encode(pair.as_bytes()));
+        let value = sensitive(id, &Zeroizing::new(format!("Basic {}", encoded.as_str())))?;
         let _ = headers.insert(AUTHORIZATION, value);
         Ok(())
     }

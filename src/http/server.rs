@@ -14,8 +14,7 @@ use subtle::ConstantTimeEq;
 
 use crate::SecretCache;
 use crate::error::{Error, Result};
-use crate::handle::{HandleStatus, SecretHandle};
-use crate::time::Instant;
+use crate::handle::{HandleStatus, Matched, SecretHandle};
 use crate::value::{SecretValue, VersionId};
 
 /// The SHA-256 of an accepted key: all a server keeps of it.
@@ -31,6 +30,13 @@ fn decode_plain(id: &str, value: &SecretValue) -> Result<KeyDigest> {
     let key = trimmed(value.expose_secret());
     if key.is_empty() {
         return Err(Error::decode(id, "the API key is empty"));
+    }
+    // What no request could present (see `presented`) must not pass for a good key.
+    if !key.iter().all(u8::is_ascii_graphic) {
+        return Err(Error::decode(
+            id,
+            "the API key has a space, a control or a non-ASCII character: no request could present it",
+        ));
     }
     Ok(KeyDigest(Sha256::digest(key).into()))
 }
@@ -167,26 +173,17 @@ impl ApiKeys {
     pub fn check(&self, presented: &[u8]) -> std::result::Result<AcceptedKey, Rejection> {
         let digest: [u8; 32] = Sha256::digest(presented).into();
         let snapshot = self.handle.load();
-        let current: bool = snapshot.current().0.ct_eq(&digest).into();
-        let previous = snapshot
-            .previous_with_deadline()
-            .map(|(key, until)| (bool::from(key.0.ct_eq(&digest)), until));
-        if current {
-            return Ok(AcceptedKey {
+        match snapshot.matching(|key| key.0.ct_eq(&digest).into()) {
+            Matched::Current(_) => Ok(AcceptedKey {
                 version: snapshot.version().id.clone(),
                 previous: false,
-            });
-        }
-        match previous {
-            Some((true, until)) if Instant::now() < until => Ok(AcceptedKey {
-                version: snapshot
-                    .previous_version()
-                    .map(|version| version.id.clone())
-                    .unwrap_or_else(|| snapshot.version().id.clone()),
+            }),
+            Matched::Previous(_, version) => Ok(AcceptedKey {
+                version: version.id.clone(),
                 previous: true,
             }),
-            Some((true, _)) => Err(Rejection::PreviousExpired),
-            _ => Err(Rejection::Unknown),
+            Matched::PreviousExpired => Err(Rejection::PreviousExpired),
+            Matched::Neither => Err(Rejection::Unknown),
         }
     }
 
@@ -200,7 +197,14 @@ impl ApiKeys {
         self.handle.id()
     }
 
-    /// Waits for the next rotation of the keys.
+    /// The version of the current key.
+    pub fn version(&self) -> VersionId {
+        self.handle.load().version().id.clone()
+    }
+
+    /// Waits for the next rotation of the keys. A rotation that happens before the returned
+    /// future is first polled is not waited for: to wait for a version, compare
+    /// [`version`](Self::version).
     pub async fn changed(&self) -> VersionId {
         self.handle.changed().await.version().id.clone()
     }
@@ -474,6 +478,10 @@ mod tests {
             assert_eq!(error.kind(), crate::ErrorKind::Decode);
         }
         assert!(decode_plain("k", &SecretValue::text(" \n")).is_err());
+        for unpresentable in ["a b", "k\u{e9}y", "k\u{7}"] {
+            let error = decode_plain("k", &SecretValue::text(unpresentable)).unwrap_err();
+            assert_eq!(error.kind(), crate::ErrorKind::Decode);
+        }
         assert_eq!(format!("{plain:?}"), "KeyDigest([redacted])");
     }
 

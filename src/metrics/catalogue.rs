@@ -149,7 +149,7 @@ catalogue! {
     HTTP_CLIENT_REPLAYS = "credswap_http_client_replays_total", Counter, "", ["client"],
         "Rejected requests sent again with a newer credential.";
     HTTP_CLIENT_UNRESOLVED = "credswap_http_client_unresolved_rejections_total", Counter, "", ["client", "reason"],
-        "Rejections returned to the caller: nothing newer in the store, or a body that cannot be replayed.";
+        "Rejections returned to the caller: nothing newer in the store, a refresh that failed, or a body that cannot be replayed.";
     HTTP_SERVER_ACCEPTED = "credswap_http_server_accepted_total", Counter, "", ["server", "key"],
         "Requests an API-key layer let through, by the key version they matched (current, previous).";
     HTTP_SERVER_REJECTED = "credswap_http_server_rejected_total", Counter, "", ["server", "reason"],

@@ -39,6 +39,7 @@ impl Source for ClientSource {
         counter!(m::HTTP_CLIENT_REPLAYS, &client).absolute(stats.replays);
         for (reason, count) in [
             ("nothing_newer", stats.nothing_newer),
+            ("refresh_failed", stats.refresh_failures),
             ("not_replayable", stats.not_replayed),
         ] {
             let labels = [

@@ -53,8 +53,8 @@ impl Certificate {
     /// # Errors
     ///
     /// [`ErrorKind::Decode`](crate::ErrorKind::Decode) naming what is wrong (malformed PEM or JSON,
-    /// no certificate, no key, a key that does not match, expired, not yet valid), never quoting
-    /// the content.
+    /// no certificate, no key, a key that does not match, expired, not valid for more than five
+    /// minutes yet), never quoting the content.
     ///
     /// ```
     /// use credswap::tls::Certificate;
@@ -134,6 +134,12 @@ pub(crate) fn crypto_provider() -> Arc<CryptoProvider> {
     Arc::clone(FALLBACK.get_or_init(|| Arc::new(rustls::crypto::aws_lc_rs::default_provider())))
 }
 
+/// How far in the future a certificate's start may be and still be served: the issuer's clock
+/// and ours disagree a little (Vault backdates by 30 s for that reason), and peers judge validity
+/// by their own clocks, not ours. Refusing such a certificate would keep an older one serving
+/// until it expires.
+const CLOCK_SKEW: std::time::Duration = std::time::Duration::from_secs(300);
+
 pub(crate) fn decode_at(id: &str, value: &SecretValue, now: SystemTime) -> Result<Certificate> {
     let (chain, key) = chain_and_key(id, value.expose_secret())?;
     let Some(leaf_der) = chain.first() else {
@@ -143,7 +149,7 @@ pub(crate) fn decode_at(id: &str, value: &SecretValue, now: SystemTime) -> Resul
     let validity = leaf.validity();
     let not_before = system_time(validity.not_before.timestamp());
     let not_after = system_time(validity.not_after.timestamp());
-    if now < not_before {
+    if crate::time::later_wall(now, CLOCK_SKEW) < not_before {
         return Err(Error::decode(
             id,
             format!(
@@ -485,5 +491,18 @@ mod tests {
         assert_eq!(rfc3339(system_time(951_825_600)), "2000-02-29T12:00:00Z");
         assert_eq!(rfc3339(system_time(4_102_444_799)), "2099-12-31T23:59:59Z");
         assert_eq!(system_time(-5), UNIX_EPOCH - Duration::from_secs(5));
+    }
+
+    #[test]
+    fn a_start_minutes_ahead_of_our_clock_is_the_issuers_clock_and_is_served() {
+        let (issuer, _) = ca();
+        let issued = leaf(&issuer, (2030, 1, 1), (2031, 1, 1));
+        let value = json(&issued.cert, &issued.key, serde_json::Value::Null);
+        let start = system_time(1_893_456_000); // 2030-01-01T00:00:00Z
+        let early = |by: u64| start - std::time::Duration::from_secs(by);
+        assert!(decode_at("k", &value, early(60)).is_ok());
+        assert!(decode_at("k", &value, early(299)).is_ok());
+        let error = decode_at("k", &value, early(301)).unwrap_err();
+        assert!(error.to_string().contains("not valid yet"), "{error}");
     }
 }

@@ -23,7 +23,7 @@ use crate::time::Instant;
 /// certificate, lock-free (one atomic load and one reference count).
 ///
 /// Open it on any secret that holds a certificate chain and its key (the shapes
-/// [`Certificate`] decodes): a [`VaultPkiProvider`](crate::provider::VaultPkiProvider) issuing
+/// [`Certificate`] decodes): a `provider::VaultPkiProvider` (feature `vault`) issuing
 /// certificates, or a certificate stored in AWS Secrets Manager, Vault KV or a file. When the
 /// cache sees a new version the certificate swaps atomically: handshakes under way finish with the
 /// one they took, later ones get the new one, and connections already open are left alone.
@@ -113,7 +113,10 @@ impl RotatingCertificate {
         self.handle.changed().await
     }
 
-    /// Asks the store for the newest version now (see [`SecretHandle::refresh`]).
+    /// Asks the store for the newest version now (see [`SecretHandle::refresh`]). Over a
+    /// `provider::VaultPkiProvider` (feature `vault`) every store call issues a new
+    /// certificate (rate-limited by the cache's `min_refresh_interval`); the one it replaces is
+    /// not revoked and stays valid until it expires.
     ///
     /// # Errors
     ///

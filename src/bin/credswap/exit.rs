@@ -78,12 +78,15 @@ impl Failure {
 
     /// A rotation that failed: the store's codes, with hints that name the database too (the
     /// engine talks to both).
-    pub fn rotation(what: &str, error: &Error) -> Failure {
+    pub fn rotation(what: &str, error: &Error, tls: bool) -> Failure {
         let hint = match error.kind() {
-            ErrorKind::Transient | ErrorKind::Closed => {
+            ErrorKind::Transient | ErrorKind::Closed if tls => {
                 "check that the store and the database (--db-host, --db-port) are reachable; a \
                  TLS failure means --db-ca does not name the CA that signed the database's \
                  certificate"
+            }
+            ErrorKind::Transient | ErrorKind::Closed => {
+                "check that the store and the database (--db-host, --db-port) are reachable"
             }
             ErrorKind::AuthRejected => {
                 "the database refused a login: the admin credential, the secret's, or a \

@@ -174,6 +174,6 @@ pub async fn rotate(args: RotateArgs, mut stores: Stores) -> Result<i32, Failure
             println!("{summary}");
             Ok(0)
         }
-        Err(e) => Err(Failure::rotation(&secret.text, &e)),
+        Err(e) => Err(Failure::rotation(&secret.text, &e, !args.db_plaintext)),
     }
 }

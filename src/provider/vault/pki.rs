@@ -16,8 +16,7 @@ use crate::provider::SecretProvider;
 use crate::value::{Lease, SecretValue, Selector, Stage, Version, VersionId, Versioned};
 
 /// A provider over Vault's (or OpenBao's) PKI secrets engine: each fetch issues a new certificate
-/// and key (`<mount>/issue/<role>`), for [`RotatingCertificate`](crate::tls::RotatingCertificate)
-/// (feature `tls`) to serve.
+/// and key (`<mount>/issue/<role>`), for `tls::RotatingCertificate` (feature `tls`) to serve.
 ///
 /// Secret ids are names you declare with [`certificate`](Self::certificate), each with the
 /// [`PkiRequest`] to issue (role, names, TTL). A fetch returns the engine's answer as JSON
@@ -25,7 +24,9 @@ use crate::value::{Lease, SecretValue, Selector, Stage, Version, VersionId, Vers
 /// version id is the certificate's serial number, and the version carries a **non-renewable
 /// [`Lease`]** that ends when the certificate expires. The cache treats it as it treats expiring
 /// database credentials: it issues the next certificate at about two thirds of the time left, so
-/// the handle swaps before the certificate expires, and never serves one past its expiry.
+/// the handle swaps before the certificate expires. (If no new certificate can be had by then —
+/// the engine unreachable, the new one refused — the last one keeps being served past its
+/// expiry, and `RotatingCertificate::status` says `LeaseExpired`.)
 /// [`SecretCache::shutdown_revoking_leases`](crate::SecretCache::shutdown_revoking_leases)
 /// revokes the certificates it holds (`<mount>/revoke`, by serial).
 ///
@@ -229,8 +230,9 @@ struct Issued {
     private_key_type: Option<String>,
 }
 
-/// The value a fetch returns: the engine's answer, which [`Certificate`](crate::tls::Certificate)
-/// decodes.
+/// The value a fetch returns: the engine's answer, which `tls::Certificate` decodes (the TLS
+/// tests issue through this provider and serve what it returns, so the two shapes cannot drift
+/// apart unnoticed).
 #[derive(Serialize)]
 struct Stored<'a> {
     certificate: &'a str,
