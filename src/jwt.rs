@@ -402,7 +402,9 @@ impl SigningKeys {
         self.handle.status()
     }
 
-    /// Waits for the next key rotation and returns the new `kid`.
+    /// Waits for the next key rotation and returns the new `kid`. A rotation that happens before
+    /// the returned future is first polled is not waited for: to wait for a version, compare
+    /// [`version`](Self::version).
     pub async fn changed(&self) -> String {
         self.handle.changed().await.current().kid.clone()
     }
