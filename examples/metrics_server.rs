@@ -5,12 +5,16 @@
 //! rotating sqlx pool queries all the time on a handle of the secret in moto; the rotation engine
 //! rotates it every few seconds (alternating users) and announces each new version over
 //! PostgreSQL NOTIFY, which a push subscriber applies to the cache. A second pool logs in with
-//! dynamic credentials from OpenBao's database engine, whose one-minute leases the cache renews. Everything is watched by `credswap::metrics::Metrics` and
-//! recorded by `metrics-exporter-prometheus`; `dashboards/credswap.json` and
-//! `dashboards/alerts.yml` read what it serves.
+//! dynamic credentials from OpenBao's database engine, whose one-minute leases the cache renews.
+//! An HTTP API of its own (`/api/orders`) takes an API key kept in moto and rotated as often,
+//! announced like the database secret; a client of it, whose cache never refreshes on its own,
+//! keeps its key while the API accepts it as the previous one, and follows from the 401 it gets
+//! once the API does not. Everything is watched by `credswap::metrics::Metrics` and recorded by
+//! `metrics-exporter-prometheus`; `dashboards/credswap.json` and `dashboards/alerts.yml` read
+//! what it serves.
 //!
 //! ```text
-//! cargo run --example metrics_server --features metrics,rotation,aws,vault,sqlx,push-postgres,testkit -- \
+//! cargo run --example metrics_server --features metrics,rotation,aws,vault,sqlx,push-postgres,http-client,http-server,testkit -- \
 //!     --listen 127.0.0.1:9464 --rotate-every 10
 //! curl -s localhost:9464/metrics | grep credswap_
 //! curl -s localhost:9464/ready
@@ -32,6 +36,7 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use credswap::SecretCache;
 use credswap::health::Readiness;
+use credswap::http::{ApiKeyLayer, ApiKeys, AuthMiddleware, Bearer};
 use credswap::metrics::{BUCKETS, Metrics};
 use credswap::pg::{PgCredentials, RetryAndDrain, RotatingPgPool};
 use credswap::provider::{
@@ -45,6 +50,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 const SECRET_ID: &str = "example/orders/db";
 const REPORTS_ID: &str = "creds/reports";
+const API_KEY_ID: &str = "example/orders/api-key";
 
 struct Options {
     listen: SocketAddr,
@@ -213,6 +219,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             pg.superuser_password().to_owned(),
         )
         .allow_plaintext();
+    let key_store = client.clone();
+    let api_publisher = Arc::clone(&publisher);
     let rotator = Rotator::builder(Arc::new(AwsRotationStore::new(client)), Arc::new(target))
         .strategy(Strategy::alternating_users())
         .on_finished(move |finished| {
@@ -243,7 +251,55 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         })
     };
 
+    // Our own API, guarded by a key in moto that the server's cache follows (TTL and push), and
+    // a client of it with a cache of its own that never refreshes by itself: it learns of each
+    // new key from the 401 its old one gets, and replays the request.
+    let _ = key_store
+        .create_secret()
+        .name(API_KEY_ID)
+        .secret_string("api-key-0")
+        .send()
+        .await?;
+    let api_keys = ApiKeyLayer::bearer(ApiKeys::plain(&cache, API_KEY_ID).await?);
+    metrics.watch_api_keys("orders-api", &api_keys);
+    let client_cache =
+        SecretCache::builder(Arc::new(AwsSecretsManagerProvider::new(key_store.clone())))
+            .ttl(Duration::from_secs(3600))
+            .build()?;
+    let auth = AuthMiddleware::new(client_cache.handle_raw(API_KEY_ID).await?, Bearer::new());
+    metrics.watch_http_client("orders-client", &auth);
+    let key_rotations = {
+        let (every, limit) = (options.rotate_every, options.rotations);
+        tokio::spawn(async move {
+            let mut done = 0u64;
+            while limit.is_none_or(|limit| done < limit) {
+                tokio::time::sleep(every).await;
+                done += 1;
+                let put = key_store
+                    .put_secret_value()
+                    .secret_id(API_KEY_ID)
+                    .secret_string(format!("api-key-{done}"))
+                    .send()
+                    .await;
+                let version = match put.map(|out| out.version_id().map(str::to_owned)) {
+                    Ok(Some(version)) => credswap::VersionId::new(version),
+                    other => {
+                        eprintln!("metrics_server: rotating the API key failed: {other:?}");
+                        continue;
+                    }
+                };
+                if let Err(error) = api_publisher.announce(API_KEY_ID, &version).await {
+                    eprintln!("metrics_server: announcing the API key failed: {error}");
+                }
+            }
+        })
+    };
+
+    let api = Router::new()
+        .route("/api/orders", get(|| async { "[]" }))
+        .route_layer(api_keys);
     let app = Router::new()
+        .merge(api)
         .route("/metrics", get(move || render(prometheus.clone())))
         .route(
             "/ready",
@@ -264,7 +320,25 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             }),
         );
     let listener = tokio::net::TcpListener::bind(options.listen).await?;
-    println!("listening on http://{}", listener.local_addr()?);
+    let local = listener.local_addr()?;
+    let api_client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+        .with(auth)
+        .build();
+    let api_traffic = tokio::spawn(async move {
+        loop {
+            match api_client
+                .get(format!("http://{local}/api/orders"))
+                .send()
+                .await
+            {
+                Ok(response) if response.status().is_success() => {}
+                Ok(response) => eprintln!("metrics_server: the API answered {}", response.status()),
+                Err(error) => eprintln!("metrics_server: calling the API failed: {error}"),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    println!("listening on http://{local}");
     let serve = axum::serve(listener, app);
     match options.run_for {
         Some(run_for) => {
@@ -273,6 +347,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         None => serve.await?,
     }
     rotations.abort();
+    key_rotations.abort();
+    api_traffic.abort();
     for task in traffic {
         task.abort();
     }

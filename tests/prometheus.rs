@@ -148,6 +148,8 @@ fn prometheus_scrapes_the_example_and_every_panel_and_rule_works() {
         "sum(credswap_pool_drain_seconds_count)",
         "sum(credswap_push_apply_latency_seconds_count)",
         "count(count_over_time(credswap_cache_entries[1m]) >= 20)",
+        "sum(credswap_http_client_replays_total)",
+        r#"sum(credswap_http_server_accepted_total{key="previous"})"#,
     ];
     loop {
         if ready.iter().all(|q| {
@@ -182,7 +184,7 @@ fn prometheus_scrapes_the_example_and_every_panel_and_rule_works() {
             )
         })
         .collect();
-    assert_eq!(loaded.len(), 7, "{loaded:?}");
+    assert_eq!(loaded.len(), 9, "{loaded:?}");
     assert!(
         loaded.iter().all(|(_, health)| health == "ok"),
         "{loaded:?}"
@@ -217,6 +219,7 @@ fn prometheus_scrapes_the_example_and_every_panel_and_rule_works() {
     for text in [&metrics, &ready] {
         assert!(!text.contains("first-password-from-setup"));
         assert!(!text.contains("example/orders/db"));
+        assert!(!text.contains("api-key-"), "an API key in what was served");
         assert!(
             !text.to_lowercase().contains("password"),
             "a password label or value"
