@@ -153,3 +153,38 @@ async fn ids_selectors_and_requests_the_engine_cannot_issue_are_refused() {
     let lease = capped.version.lease.unwrap();
     assert!(lease.duration <= Duration::from_secs(3600), "{lease:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_rsa_certificate_from_the_engine_is_served_like_an_ecdsa_one() {
+    let pki = pki(Duration::from_secs(3600)).await;
+    let _ = pki
+        .bao
+        .cli(&[
+            "write",
+            "pki/roles/loopback-rsa",
+            "allowed_domains=localhost",
+            "allow_bare_domains=true",
+            "allow_ip_sans=true",
+            "key_type=rsa",
+            "key_bits=2048",
+            "max_ttl=1h",
+        ])
+        .unwrap();
+    let provider = VaultPkiProvider::new(pki.session.clone(), "pki").certificate(
+        "web-rsa",
+        PkiRequest::new("loopback-rsa")
+            .common_name("localhost")
+            .ttl(TTL),
+    );
+    let issued = provider.fetch("web-rsa", &Selector::Current).await.unwrap();
+    let json: serde_json::Value = serde_json::from_str(issued.value.expose_str().unwrap()).unwrap();
+    assert_eq!(json["private_key_type"], "rsa");
+
+    let cache = SecretCache::builder(Arc::new(provider)).build().unwrap();
+    let certificate = RotatingCertificate::open(&cache, "web-rsa").await.unwrap();
+    let server = serve(Arc::new(certificate.server_config().unwrap()), Reply::Line).await;
+    let seen = handshake(server.addr, &plain_client(roots(&[&pki.ca_pem])))
+        .await
+        .unwrap();
+    assert_eq!(seen.server.serial, certificate.serial());
+}
