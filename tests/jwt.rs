@@ -79,6 +79,18 @@ fn kids(keys: &SigningKeys) -> BTreeSet<String> {
         .collect()
 }
 
+/// Waits until `keys` hold `version` (polling: a swap can land before a `changed()` would start
+/// listening).
+async fn until_version(keys: &SigningKeys, version: &str) {
+    tokio::time::timeout(Duration::from_secs(20), async {
+        while keys.version().as_str() != version {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the keys follow the store within a refresh");
+}
+
 const GRACE: Duration = Duration::from_secs(4);
 
 fn cache(client: &Client) -> SecretCache {
@@ -115,14 +127,7 @@ async fn tokens_signed_before_a_rotation_verify_within_grace_and_are_refused_aft
     // A rotation to another algorithm, kid from the RFC 7638 thumbprint.
     let second = key("EdDSA", &rcgen::PKCS_ED25519, None);
     let version = put(&store, "auth/signing-key", &second.json, false).await;
-    // Polling: a swap can land before a `changed()` would start listening.
-    tokio::time::timeout(Duration::from_secs(20), async {
-        while keys.version().as_str() != version {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    })
-    .await
-    .expect("the keys follow the store within a refresh");
+    until_version(&keys, &version).await;
     let new_kid = keys.current_kid();
     assert_ne!(new_kid, "k-2026-11");
     assert_eq!(new_kid.len(), 43, "a base64url SHA-256 thumbprint");
@@ -340,13 +345,7 @@ async fn a_new_key_under_the_old_kid_still_verifies_the_old_tokens_within_grace(
     let before = keys.sign(&claims("before")).unwrap();
     let second = key("ES256", &rcgen::PKCS_ECDSA_P256_SHA256, Some("k-same"));
     let version = put(&store, "auth/signing-key", &second.json, false).await;
-    tokio::time::timeout(Duration::from_secs(20), async {
-        while keys.version().as_str() != version {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    })
-    .await
-    .expect("the keys follow the store within a refresh");
+    until_version(&keys, &version).await;
     let after = keys.sign(&claims("after")).unwrap();
     let validation = Validation::default();
     assert_eq!(

@@ -220,8 +220,12 @@ impl<T: Send + Sync + 'static> SecretHandle<T> {
     /// what happened), or [`ErrorKind::Decode`](crate::ErrorKind::Decode) when the new version
     /// cannot be decoded (the handle then keeps its previous snapshot).
     pub async fn refresh(&self) -> Result<Arc<Snapshot<T>>> {
+        self.refresh_in(Mode::Force).await
+    }
+
+    async fn refresh_in(&self, mode: Mode) -> Result<Arc<Snapshot<T>>> {
         let shared = &self.shared;
-        let loaded = shared.cache.read_key(&shared.key, Mode::Force).await?;
+        let loaded = shared.cache.read_key(&shared.key, mode).await?;
         // The load offered the value to us already; offer again in case it came from the cache.
         shared.take(&loaded)?;
         Ok(self.load_full())
@@ -232,10 +236,7 @@ impl<T: Send + Sync + 'static> SecretHandle<T> {
     /// nothing newer.
     #[cfg(feature = "http-client")]
     pub(crate) async fn refresh_past_limit(&self) -> Result<Arc<Snapshot<T>>> {
-        let shared = &self.shared;
-        let loaded = shared.cache.read_key(&shared.key, Mode::PastLimit).await?;
-        shared.take(&loaded)?;
-        Ok(self.load_full())
+        self.refresh_in(Mode::PastLimit).await
     }
 
     /// How far to trust what [`load`](Self::load) serves: fresh, stale through an outage,

@@ -55,7 +55,7 @@ use crate::value::VersionId;
 ///     .with(auth.clone())
 ///     .build();
 /// let response = client.get("https://payments.example.com/v1/balance").send().await?;
-/// println!("{} ({} replays so far)", response.status(), auth.stats().replays);
+/// tracing::info!(status = %response.status(), replays = auth.stats().replays, "balance");
 /// # Ok(())
 /// # }
 /// ```

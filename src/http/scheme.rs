@@ -143,21 +143,21 @@ impl Bearer {
 impl AuthScheme<SecretValue> for Bearer {
     fn apply(&self, id: &str, secret: &SecretValue, headers: &mut HeaderMap) -> Result<()> {
         let token = token(id, secret, self.field.as_deref())?;
-        let value = sensitive(id, &Zeroizing::new(format!("Bearer {}", token.as_str())))?;
-        let _ = headers.insert(AUTHORIZATION, value);
-        Ok(())
+        bearer(id, token.as_str(), headers)
     }
 }
 
 impl AuthScheme<SecretString> for Bearer {
     fn apply(&self, id: &str, secret: &SecretString, headers: &mut HeaderMap) -> Result<()> {
-        let value = sensitive(
-            id,
-            &Zeroizing::new(format!("Bearer {}", secret.expose_secret())),
-        )?;
-        let _ = headers.insert(AUTHORIZATION, value);
-        Ok(())
+        bearer(id, secret.expose_secret(), headers)
     }
+}
+
+/// `Authorization: Bearer <token>`, whichever handle the token came from.
+fn bearer(id: &str, token: &str, headers: &mut HeaderMap) -> Result<()> {
+    let value = sensitive(id, &Zeroizing::new(format!("Bearer {token}")))?;
+    let _ = headers.insert(AUTHORIZATION, value);
+    Ok(())
 }
 
 /// A user name and password, as JSON: `{"username": "…", "password": "…"}`.

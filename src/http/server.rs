@@ -27,7 +27,7 @@ impl fmt::Debug for KeyDigest {
 }
 
 fn decode_plain(id: &str, value: &SecretValue) -> Result<KeyDigest> {
-    let key = trimmed(value.expose_secret());
+    let key = value.expose_secret().trim_ascii();
     if key.is_empty() {
         return Err(Error::decode(id, "the API key is empty"));
     }
@@ -62,15 +62,6 @@ fn decode_sha256(id: &str, value: &SecretValue) -> Result<KeyDigest> {
         }
     }
     Ok(KeyDigest(digest))
-}
-
-fn trimmed(bytes: &[u8]) -> &[u8] {
-    let start = bytes.iter().position(|b| !b.is_ascii_whitespace());
-    let end = bytes.iter().rposition(|b| !b.is_ascii_whitespace());
-    match (start, end) {
-        (Some(start), Some(end)) => &bytes[start..=end],
-        _ => &[],
-    }
 }
 
 /// The API keys a server accepts, from one secret: its current version and, during the cache's
@@ -374,9 +365,9 @@ fn presented<'h>(
             if !scheme.eq_ignore_ascii_case(b"bearer ") {
                 return Err(Rejection::Malformed);
             }
-            trimmed(&bytes[7..])
+            bytes[7..].trim_ascii()
         }
-        KeyLocation::Header(_) => trimmed(bytes),
+        KeyLocation::Header(_) => bytes.trim_ascii(),
     };
     if key.is_empty() || !key.iter().all(|b| b.is_ascii_graphic()) {
         return Err(Rejection::Malformed);
